@@ -1,0 +1,3 @@
+from regcli.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The command line: thin Typer commands that build plain objects and call the core.
+
+Errors from the core (RegcliError, UsageError) and from argument parsing become one line on
+stderr and an exit code: 2 for bad usage, 1 for a runtime failure. REGCLI_DEBUG=1 shows the
+full traceback instead.
+"""
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from regcli import __version__
+from regcli.artifacts import model_dirs
+from regcli.config import TrainConfig
+from regcli.console import TrainingReporter, stderr, stdout
+from regcli.errors import RegcliError, UsageError
+from regcli.model import Net, count_parameters, layer_summary
+
+DEBUG_ENV = "REGCLI_DEBUG"
+
+
+class OneLineErrors(TyperGroup):
+    """Report every expected failure as `error: ...` on one line, without a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (typer.TyperException, RegcliError, OSError) as error:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            message = error.format_message() if isinstance(error, typer.TyperException) else error
+            stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+            code = getattr(error, "exit_code", 1)
+        except typer.Abort:
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="What do L1 and L2 regularization do to a small CNN? Train, compare, export MNIST models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class RegScope(StrEnum):
+    weights = "weights"
+    all = "all"
+
+
+class Schedule(StrEnum):
+    onecycle = "onecycle"
+    step = "step"
+
+
+ModelsDir = Annotated[Path, typer.Option(help="Where models live: <models-dir>/<name>/.")]
+ImagesDir = Annotated[Path, typer.Option(help="Where figures are written.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="MNIST IDX files (also in <dir>/MNIST/raw). Default: $REGCLI_DATA_DIR, else ./data.",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool):
+    if value:
+        stdout.print(f"regcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+):
+    """regcli: train an MNIST CNN with none, L1, L2 or L1+L2 regularization and compare them."""
+
+
+@app.command()
+def train(
+    l1: Annotated[float, typer.Option(help="L1 strength: adds l1 * sum(|w|) to the loss.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="L2 strength (SGD weight decay).")] = 0.0,
+    name: Annotated[
+        str | None, typer.Option(help="Model name. Default: the mode (none, l1, l2, l1_l2).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TrainConfig.lr,
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = Schedule.onecycle,
+    seed: Annotated[int, typer.Option(help="Seed for weights, order, augmentation.")] = (
+        TrainConfig.seed
+    ),
+    device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
+    reg_scope: Annotated[
+        RegScope, typer.Option(help="weights: conv/linear weights only; all: every parameter.")
+    ] = RegScope.weights,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    limit_train: Annotated[
+        int | None, typer.Option(help="Train on the first N images only.", show_default=False)
+    ] = None,
+    limit_test: Annotated[
+        int | None, typer.Option(help="Test on the first N images only.", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a finished model of the same name.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+):
+    """Train one model and write its checkpoint, metrics and history plot."""
+    from regcli.train import train_and_save
+
+    config = TrainConfig(
+        l1=l1,
+        weight_decay=weight_decay,
+        reg_scope=reg_scope.value,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule.value,
+        seed=seed,
+        limit_train=limit_train,
+        limit_test=limit_test,
+    )
+    name = name or config.mode
+    with TrainingReporter(name, quiet) as reporter:
+        model_dir = train_and_save(
+            config, name, models_dir, images_dir, data_dir, device.value, reporter, force
+        )
+    stdout.print(f"saved {model_dir}")
+
+
+@app.command()
+def summary():
+    """Print the network layer by layer: output shape, parameters, receptive field."""
+    model = Net()
+    stdout.print(f"{'layer':<42} {'output':>12} {'params':>7} {'RF':>4}")
+    for row in layer_summary(model):
+        shape = "x".join(map(str, row["output_shape"]))
+        stdout.print(
+            f"{row['layer']:<42} {shape:>12} {row['parameters']:>7,} {row['receptive_field']:>4}"
+        )
+    stdout.print(f"{'total':<42} {'':>12} {count_parameters(model):>7,}")
+
+
+class Backend(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+BackendOption = Annotated[Backend, typer.Option(help="Inference backend.")]
+ModelsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Model directories. Default: every model under --models-dir.", show_default=False
+    ),
+]
+ModelArg = Annotated[Path, typer.Argument(help="A model directory (or its model.pt).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.command()
+def export(
+    models: ModelsArg = None,
+    models_dir: ModelsDir = Path("models"),
+    data_dir: DataDir = None,
+):
+    """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
+    from regcli.export import export as export_model
+
+    for model_dir in model_dirs(models, models_dir):
+        stdout.print(f"exported {export_model(model_dir, data_dir)}")
+
+
+@app.command()
+def evaluate(
+    models: ModelsArg = None,
+    backend: BackendOption = Backend.torch,
+    models_dir: ModelsDir = Path("models"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+):
+    """Test loss, accuracy, per-class accuracy and confusion matrix on all 10,000 test images."""
+    from regcli.inference import evaluate_models
+
+    results = evaluate_models(model_dirs(models, models_dir), backend.value, data_dir)
+    if json_output:
+        stdout.print_json(data=results)
+        return
+    stdout.print(
+        f"{'model':<16} {'backend':<8} {'accuracy':>9} {'loss':>8} {'correct':>13} {'images/s':>9}"
+    )
+    for r in results:
+        stdout.print(
+            f"{r['model']:<16} {r['backend']:<8} {100 * r['accuracy']:>8.2f}% "
+            f"{r['loss']:>8.4f} {r['correct']:>6,}/{r['total']:<6,} "
+            f"{r['images_per_second']:>9,.0f}"
+        )
+        per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
+        stdout.print(f"  per class (%): {per_class}")
+
+
+@app.command()
+def misclassified(
+    models: ModelsArg = None,
+    backend: BackendOption = Backend.torch,
+    count: Annotated[int, typer.Option(help="How many digits to show.")] = 25,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Figure path (one model only). Default: <images-dir>/<name>_misclassified.png.",
+            show_default=False,
+        ),
+    ] = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+):
+    """Plot misclassified test digits with true label, prediction and confidence."""
+    from regcli.inference import misclassified as plot_misclassified
+
+    dirs = model_dirs(models, models_dir)
+    if out is not None and len(dirs) > 1:
+        raise UsageError("--out names one file; give one model, or use --images-dir")
+    listing = []
+    for model_dir in dirs:
+        target = out or images_dir / f"{model_dir.name}_misclassified.png"
+        rows = plot_misclassified(model_dir, backend.value, data_dir, count, target)
+        listing.append({"model": model_dir.name, "figure": str(target), "misclassified": rows})
+        if not json_output:
+            stdout.print(f"wrote {target} ({len(rows)} digits)")
+    if json_output:
+        stdout.print_json(data=listing)
+
+
+@app.command()
+def predict(
+    model: ModelArg,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP), folders, or .npy arrays.")
+    ],
+    backend: BackendOption = Backend.torch,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write results to a .csv or .json file.", show_default=False),
+    ] = None,
+):
+    """Predict digits in real images; exit code 1 if any input could not be read."""
+    from regcli.inference import predict_paths
+
+    rows, failures = predict_paths(model, backend.value, paths, out)
+    for r in rows:
+        top3 = "  ".join(f"{c}:{p:.3f}" for c, p in r["top3"])
+        stdout.print(
+            f"{r['path']}\t{r['prediction']}\t{r['probability']:.4f}\t{top3}", markup=False
+        )
+    for _, message in failures:
+        stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def main():
+    app()

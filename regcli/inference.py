@@ -1,0 +1,119 @@
+"""The inference commands (evaluate, misclassified, predict) over either backend."""
+
+import time
+from pathlib import Path
+
+import torch
+
+from regcli.artifacts import write_csv, write_json
+from regcli.backends import open_predictor
+from regcli.data import Split, load_split
+from regcli.errors import RegcliError, UsageError
+from regcli.evaluate import Scores, score
+from regcli.plots import misclassified_figure, save_figure
+from regcli.preprocess import collect, load
+
+PREDICT_BATCH = 256  # images per inference batch in `predict`
+
+
+def evaluate_model(model_dir: Path, backend: str, test: Split) -> tuple[dict, Scores]:
+    """Score one model on the test split; a JSON-ready summary and the raw scores."""
+    predict = open_predictor(model_dir, backend)
+    started = time.perf_counter()
+    scores = score(predict, test)
+    seconds = time.perf_counter() - started
+    summary = {
+        "model": model_dir.name,
+        "path": str(model_dir),
+        "backend": backend,
+        "accuracy": scores.accuracy,
+        "loss": scores.loss,
+        "correct": scores.correct,
+        "total": scores.total,
+        "per_class": scores.per_class_accuracy,
+        "confusion": scores.confusion.tolist(),
+        "seconds": seconds,
+        "images_per_second": scores.total / seconds,
+    }
+    return summary, scores
+
+
+def evaluate_models(model_dirs: list[Path], backend: str, data_dir: Path | None) -> list[dict]:
+    test = load_split(data_dir, "test")
+    return [evaluate_model(d, backend, test)[0] for d in model_dirs]
+
+
+def misclassified(
+    model_dir: Path, backend: str, data_dir: Path | None, count: int, out: Path
+) -> list[dict]:
+    """Plot the first `count` misclassified test digits (in test-set order) to `out`."""
+    if count < 1:
+        raise UsageError(f"--count must be >= 1, got {count}")
+    test = load_split(data_dir, "test")
+    _, scores = evaluate_model(model_dir, backend, test)
+    chosen = scores.misclassified[:count].tolist()
+    rows = [
+        {
+            "index": i,
+            "true": int(scores.labels[i]),
+            "predicted": int(scores.predicted[i]),
+            "confidence": float(scores.confidence[i]),
+        }
+        for i in chosen
+    ]
+    title = (
+        f"{model_dir.name}: {len(rows)} of {len(scores.misclassified)} misclassified ({backend})"
+    )
+    save_figure(misclassified_figure(test.images[chosen], rows, title), out)
+    return rows
+
+
+def predict_paths(model_dir: Path, backend: str, paths: list[Path], out: Path | None):
+    """Predict every readable input; returns (rows, failures as (path, message))."""
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"--out {out}: use a .csv or .json file name")
+    predict = open_predictor(model_dir, backend)
+    labels, images, failures = [], [], []
+    for path in collect(paths):
+        try:
+            for label, image in load(path):
+                labels.append(label)
+                images.append(image)
+        except RegcliError as error:
+            failures.append((str(path), str(error)))
+    rows = []
+    if images:
+        batch = torch.stack(images).unsqueeze(1)
+        logits = torch.cat([predict(chunk) for chunk in batch.split(PREDICT_BATCH)])
+        probabilities = logits.float().softmax(1)
+        top = probabilities.topk(3, dim=1)
+        for label, values, classes in zip(labels, top.values, top.indices, strict=True):
+            rows.append(
+                {
+                    "path": label,
+                    "prediction": int(classes[0]),
+                    "probability": float(values[0]),
+                    "top3": [
+                        [int(c), round(float(v), 6)] for c, v in zip(classes, values, strict=True)
+                    ],
+                }
+            )
+    if out is not None:
+        write_results(out, rows, failures)
+    return rows, failures
+
+
+def write_results(out: Path, rows: list[dict], failures: list[tuple[str, str]]) -> None:
+    if out.suffix.lower() == ".json":
+        write_json(
+            out, {"predictions": rows, "failures": [{"path": p, "error": e} for p, e in failures]}
+        )
+        return
+    flat = [
+        {
+            **{k: v for k, v in r.items() if k != "top3"},
+            "top3": " ".join(f"{c}:{v:.4f}" for c, v in r["top3"]),
+        }
+        for r in rows
+    ]
+    write_csv(out, flat, fieldnames=["path", "prediction", "probability", "top3"])

@@ -1,0 +1,113 @@
+"""The notebook's <10k-parameter CNN: 3x3 conv blocks, one transition, global average pooling.
+
+The network takes raw pixels in [0, 1] and normalizes them itself, so a checkpoint or an ONNX
+file is usable without knowing MNIST's mean and standard deviation.
+"""
+
+import torch
+from torch import nn
+
+from regcli.config import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+
+
+class Normalize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - MNIST_MEAN) / MNIST_STD
+
+
+def conv_block(
+    in_channels: int, out_channels: int, dropout: float, kernel_size: int = 3, padding: int = 0
+) -> nn.Sequential:
+    """conv -> ReLU -> BatchNorm -> dropout, the notebook's block (no bias: BatchNorm has one)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(out_channels),
+        nn.Dropout(dropout),
+    )
+
+
+class Net(nn.Module):
+    """1x28x28 -> 10 logits; output sizes and receptive fields in the comments."""
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        self.layers = nn.Sequential(
+            Normalize(),
+            conv_block(1, 10, dropout),  # 26x26, RF 3
+            conv_block(10, 16, dropout),  # 24x24, RF 5
+            nn.MaxPool2d(2),  # 12x12, RF 6: the transition ...
+            conv_block(16, 10, dropout, kernel_size=1),  # ... and its 1x1 channel squeeze
+            conv_block(10, 10, dropout),  # 10x10, RF 10
+            conv_block(10, 16, dropout),  # 8x8, RF 14
+            conv_block(16, 16, dropout),  # 6x6, RF 18
+            conv_block(16, 16, dropout, padding=1),  # 6x6, RF 22
+            nn.AdaptiveAvgPool2d(1),  # 1x1, sees the whole image
+            nn.Conv2d(16, NUM_CLASSES, 1, bias=False),  # the classifier, no FC layer
+            nn.Flatten(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def layer_summary(model: Net, input_size: int = 28) -> list[dict]:
+    """One row per layer of the network: what it is, output shape, parameters, receptive field.
+
+    The receptive field (in input pixels) grows by (kernel - 1) * jump at each layer, where jump
+    is the product of the strides so far; global average pooling sees its whole input.
+    """
+    rows, receptive_field, jump = [], 1, 1
+    x = torch.zeros(1, 1, input_size, input_size)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for layer in model.layers:
+            spatial_in = x.shape[-1]
+            x = layer(x)
+            kernel, stride = _kernel_and_stride(layer, spatial_in)
+            receptive_field += (kernel - 1) * jump
+            jump *= stride
+            rows.append(
+                {
+                    "layer": _describe(layer),
+                    "output_shape": list(x.shape[1:]),
+                    "parameters": count_parameters(layer),
+                    "receptive_field": receptive_field,
+                }
+            )
+    model.train(was_training)
+    return rows
+
+
+def _kernel_and_stride(layer: nn.Module, spatial_in: int) -> tuple[int, int]:
+    if isinstance(layer, nn.AdaptiveAvgPool2d):
+        return spatial_in, 1
+    first = layer[0] if isinstance(layer, nn.Sequential) else layer
+    kernel, stride = getattr(first, "kernel_size", 1), getattr(first, "stride", 1)
+    return _first(kernel), _first(stride)
+
+
+def _describe(layer: nn.Module) -> str:
+    if isinstance(layer, nn.Sequential):  # a conv_block
+        conv, dropout = layer[0], layer[3]
+        k = conv.kernel_size[0]
+        return (
+            f"conv {k}x{k} {conv.in_channels}->{conv.out_channels}, ReLU, BN, dropout {dropout.p:g}"
+        )
+    if isinstance(layer, nn.Conv2d):
+        k = layer.kernel_size[0]
+        return f"conv {k}x{k} {layer.in_channels}->{layer.out_channels} (classifier)"
+    if isinstance(layer, nn.MaxPool2d):
+        return f"max-pool {_first(layer.kernel_size)}x{_first(layer.kernel_size)}"
+    if isinstance(layer, nn.AdaptiveAvgPool2d):
+        return "global average pool"
+    return type(layer).__name__.lower()
+
+
+def _first(value) -> int:
+    return value[0] if isinstance(value, tuple) else value

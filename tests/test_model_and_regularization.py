@@ -1,0 +1,132 @@
+import pytest
+import torch
+from torch import nn
+
+from regcli.augment import RandomRotation, to_unit
+from regcli.config import TrainConfig
+from regcli.errors import UsageError
+from regcli.model import Net, count_parameters, layer_summary
+from regcli.regularization import l1_penalty, parameter_groups, regularized_parameters
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2, bias=True)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 1, bias=True)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -2.0, 3.0, -4.0, 0.5, 0.5, 0.5, -0.5]).view(2, 1, 2, 2))
+            self.conv.bias.fill_(10.0)
+            self.fc.weight.copy_(torch.tensor([[-1.5, 2.5]]))
+            self.fc.bias.fill_(-7.0)
+
+
+def test_l1_penalty_matches_a_hand_computed_value():
+    model = Tiny()
+    # conv |w| = 1+2+3+4+0.5*4 = 12, fc |w| = 4: weights only -> 16
+    assert l1_penalty(model, 0.01, "weights").item() == pytest.approx(0.16)
+    # all: + conv bias 2*10 + bn weight 2*1 + bn bias 0 + fc bias 7 = 16 + 29 = 45
+    assert l1_penalty(model, 0.01, "all").item() == pytest.approx(0.45)
+    assert l1_penalty(model, 0.0, "weights").item() == 0.0
+
+
+def test_l1_penalty_has_the_sign_gradient():
+    model = Tiny()
+    l1_penalty(model, 0.1, "weights").backward()
+    assert torch.allclose(model.conv.weight.grad, 0.1 * model.conv.weight.sign())
+    assert model.conv.bias.grad is None and model.bn.weight.grad is None
+
+
+def test_weight_decay_groups_exclude_batchnorm_and_biases_by_default():
+    model = Net()
+    groups = parameter_groups(model, 1e-4, "weights")
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert decayed == {id(c.weight) for c in convs}
+    assert not decayed & {id(p) for bn in norms for p in bn.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_scope_all_decays_every_parameter():
+    model = Tiny()
+    groups = parameter_groups(model, 1e-4, "all")
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 1e-4
+    assert len(groups[0]["params"]) == len(list(model.parameters()))
+    assert len(regularized_parameters(model, "weights")) == 2
+
+
+@pytest.mark.parametrize(
+    "l1, wd, mode", [(0, 0, "none"), (1e-5, 0, "l1"), (0, 1e-4, "l2"), (1e-5, 1e-4, "l1_l2")]
+)
+def test_mode_follows_the_non_zero_strengths(l1, wd, mode):
+    assert TrainConfig(l1=l1, weight_decay=wd).mode == mode
+
+
+@pytest.mark.parametrize(
+    "bad", [{"l1": -1e-5}, {"weight_decay": -1.0}, {"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}]
+)
+def test_config_rejects_nonsense(bad):
+    with pytest.raises(UsageError):
+        TrainConfig(**bad)
+
+
+def test_config_round_trips_as_plain_data():
+    config = TrainConfig(l1=1e-5, weight_decay=1e-4, seed=3, limit_train=100)
+    assert TrainConfig.from_dict(config.as_dict()) == config
+
+
+def test_model_is_under_ten_thousand_parameters_and_maps_to_ten_logits():
+    model = Net()
+    assert 5_000 < count_parameters(model) < 10_000
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+
+
+def test_layer_summary_adds_up_and_ends_seeing_the_whole_image():
+    model = Net()
+    rows = layer_summary(model)
+    assert sum(r["parameters"] for r in rows) == count_parameters(model)
+    assert rows[-1]["output_shape"] == [10]
+    fields = [r["receptive_field"] for r in rows]
+    assert fields == sorted(fields) and fields[-1] >= 28
+
+
+def test_rotation_keeps_shape_dtype_and_range(mnist):
+    images = mnist[1].images[:64]
+    rotated = RandomRotation(7.0)(images, torch.Generator().manual_seed(0))
+    assert rotated.shape == (64, 1, 28, 28) and rotated.dtype == torch.float32
+    assert rotated.min() >= 0 and rotated.max() <= 1.0 + 1e-6
+    # ink is moved, not created or lost (bilinear resampling, digits away from the border)
+    assert torch.allclose(rotated.sum((1, 2, 3)), to_unit(images).sum((1, 2, 3)), rtol=0.03)
+
+
+def test_zero_degree_rotation_is_the_identity(mnist):
+    images = mnist[1].images[:32]
+    assert torch.equal(RandomRotation(0.0)(images), to_unit(images))
+    table = RandomRotation(7.0)
+    zero = (table.angles == 0).nonzero().item()
+    choice = torch.full((32,), zero)
+    assert torch.equal(table.rotate(images, choice), to_unit(images))
+
+
+def test_rotation_angles_are_uniform_within_the_limit():
+    table = RandomRotation(7.0)
+    assert table.angles.min() == -7.0 and table.angles.max() == 7.0
+    assert len(table.angles) == 141
+    gaps = table.angles.diff()
+    assert torch.allclose(gaps, torch.full_like(gaps, 0.1))
+
+
+def test_rotation_agrees_with_torchvision_bilinear_rotate(mnist):
+    from torchvision.transforms.functional import InterpolationMode, rotate
+
+    images = mnist[1].images[:16]
+    table = RandomRotation(7.0)
+    for angle in (-7.0, 3.0, 6.5):
+        choice = torch.full((16,), int((table.angles - angle).abs().argmin()))
+        ours = table.rotate(images, choice)
+        theirs = rotate(to_unit(images), angle, InterpolationMode.BILINEAR, fill=0.0)
+        # same direction and geometry; only edge handling of the interpolation differs
+        assert (ours - theirs).abs().mean() < 0.01
