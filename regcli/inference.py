@@ -64,7 +64,7 @@ def misclassified(
     title = (
         f"{model_dir.name}: {len(rows)} of {len(scores.misclassified)} misclassified ({backend})"
     )
-    save_figure(misclassified_figure(test.images[chosen], rows, title), out)
+    save_figure(misclassified_figure(test.images[chosen].numpy(), rows, title), out)
     return rows
 
 

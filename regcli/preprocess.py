@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIX = ".npy"
 SIDE = 28  # output image side, pixels
 BOX = 20  # the digit is fitted into BOX x BOX, as in MNIST
-INK_THRESHOLD = 0.2  # on the stretched 0..1 scale: what counts as ink when cropping
+INK_THRESHOLD = 0.1  # on the stretched 0..1 scale: what counts as ink when cropping
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -106,13 +106,13 @@ def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
 
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Place digit in a 28x28 black image with its centre of mass at the centre."""
+    """Place digit in a 28x28 black image with its centre of mass at pixel (14, 14), as MNIST."""
     height, width = digit.shape
     total = digit.sum()
     ys, xs = np.indices(digit.shape)
     com_y, com_x = (ys * digit).sum() / total, (xs * digit).sum() / total
-    top = int(round((SIDE - 1) / 2 - com_y))
-    left = int(round((SIDE - 1) / 2 - com_x))
+    top = int(round(SIDE / 2 - com_y))
+    left = int(round(SIDE / 2 - com_x))
     top, left = min(max(top, 0), SIDE - height), min(max(left, 0), SIDE - width)
     canvas = np.zeros((SIDE, SIDE), dtype=np.float32)
     canvas[top : top + height, left : left + width] = digit

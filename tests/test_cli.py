@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -20,9 +21,27 @@ def invoke(*args):
 
 def test_train_writes_every_artifact(tmp_path):
     models, images = tmp_path / "models", tmp_path / "images"
-    result = invoke("train", "--l1", "1e-5", "--weight-decay", "1e-4", "--epochs", "2",
-                    "--limit-train", "1000", "--limit-test", "500", "--models-dir", models,
-                    "--images-dir", images, "--data-dir", DATA_DIR, "--seed", "3")
+    result = invoke(
+        "train",
+        "--l1",
+        "1e-5",
+        "--weight-decay",
+        "1e-4",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "1000",
+        "--limit-test",
+        "500",
+        "--models-dir",
+        models,
+        "--images-dir",
+        images,
+        "--data-dir",
+        DATA_DIR,
+        "--seed",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     model_dir = models / "l1_l2"
     assert "epoch  2/2" in result.stderr  # one summary line per epoch, even without a TTY
@@ -64,11 +83,9 @@ def test_existing_model_needs_force(tmp_path, quick_model):
         (["--data-dir", "/nonexistent/mnist", "--limit-train", "10"], 1, "MNIST not found"),
     ],
 )
-def test_bad_usage_is_one_line_and_changes_nothing(args, exit_code, message, tmp_path,
-                                                   monkeypatch):
+def test_bad_usage_is_one_line_and_changes_nothing(args, exit_code, message, tmp_path, monkeypatch):
     monkeypatch.setattr("regcli.data._download", _offline)
-    result = invoke("train", "--models-dir", tmp_path / "m", "--images-dir", tmp_path / "i",
-                    *args)
+    result = invoke("train", "--models-dir", tmp_path / "m", "--images-dir", tmp_path / "i", *args)
     assert result.exit_code == exit_code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
@@ -91,19 +108,21 @@ def test_summary_prints_the_layers_and_total():
 
 
 def test_version_and_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "regcli", "--version"], capture_output=True,
-                          text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "regcli", "--version"], capture_output=True, text=True, cwd=REPO
+    )
     assert done.returncode == 0 and done.stdout.strip() == f"regcli {__version__}"
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    env = {"REGCLI_DEBUG": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "regcli", "train", "--epochs", "1",
-                           "--data-dir", tmp_path, "--device", "cpu", "--limit-train", "5"],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={**env, "REGCLI_NO_DOWNLOAD": "1"})
-    assert done.returncode != 0
-    assert "Traceback" in done.stderr
+    command = [sys.executable, "-m", "regcli", "evaluate", str(tmp_path / "nowhere")]
+    quiet = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    loud = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "REGCLI_DEBUG": "1"}
+    )
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert quiet.stderr.startswith("error: no regcli model at")
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "RegcliError" in loud.stderr
 
 
 def test_checkpoint_is_plain_data(quick_model):

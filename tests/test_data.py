@@ -73,7 +73,9 @@ def test_foreign_file_with_a_genuine_name_is_refused(tmp_path):
     raw_dir = tmp_path / "MNIST" / "raw"
     raw_dir.mkdir(parents=True)
     for name in SPLIT_FILES["test"]:
-        (raw_dir / f"{name}.gz").write_bytes((DATA_DIR / "MNIST" / "raw" / f"{name}.gz").read_bytes())
+        (raw_dir / f"{name}.gz").write_bytes(
+            (DATA_DIR / "MNIST" / "raw" / f"{name}.gz").read_bytes()
+        )
     images = raw_dir / "t10k-images-idx3-ubyte.gz"
     raw = bytearray(gzip.decompress(images.read_bytes()))
     raw[1000] ^= 0xFF  # one flipped pixel: same size, valid header

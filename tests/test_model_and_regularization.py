@@ -16,7 +16,9 @@ class Tiny(nn.Module):
         self.bn = nn.BatchNorm2d(2)
         self.fc = nn.Linear(2, 1, bias=True)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([1.0, -2.0, 3.0, -4.0, 0.5, 0.5, 0.5, -0.5]).view(2, 1, 2, 2))
+            self.conv.weight.copy_(
+                torch.tensor([1.0, -2.0, 3.0, -4.0, 0.5, 0.5, 0.5, -0.5]).view(2, 1, 2, 2)
+            )
             self.conv.bias.fill_(10.0)
             self.fc.weight.copy_(torch.tensor([[-1.5, 2.5]]))
             self.fc.bias.fill_(-7.0)

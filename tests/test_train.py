@@ -44,8 +44,16 @@ def test_every_mode_trains_through_the_same_code(mnist):
 def test_record_is_complete_and_the_schedule_ends_low(quick_model):
     metrics = json.loads((quick_model / "metrics.json").read_text())
     record = metrics["epochs"][-1]
-    assert set(record) == {"epoch", "train_loss", "penalty", "train_accuracy", "test_loss",
-                           "test_accuracy", "lr", "seconds"}
+    assert set(record) == {
+        "epoch",
+        "train_loss",
+        "penalty",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "lr",
+        "seconds",
+    }
     assert record["lr"] < QUICK_CONFIG.lr / 100  # one-cycle annealed to near zero
     assert metrics["config"] == QUICK_CONFIG.as_dict()
 
