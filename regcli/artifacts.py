@@ -97,7 +97,9 @@ def versions() -> dict:
     }
 
 
-def checkpoint_payload(model: Net, config: TrainConfig, history: list[dict]) -> dict:
+def checkpoint_payload(
+    model: Net, config: TrainConfig, history: list[dict], device: str = "cpu"
+) -> dict:
     """The checkpoint as plain data: loadable with torch.load(weights_only=True)."""
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
@@ -112,6 +114,7 @@ def checkpoint_payload(model: Net, config: TrainConfig, history: list[dict]) -> 
         "reg_scope": config.reg_scope,
         "seed": config.seed,
         "epochs": len(history),
+        "device": device,
         "parameters": count_parameters(model),
         "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD, "inside_model": True},
         "versions": versions(),
@@ -120,9 +123,11 @@ def checkpoint_payload(model: Net, config: TrainConfig, history: list[dict]) -> 
     }
 
 
-def save_run(model_dir: Path, model: Net, config: TrainConfig, history: list[dict]) -> None:
-    """model.pt, metrics.json and metrics.csv of a finished run."""
-    save_checkpoint(model_dir / CHECKPOINT_NAME, checkpoint_payload(model, config, history))
+def save_run(
+    model_dir: Path, model: Net, config: TrainConfig, history: list[dict], device: str
+) -> None:
+    """model.pt, metrics.json and metrics.csv of a finished run on `device`."""
+    save_checkpoint(model_dir / CHECKPOINT_NAME, checkpoint_payload(model, config, history, device))
     write_json(
         model_dir / METRICS_NAME,
         {

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from regcli import __version__
-from regcli.artifacts import model_dirs
+from regcli.artifacts import find_models, model_dirs
 from regcli.config import TrainConfig
 from regcli.console import TrainingReporter, stderr, stdout
 from regcli.errors import RegcliError, UsageError
@@ -275,6 +275,52 @@ def predict(
         stderr.print(f"error: {message}", markup=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    models: ModelsArg = None,
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+):
+    """Compare models: test accuracy and loss curves in one figure, and a summary table."""
+    from regcli.compare import compare as compare_models
+    from regcli.compare import markdown_table, text_table
+
+    figure = images_dir / "model_compare.png"
+    rows = compare_models(model_dirs(models, models_dir), figure)
+    stdout.print(markdown_table(rows) if markdown else text_table(rows), markup=False)
+    stderr.print(f"wrote {figure}")
+
+
+@app.command()
+def report(
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    readme: Annotated[Path, typer.Option(help="README whose results table to refresh.")] = Path(
+        "README.md"
+    ),
+):
+    """Rebuild every figure and the README's results table from the models on disk (no training)."""
+    from regcli.compare import compare as compare_models
+    from regcli.compare import markdown_table, update_readme
+    from regcli.inference import misclassified as plot_misclassified
+    from regcli.train import plot_history
+
+    dirs = find_models(models_dir)
+    for model_dir in dirs:
+        plot_history(model_dir, images_dir)
+        plot_misclassified(
+            model_dir, "torch", data_dir, 25, images_dir / f"{model_dir.name}_misclassified.png"
+        )
+    rows = compare_models(dirs, images_dir / "model_compare.png")
+    update_readme(readme, markdown_table(rows))
+    stdout.print(
+        f"refreshed {len(dirs)} models' figures, {images_dir / 'model_compare.png'} "
+        f"and the table in {readme}"
+    )
 
 
 def main():

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from regcli.artifacts import CHECKPOINT_NAME, ensure_writable, save_run
+from regcli.artifacts import CHECKPOINT_NAME, ensure_writable, load_metrics, save_run
 from regcli.augment import RandomRotation
 from regcli.config import TrainConfig
 from regcli.data import Split, load_split
@@ -77,6 +77,53 @@ def build_schedule(optimizer, config: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=third, gamma=0.1)
 
 
+@dataclass
+class Run:
+    """Everything one training run owns; an epoch of it is `train_epoch(run)`."""
+
+    config: TrainConfig
+    device: torch.device
+    model: Net
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    rotate: RandomRotation
+    generator: torch.Generator  # shuffling order and rotation angles
+    train_data: Split
+    test_data: Split
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_data) // self.config.batch_size)
+
+
+def start_run(config: TrainConfig, train_split: Split, test_split: Split, device) -> Run:
+    """A fresh, seeded Net with its optimizer and schedule, the data already on `device`."""
+    device = torch.device(device)
+    torch.manual_seed(config.seed)  # weights and dropout
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True  # same seed, same device: same metrics
+        torch.backends.cudnn.benchmark = False
+    model = Net(config.dropout).to(device)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, config.weight_decay, config.reg_scope),
+        lr=config.lr,
+        momentum=config.momentum,
+    )
+    train_data = train_split.head(config.limit_train).to(device)
+    steps = -(-len(train_data) // config.batch_size)
+    return Run(
+        config=config,
+        device=device,
+        model=model,
+        optimizer=optimizer,
+        schedule=build_schedule(optimizer, config, steps),
+        rotate=RandomRotation(config.max_rotation, device),
+        generator=torch.Generator(device=device).manual_seed(config.seed),
+        train_data=train_data,
+        test_data=test_split.head(config.limit_test).to(device),
+    )
+
+
 def train(
     config: TrainConfig,
     train_split: Split,
@@ -85,69 +132,51 @@ def train(
     reporter: Reporter | None = None,
 ) -> tuple[Net, list[EpochRecord]]:
     """Train a fresh Net under `config`; return it with one record per epoch."""
-    torch.manual_seed(config.seed)  # weights and dropout
-    generator = torch.Generator(device=device).manual_seed(config.seed)  # order, angles
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True  # same seed, same device: same metrics
-        torch.backends.cudnn.benchmark = False
-    train_data = train_split.head(config.limit_train).to(device)
-    test_data = test_split.head(config.limit_test).to(device)
-    model = Net(config.dropout).to(device)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, config.weight_decay, config.reg_scope),
-        lr=config.lr,
-        momentum=config.momentum,
-    )
-    steps = -(-len(train_data) // config.batch_size)
-    schedule = build_schedule(optimizer, config, steps)
-    rotate = RandomRotation(config.max_rotation, device)
-
+    run = start_run(config, train_split, test_split, device)
     history = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         if reporter:
-            reporter.epoch_started(epoch, steps)
-        totals = train_epoch(
-            model, train_data, optimizer, schedule, rotate, generator, config, reporter
-        )
-        test = score(torch_predictor(model), test_data)
-        data_loss, penalty, correct = totals.tolist()
+            reporter.epoch_started(epoch, run.steps_per_epoch)
+        data_loss, penalty, correct = train_epoch(run, reporter).tolist()
+        test = score(torch_predictor(run.model), run.test_data)
+        seen = len(run.train_data)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=data_loss / len(train_data),
-            penalty=penalty / len(train_data),
-            train_accuracy=correct / len(train_data),
+            train_loss=data_loss / seen,
+            penalty=penalty / seen,
+            train_accuracy=correct / seen,
             test_loss=test.loss,
             test_accuracy=test.accuracy,
-            lr=optimizer.param_groups[0]["lr"],
+            lr=run.optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
         )
         history.append(record)
         if reporter:
             reporter.epoch_finished(record, config.epochs)
-    return model, history
+    return run.model, history
 
 
-def train_epoch(model, data: Split, optimizer, schedule, rotate, generator, config, reporter):
-    """One pass in random order; returns device sums of (data loss, penalty, correct)."""
+def train_epoch(run: Run, reporter: Reporter | None = None) -> torch.Tensor:
+    """One pass in random order; returns the sums of (data loss, penalty, correct) on the CPU."""
+    model, data, config = run.model, run.train_data, run.config
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64, device=data.labels.device)
-    order = torch.randperm(len(data), generator=generator, device=data.labels.device)
+    totals = torch.zeros(3, dtype=torch.float64, device=run.device)
+    order = torch.randperm(len(data), generator=run.generator, device=run.device)
     for batch in order.split(config.batch_size):
-        images = rotate(data.images[batch], generator)
+        images = run.rotate(data.images[batch], run.generator)
         labels = data.labels[batch]
         logits = model(images)
         data_loss = F.cross_entropy(logits, labels)
         penalty = l1_penalty(model, config.l1, config.reg_scope)
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=True)
         (data_loss + penalty).backward()
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
+        run.optimizer.step()
+        run.schedule.step()
+        with torch.no_grad():  # accumulate on the device: no host sync inside the epoch
             correct = (logits.argmax(1) == labels).sum()
-            totals += torch.stack(
-                [data_loss.detach(), penalty.detach(), correct / len(batch)]
-            ) * len(batch)
+            step_totals = torch.stack([data_loss.detach(), penalty.detach(), correct / len(batch)])
+            totals += step_totals * len(batch)
         if reporter:
             reporter.step_done()
     return totals.cpu()
@@ -182,6 +211,13 @@ def train_and_save(
         ensure_writable(folder)  # fail now, not after the whole run
     model, history = train(config, train_split, test_split, device, reporter)
     records = [r.as_dict() for r in history]
-    save_run(model_dir, model, config, records)
-    save_figure(history_figure(name, records), Path(images_dir) / f"{name}_history.png")
+    save_run(model_dir, model, config, records, str(device))
+    plot_history(model_dir, images_dir)
     return model_dir
+
+
+def plot_history(model_dir: Path, images_dir: Path) -> Path:
+    """images/<name>_history.png from the model's metrics.json."""
+    target = Path(images_dir) / f"{model_dir.name}_history.png"
+    save_figure(history_figure(model_dir.name, load_metrics(model_dir)["epochs"]), target)
+    return target

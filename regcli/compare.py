@@ -1,0 +1,139 @@
+"""Side-by-side comparison of trained models: one figure, one table.
+
+The table shows what regularization is supposed to change: the train-test gap (overfitting), the
+L1 norm of the weights and the share of near-zero weights (sparsity, what L1 should increase).
+"""
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from regcli.artifacts import load_checkpoint, load_metrics, model_from_checkpoint, write_bytes
+from regcli.errors import RegcliError
+from regcli.plots import save_figure
+from regcli.regularization import regularized_parameters
+
+NEAR_ZERO = 1e-3  # |w| below this counts as a near-zero weight
+COLUMNS = {  # key -> (header, format)
+    "model": ("model", "{}"),
+    "parameters": ("params", "{:,}"),
+    "l1": ("l1", "{:g}"),
+    "weight_decay": ("weight decay", "{:g}"),
+    "final_test_accuracy": ("final test acc %", "{:.2f}"),
+    "best_test_accuracy": ("best test acc % (epoch)", "{:.2f}"),
+    "final_train_accuracy": ("final train acc %", "{:.2f}"),
+    "gap": ("train-test gap (points)", "{:+.2f}"),
+    "weight_l1_norm": ("weight L1 norm", "{:.1f}"),
+    "near_zero_share": (f"near-zero weights % (<{NEAR_ZERO:g})", "{:.2f}"),
+}
+
+
+def summarize(model_dir: Path) -> dict:
+    """One row of the comparison, from metrics.json and model.pt."""
+    metrics = load_metrics(model_dir)
+    payload = load_checkpoint(model_dir)
+    history = metrics["epochs"]
+    final = history[-1]
+    best = max(history, key=lambda r: r["test_accuracy"])
+    weights = torch.cat(
+        [
+            p.detach().flatten()
+            for p in regularized_parameters(model_from_checkpoint(payload), "weights")
+        ]
+    )
+    return {
+        "model": model_dir.name,
+        "parameters": payload["parameters"],
+        "l1": payload["l1"],
+        "weight_decay": payload["weight_decay"],
+        "final_test_accuracy": 100 * final["test_accuracy"],
+        "best_test_accuracy": 100 * best["test_accuracy"],
+        "best_epoch": best["epoch"],
+        "final_train_accuracy": 100 * final["train_accuracy"],
+        "gap": 100 * (final["train_accuracy"] - final["test_accuracy"]),
+        "weight_l1_norm": float(weights.abs().sum()),
+        "near_zero_share": 100 * float((weights.abs() < NEAR_ZERO).float().mean()),
+        "history": history,
+    }
+
+
+def cells(row: dict) -> list[str]:
+    values = []
+    for key, (_, fmt) in COLUMNS.items():
+        text = fmt.format(row[key])
+        if key == "best_test_accuracy":
+            text += f" ({row['best_epoch']})"
+        values.append(text)
+    return values
+
+
+def text_table(rows: list[dict]) -> str:
+    headers = [header for header, _ in COLUMNS.values()]
+    body = [cells(r) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:  # model name left-aligned, numbers right-aligned
+        padded = [v.rjust(w) for v, w in zip(values, widths, strict=True)]
+        padded[0] = values[0].ljust(widths[0])
+        return "  ".join(padded)
+
+    return "\n".join([line(headers), *(line(b) for b in body)])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    headers = [header for header, _ in COLUMNS.values()]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(headers) - 1)) + " |",
+    ]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def compare_figure(rows: list[dict]) -> Figure:
+    """Test accuracy and test loss per epoch, one line per model."""
+    figure = Figure(figsize=(12, 4.5))
+    accuracy, loss = figure.subplots(1, 2)
+    styles = ["-", "--", "-.", ":"]
+    for i, row in enumerate(rows):
+        epochs = [r["epoch"] for r in row["history"]]
+        style = {
+            "linestyle": styles[(i // 10) % 4],
+            "color": f"C{i % 10}",
+            "marker": "o",
+            "markersize": 2.5,
+            "label": row["model"],
+        }
+        accuracy.plot(epochs, [100 * r["test_accuracy"] for r in row["history"]], **style)
+        loss.plot(epochs, [r["test_loss"] for r in row["history"]], **style)
+    accuracy.set(title="Test (validation) accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    loss.set(title="Test (validation) loss", xlabel="epoch", ylabel="cross-entropy")
+    finals = [100 * r["history"][-1]["test_accuracy"] for r in rows]
+    accuracy.set_ylim(max(min(finals) - 1.0, 90), min(max(finals) + 0.3, 100))
+    loss.set_yscale("log")
+    for axes in (accuracy, loss):
+        axes.grid(alpha=0.3)
+    loss.legend(loc="upper right", fontsize=8, ncols=2 if len(rows) > 5 else 1)
+    figure.suptitle("Model comparison")
+    return figure
+
+
+def compare(model_dirs: list[Path], figure_path: Path) -> list[dict]:
+    rows = [summarize(d) for d in model_dirs]
+    save_figure(compare_figure(rows), figure_path)
+    return rows
+
+
+README_START = "<!-- results-table:start (generated by `regcli report`; do not edit) -->"
+README_END = "<!-- results-table:end -->"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the generated table between the markers in the README."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise RegcliError(f"{readme} has no results markers ({README_START} ... {README_END})")
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    write_bytes(readme, f"{before}{README_START}\n{table}\n{README_END}{after}".encode())
