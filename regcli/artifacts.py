@@ -133,6 +133,7 @@ def save_run(
         {
             "name": model_dir.name,
             "mode": config.mode,
+            "device": device,
             "config": config.as_dict(),
             "epochs": history,
         },
