@@ -191,7 +191,7 @@ def exported_model(scratch: Path) -> Path:
     if (committed / "model.onnx").is_file():
         return committed
     from regcli.export import export
-    from regcli.train import train_and_save
+    from regcli.runs import train_and_save
 
     config = TrainConfig(epochs=1, limit_train=2_000, limit_test=500)
     model_dir = train_and_save(

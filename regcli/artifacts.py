@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -159,7 +160,9 @@ def load_checkpoint(model: Path | str) -> dict:
     """Load and validate a checkpoint; never unpickles arbitrary objects."""
     path = checkpoint_path(model)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt zip, foreign pickle, truncated file: all the same here
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise RegcliError(f"{path}: not a readable regcli checkpoint ({first_line})") from error

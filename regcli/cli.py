@@ -6,6 +6,7 @@ full traceback instead.
 """
 
 import os
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +19,7 @@ from regcli import __version__
 from regcli.artifacts import find_models, model_dirs
 from regcli.config import TrainConfig
 from regcli.console import TrainingReporter, stderr, stdout
-from regcli.errors import RegcliError, UsageError
+from regcli.errors import Interrupted, RegcliError, UsageError
 from regcli.model import Net, count_parameters, layer_summary
 
 DEBUG_ENV = "REGCLI_DEBUG"
@@ -34,7 +35,8 @@ class OneLineErrors(TyperGroup):
             if os.environ.get(DEBUG_ENV):
                 raise
             message = error.format_message() if isinstance(error, typer.TyperException) else error
-            stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+            prefix = getattr(error, "prefix", "error")
+            stderr.print(f"{prefix}: {message}", markup=False, soft_wrap=True)
             code = getattr(error, "exit_code", 1)
         except typer.Abort:
             code = 1
@@ -120,11 +122,17 @@ def train(
     limit_test: Annotated[
         int | None, typer.Option(help="Test on the first N images only.", show_default=False)
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace a finished model of the same name.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Replace a finished (or abandon an interrupted) model of this name."),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run (give the same options).")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Train one model and write its checkpoint, metrics and history plot."""
-    from regcli.train import train_and_save
+    from regcli.runs import train_and_save
 
     config = TrainConfig(
         l1=l1,
@@ -139,10 +147,25 @@ def train(
         limit_test=limit_test,
     )
     name = name or config.mode
-    with TrainingReporter(name, quiet) as reporter:
-        model_dir = train_and_save(
-            config, name, models_dir, images_dir, data_dir, device.value, reporter, force
-        )
+    if force and resume:
+        raise UsageError("--force and --resume contradict each other; choose one")
+    try:
+        with TrainingReporter(name, quiet) as reporter:
+            model_dir = train_and_save(
+                config,
+                name,
+                models_dir,
+                images_dir,
+                data_dir,
+                device.value,
+                reporter,
+                force,
+                resume,
+            )
+    except Interrupted as interruption:
+        again = [a for a in sys.argv[1:] if a not in ("--force", "--resume")]
+        interruption.args = (f"{interruption}; resume with: regcli {shlex.join(again)} --resume",)
+        raise
     stdout.print(f"saved {model_dir}")
 
 
@@ -307,7 +330,7 @@ def report(
     from regcli.compare import compare as compare_models
     from regcli.compare import markdown_table, update_readme
     from regcli.inference import misclassified as plot_misclassified
-    from regcli.train import plot_history
+    from regcli.runs import plot_history
 
     dirs = find_models(models_dir)
     for model_dir in dirs:

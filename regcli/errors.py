@@ -9,9 +9,24 @@ class RegcliError(Exception):
     """A runtime failure the user can act on (missing file, corrupt data, divergence)."""
 
     exit_code = 1
+    prefix = "error"  # how the CLI starts the line it prints
 
 
 class UsageError(RegcliError):
     """The command was asked for something that makes no sense (negative strength, zero epochs)."""
 
     exit_code = 2
+
+
+class Interrupted(RegcliError):
+    """Training stopped at a batch boundary on SIGINT or SIGTERM; exit 128 + signal number."""
+
+    prefix = "interrupted"
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+class Diverged(RegcliError):
+    """The loss became NaN or infinite."""

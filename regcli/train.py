@@ -5,27 +5,27 @@ batch, rotates it with a gather (see augment.py) and runs the model. Nothing in 
 for the device: losses and counts accumulate in device tensors and are read once per epoch.
 """
 
-import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from regcli.artifacts import CHECKPOINT_NAME, ensure_writable, load_metrics, save_run
 from regcli.augment import RandomRotation
 from regcli.config import TrainConfig
-from regcli.data import Split, load_split
-from regcli.errors import RegcliError, UsageError
+from regcli.data import Split
+from regcli.errors import Diverged, Interrupted, RegcliError, UsageError
 from regcli.evaluate import score, torch_predictor
 from regcli.model import Net
-from regcli.plots import history_figure, save_figure
 from regcli.regularization import l1_penalty, parameter_groups
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# A mean cross-entropy (plus penalty) above this means the logits or the penalty have blown up:
+# a 10-class model that guesses scores 2.3, and nothing that learns ever gets near 1,000.
+DIVERGED_LOSS = 1_000.0
+DIVERGENCE_CHECK_STEPS = 50  # steps between two looks at the loss (each is a host sync)
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,28 @@ class Run:
     def steps_per_epoch(self) -> int:
         return -(-len(self.train_data) // self.config.batch_size)
 
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly where this run is (plain tensors and numbers)."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
 
 def start_run(config: TrainConfig, train_split: Split, test_split: Split, device) -> Run:
     """A fresh, seeded Net with its optimizer and schedule, the data already on `device`."""
@@ -124,21 +146,37 @@ def start_run(config: TrainConfig, train_split: Split, test_split: Split, device
     )
 
 
+class StopFlag:
+    """Set (by a signal handler) to ask the trainer to stop at the next batch boundary."""
+
+    signal_number: int | None = None
+
+
 def train(
     config: TrainConfig,
     train_split: Split,
     test_split: Split,
     device: torch.device,
     reporter: Reporter | None = None,
+    resume: dict | None = None,
+    on_epoch: Callable[[Run, list[EpochRecord]], None] | None = None,
+    stop: StopFlag | None = None,
 ) -> tuple[Net, list[EpochRecord]]:
-    """Train a fresh Net under `config`; return it with one record per epoch."""
+    """Train a Net under `config`; return it with one record per epoch.
+
+    `resume` is what `on_epoch` was given to save ({"run": run.state_dict(), "history": ...});
+    training continues after its last epoch, bit for bit as if it had never stopped (same device).
+    """
     run = start_run(config, train_split, test_split, device)
     history = []
-    for epoch in range(1, config.epochs + 1):
+    if resume is not None:
+        run.load_state_dict(resume["run"])
+        history = [EpochRecord(**r) for r in resume["history"]]
+    for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
         if reporter:
             reporter.epoch_started(epoch, run.steps_per_epoch)
-        data_loss, penalty, correct = train_epoch(run, reporter).tolist()
+        data_loss, penalty, correct = train_epoch(run, epoch, reporter, stop).tolist()
         test = score(torch_predictor(run.model), run.test_data)
         seen = len(run.train_data)
         record = EpochRecord(
@@ -152,18 +190,31 @@ def train(
             seconds=time.perf_counter() - started,
         )
         history.append(record)
+        if on_epoch:
+            on_epoch(run, history)
         if reporter:
             reporter.epoch_finished(record, config.epochs)
     return run.model, history
 
 
-def train_epoch(run: Run, reporter: Reporter | None = None) -> torch.Tensor:
-    """One pass in random order; returns the sums of (data loss, penalty, correct) on the CPU."""
+def train_epoch(
+    run: Run, epoch: int = 1, reporter: Reporter | None = None, stop: StopFlag | None = None
+) -> torch.Tensor:
+    """One pass in random order; returns the sums of (data loss, penalty, correct) on the CPU.
+
+    Per-step statistics stay on the device and are read only every DIVERGENCE_CHECK_STEPS steps
+    and at the end of the epoch, to catch a diverging loss without a host sync per step.
+    """
     model, data, config = run.model, run.train_data, run.config
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64, device=run.device)
     order = torch.randperm(len(data), generator=run.generator, device=run.device)
-    for batch in order.split(config.batch_size):
+    batches = order.split(config.batch_size)
+    sizes = torch.tensor([len(b) for b in batches], dtype=torch.float64)
+    steps = torch.zeros(len(batches), 3, dtype=torch.float64, device=run.device)
+    for step, batch in enumerate(batches):
+        if stop is not None and stop.signal_number is not None:
+            message = f"stopped in epoch {epoch} at batch {step + 1}/{len(batches)}"
+            raise Interrupted(message, stop.signal_number)
         images = run.rotate(data.images[batch], run.generator)
         labels = data.labels[batch]
         logits = model(images)
@@ -173,51 +224,27 @@ def train_epoch(run: Run, reporter: Reporter | None = None) -> torch.Tensor:
         (data_loss + penalty).backward()
         run.optimizer.step()
         run.schedule.step()
-        with torch.no_grad():  # accumulate on the device: no host sync inside the epoch
+        with torch.no_grad():
             correct = (logits.argmax(1) == labels).sum()
-            step_totals = torch.stack([data_loss.detach(), penalty.detach(), correct / len(batch)])
-            totals += step_totals * len(batch)
+            steps[step] = torch.stack([data_loss.detach(), penalty.detach(), correct])
         if reporter:
             reporter.step_done()
-    return totals.cpu()
+        if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
+            check_divergence(steps[: step + 1].cpu(), epoch)
+    steps = steps.cpu()
+    check_divergence(steps, epoch)
+    return torch.stack(
+        [(steps[:, 0] * sizes).sum(), (steps[:, 1] * sizes).sum(), steps[:, 2].sum()]
+    )
 
 
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise UsageError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
-    return name
-
-
-def train_and_save(
-    config: TrainConfig,
-    name: str,
-    models_dir: Path,
-    images_dir: Path,
-    data_dir: Path | None = None,
-    device_name: str = "auto",
-    reporter: Reporter | None = None,
-    force: bool = False,
-) -> Path:
-    """`regcli train`: train, then write model.pt, metrics and the history plot; returns the dir."""
-    model_dir = Path(models_dir) / check_name(name)
-    if (model_dir / CHECKPOINT_NAME).exists() and not force:
-        raise UsageError(
-            f"{model_dir} already holds a trained model; pass --force to replace it "
-            "or --name to train another"
+def check_divergence(steps: torch.Tensor, epoch: int) -> None:
+    """Raise Diverged naming the first step whose loss (data + penalty) is out of bounds."""
+    total = steps[:, 0] + steps[:, 1]
+    bad = ~torch.isfinite(total) | (total > DIVERGED_LOSS)
+    if bad.any():
+        step = int(bad.nonzero()[0])
+        raise Diverged(
+            f"training diverged in epoch {epoch} at batch {step + 1}: loss {float(total[step]):.4g}"
+            "; try a smaller --lr, --l1 or --weight-decay"
         )
-    device = resolve_device(device_name)
-    train_split, test_split = load_split(data_dir, "train"), load_split(data_dir, "test")
-    for folder in (model_dir, Path(images_dir)):
-        ensure_writable(folder)  # fail now, not after the whole run
-    model, history = train(config, train_split, test_split, device, reporter)
-    records = [r.as_dict() for r in history]
-    save_run(model_dir, model, config, records, str(device))
-    plot_history(model_dir, images_dir)
-    return model_dir
-
-
-def plot_history(model_dir: Path, images_dir: Path) -> Path:
-    """images/<name>_history.png from the model's metrics.json."""
-    target = Path(images_dir) / f"{model_dir.name}_history.png"
-    save_figure(history_figure(model_dir.name, load_metrics(model_dir)["epochs"]), target)
-    return target

@@ -5,7 +5,7 @@ import pytest
 
 from regcli.config import TrainConfig
 from regcli.data import load_split
-from regcli.train import train_and_save
+from regcli.runs import train_and_save
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "data"

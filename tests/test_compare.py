@@ -23,7 +23,9 @@ def test_summary_numbers_come_from_the_files(quick_model):
     row = summarize(quick_model)
     payload = load_checkpoint(quick_model)
     weights = regularized_parameters(model_from_checkpoint(payload), "weights")
-    assert row["weight_l1_norm"] == pytest.approx(sum(float(w.detach().abs().sum()) for w in weights))
+    assert row["weight_l1_norm"] == pytest.approx(
+        sum(float(w.detach().abs().sum()) for w in weights)
+    )
     small = sum(int((w.abs() < 1e-3).sum()) for w in weights)
     assert row["near_zero_share"] == pytest.approx(100 * small / sum(w.numel() for w in weights))
     assert row["final_test_accuracy"] == pytest.approx(100 * payload["final"]["test_accuracy"])
