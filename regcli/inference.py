@@ -10,7 +10,6 @@ from regcli.backends import open_predictor
 from regcli.data import Split, load_split
 from regcli.errors import RegcliError, UsageError
 from regcli.evaluate import Scores, score
-from regcli.plots import misclassified_figure, save_figure
 from regcli.preprocess import collect, load
 
 PREDICT_BATCH = 256  # images per inference batch in `predict`
@@ -47,6 +46,7 @@ def misclassified(
     model_dir: Path, backend: str, data_dir: Path | None, count: int, out: Path
 ) -> list[dict]:
     """Plot the first `count` misclassified test digits (in test-set order) to `out`."""
+    from regcli.plots import misclassified_figure, save_figure  # matplotlib: only when drawing
     if count < 1:
         raise UsageError(f"--count must be >= 1, got {count}")
     test = load_split(data_dir, "test")
