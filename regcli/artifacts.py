@@ -191,6 +191,28 @@ def load_metrics(model_dir: Path) -> dict:
         raise RegcliError(f"{path}: cannot read metrics ({error})") from error
 
 
+SEED_PREFIX = "seed-"  # models/<name>/seed-<k>/: one of several seeds of the same configuration
+
+
+def model_group(model_dir: Path) -> str:
+    """The configuration a model belongs to: <name> for models/<name>/ and its seed-<k>/."""
+    model_dir = Path(model_dir)
+    return model_dir.parent.name if model_dir.name.startswith(SEED_PREFIX) else model_dir.name
+
+
+def model_label(model_dir: Path) -> str:
+    """How tables and legends name a model: <name>, or <name>/seed-<k>."""
+    model_dir = Path(model_dir)
+    if model_dir.name.startswith(SEED_PREFIX):
+        return f"{model_dir.parent.name}/{model_dir.name}"
+    return model_dir.name
+
+
+def figure_path(images_dir: Path, model_dir: Path, kind: str) -> Path:
+    """<images-dir>/<name>_<kind>.png (<name>_seed-<k>_<kind>.png for a seed)."""
+    return Path(images_dir) / f"{model_label(model_dir).replace('/', '_')}_{kind}.png"
+
+
 def find_models(models_dir: Path | str) -> list[Path]:
     """Every directory under models_dir that holds a model.pt, sorted by name."""
     root = Path(models_dir)

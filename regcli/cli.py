@@ -8,6 +8,7 @@ full traceback instead.
 import os
 import shlex
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from regcli import __version__
-from regcli.artifacts import find_models, model_dirs
+from regcli.artifacts import figure_path, find_models, model_dirs, model_label
 from regcli.config import TrainConfig
 from regcli.console import TrainingReporter, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
@@ -129,10 +130,17 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run (give the same options).")
     ] = False,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Train seeds 0..N-1 into <name>/seed-<k>/, reusing finished ones.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
     """Train one model and write its checkpoint, metrics and history plot."""
-    from regcli.runs import train_and_save
+    from regcli.runs import check_name, seed_plan, train_and_save
 
     config = TrainConfig(
         l1=l1,
@@ -149,6 +157,28 @@ def train(
     name = name or config.mode
     if force and resume:
         raise UsageError("--force and --resume contradict each other; choose one")
+    if seeds is not None:
+        if seeds < 1:
+            raise UsageError(f"--seeds must be >= 1, got {seeds}")
+        group_dir = models_dir / check_name(name)
+        for seed, state in seed_plan(group_dir, seeds, force):
+            if state == "finished":
+                stdout.print(f"reusing {group_dir / f'seed-{seed}'}")
+                continue
+            with TrainingReporter(f"{name}/seed-{seed}", quiet) as reporter:
+                model_dir = train_and_save(
+                    replace(config, seed=seed),
+                    f"seed-{seed}",
+                    group_dir,
+                    images_dir,
+                    data_dir,
+                    device.value,
+                    reporter,
+                    force,
+                    resume=state == "interrupted",
+                )
+            stdout.print(f"saved {model_dir}")
+        return
     try:
         with TrainingReporter(name, quiet) as reporter:
             model_dir = train_and_save(
@@ -264,9 +294,11 @@ def misclassified(
         raise UsageError("--out names one file; give one model, or use --images-dir")
     listing = []
     for model_dir in dirs:
-        target = out or images_dir / f"{model_dir.name}_misclassified.png"
+        target = out or figure_path(images_dir, model_dir, "misclassified")
         rows = plot_misclassified(model_dir, backend.value, data_dir, count, target)
-        listing.append({"model": model_dir.name, "figure": str(target), "misclassified": rows})
+        listing.append(
+            {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
+        )
         if not json_output:
             stdout.print(f"wrote {target} ({len(rows)} digits)")
     if json_output:
@@ -309,11 +341,11 @@ def compare(
 ):
     """Compare models: test accuracy and loss curves in one figure, and a summary table."""
     from regcli.compare import compare as compare_models
-    from regcli.compare import markdown_table, text_table
+    from regcli.compare import comparison_tables
 
     figure = images_dir / "model_compare.png"
     rows = compare_models(model_dirs(models, models_dir), figure)
-    stdout.print(markdown_table(rows) if markdown else text_table(rows), markup=False)
+    stdout.print(comparison_tables(rows, markdown), markup=False)
     stderr.print(f"wrote {figure}")
 
 
@@ -328,7 +360,7 @@ def report(
 ):
     """Rebuild every figure and the README's results table from the models on disk (no training)."""
     from regcli.compare import compare as compare_models
-    from regcli.compare import markdown_table, update_readme
+    from regcli.compare import results_markdown, update_readme
     from regcli.inference import misclassified as plot_misclassified
     from regcli.runs import plot_history
 
@@ -336,14 +368,81 @@ def report(
     for model_dir in dirs:
         plot_history(model_dir, images_dir)
         plot_misclassified(
-            model_dir, "torch", data_dir, 25, images_dir / f"{model_dir.name}_misclassified.png"
+            model_dir, "torch", data_dir, 25, figure_path(images_dir, model_dir, "misclassified")
         )
     rows = compare_models(dirs, images_dir / "model_compare.png")
-    update_readme(readme, markdown_table(rows))
+    update_readme(readme, results_markdown(rows))
     stdout.print(
         f"refreshed {len(dirs)} models' figures, {images_dir / 'model_compare.png'} "
         f"and the table in {readme}"
     )
+
+
+@app.command()
+def weights(
+    models: ModelsArg = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    json_output: JsonFlag = False,
+):
+    """Weight norms, shares of small weights, and histograms of all models in one figure."""
+    from regcli.artifacts import load_model
+    from regcli.plots import save_figure
+    from regcli.weights import THRESHOLDS, weight_stats, weights_figure
+
+    dirs = model_dirs(models, models_dir)
+    stats = [{"model": model_label(d), **weight_stats(load_model(d)[0])} for d in dirs]
+    figure = images_dir / "weights_compare.png"
+    save_figure(weights_figure(stats), figure)
+    rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
+    if json_output:
+        stdout.print_json(data=rows)
+        return
+    shares = "  ".join(f"|w|<{t:g}" for t in THRESHOLDS)
+    stdout.print(f"{'model':<20} {'weights':>7} {'L1 norm':>9} {'L2 norm':>8}  {shares}")
+    for r in rows:
+        small = "  ".join(
+            f"{100 * r[f'below_{t:g}']:>{len(f'|w|<{t:g}') - 1}.2f}%" for t in THRESHOLDS
+        )
+        stdout.print(
+            f"{r['model']:<20} {r['count']:>7,} {r['l1_norm']:>9.1f} {r['l2_norm']:>8.2f}  {small}"
+        )
+    stderr.print(f"wrote {figure}")
+
+
+@app.command()
+def prune(
+    models: ModelsArg = None,
+    sparsity: Annotated[
+        str, typer.Option(help="Fractions of weights to zero, comma-separated.")
+    ] = "0.5,0.7,0.9",
+    backend: BackendOption = Backend.torch,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+):
+    """Zero the smallest conv weights (no retraining) and measure test accuracy at each level."""
+    from regcli.data import load_split
+    from regcli.plots import save_figure
+    from regcli.weights import parse_sparsities, prune_curve, pruning_figure
+
+    levels = parse_sparsities(sparsity)
+    dirs = model_dirs(models, models_dir)
+    test = load_split(data_dir, "test")
+    curves = [prune_curve(d, levels, backend.value, test) for d in dirs]
+    figure = images_dir / "pruning_compare.png"
+    save_figure(pruning_figure(curves), figure)
+    if json_output:
+        stdout.print_json(data=curves)
+        return
+    stdout.print(f"{'model':<20} " + " ".join(f"{f'{100 * s:g}% zero':>9}" for s in levels))
+    for curve in curves:
+        stdout.print(
+            f"{curve['model']:<20} "
+            + " ".join(f"{100 * p['accuracy']:>8.2f}%" for p in curve["points"])
+        )
+    stderr.print(f"wrote {figure}")
 
 
 def main():

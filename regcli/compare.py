@@ -9,12 +9,20 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from regcli.artifacts import load_checkpoint, load_metrics, model_from_checkpoint, write_bytes
+from regcli.artifacts import (
+    load_checkpoint,
+    load_metrics,
+    model_from_checkpoint,
+    model_group,
+    model_label,
+    write_bytes,
+)
 from regcli.errors import RegcliError
 from regcli.plots import save_figure
-from regcli.regularization import regularized_parameters
+from regcli.stats import mean, sample_std, welch
+from regcli.weights import THRESHOLDS, weight_stats
 
-NEAR_ZERO = 1e-3  # |w| below this counts as a near-zero weight
+NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
 COLUMNS = {  # key -> (header, format)
     "model": ("model", "{}"),
     "parameters": ("params", "{:,}"),
@@ -36,14 +44,11 @@ def summarize(model_dir: Path) -> dict:
     history = metrics["epochs"]
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
-    weights = torch.cat(
-        [
-            p.detach().flatten()
-            for p in regularized_parameters(model_from_checkpoint(payload), "weights")
-        ]
-    )
+    weights = weight_stats(model_from_checkpoint(payload))
     return {
-        "model": model_dir.name,
+        "model": model_label(model_dir),
+        "group": model_group(model_dir),
+        "mode": payload["mode"],
         "parameters": payload["parameters"],
         "l1": payload["l1"],
         "weight_decay": payload["weight_decay"],
@@ -52,8 +57,8 @@ def summarize(model_dir: Path) -> dict:
         "best_epoch": best["epoch"],
         "final_train_accuracy": 100 * final["train_accuracy"],
         "gap": 100 * (final["train_accuracy"] - final["test_accuracy"]),
-        "weight_l1_norm": float(weights.abs().sum()),
-        "near_zero_share": 100 * float((weights.abs() < NEAR_ZERO).float().mean()),
+        "weight_l1_norm": weights["l1_norm"],
+        "near_zero_share": 100 * weights[f"below_{NEAR_ZERO:g}"],
         "history": history,
     }
 
@@ -68,12 +73,11 @@ def cells(row: dict) -> list[str]:
     return values
 
 
-def text_table(rows: list[dict]) -> str:
-    headers = [header for header, _ in COLUMNS.values()]
-    body = [cells(r) for r in rows]
+def text(headers: list[str], body: list[list[str]]) -> str:
+    """An aligned plain-text table: first column left-aligned, the rest right-aligned."""
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
 
-    def line(values: list[str]) -> str:  # model name left-aligned, numbers right-aligned
+    def line(values: list[str]) -> str:
         padded = [v.rjust(w) for v, w in zip(values, widths, strict=True)]
         padded[0] = values[0].ljust(widths[0])
         return "  ".join(padded)
@@ -81,32 +85,40 @@ def text_table(rows: list[dict]) -> str:
     return "\n".join([line(headers), *(line(b) for b in body)])
 
 
+def comparison_tables(rows: list[dict], as_markdown: bool) -> str:
+    """Every model, then the seed groups (if any), as text or Markdown."""
+    render = markdown if as_markdown else text
+    tables = [render([h for h, _ in COLUMNS.values()], [cells(r) for r in rows])]
+    if any(len(m) > 1 for m in groups(rows).values()):
+        tables.append(render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)]))
+    return "\n\n".join(tables)
+
+
 def markdown_table(rows: list[dict]) -> str:
-    headers = [header for header, _ in COLUMNS.values()]
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(headers) - 1)) + " |",
-    ]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown([header for header, _ in COLUMNS.values()], [cells(r) for r in rows])
 
 
 def compare_figure(rows: list[dict]) -> Figure:
-    """Test accuracy and test loss per epoch, one line per model."""
+    """Test accuracy and loss per epoch: a line per model, or per seed group its mean line with
+    the seeds' range shaded."""
     figure = Figure(figsize=(12, 4.5))
     accuracy, loss = figure.subplots(1, 2)
-    styles = ["-", "--", "-.", ":"]
-    for i, row in enumerate(rows):
-        epochs = [r["epoch"] for r in row["history"]]
-        style = {
-            "linestyle": styles[(i // 10) % 4],
-            "color": f"C{i % 10}",
-            "marker": "o",
-            "markersize": 2.5,
-            "label": row["model"],
-        }
-        accuracy.plot(epochs, [100 * r["test_accuracy"] for r in row["history"]], **style)
-        loss.plot(epochs, [r["test_loss"] for r in row["history"]], **style)
+    for i, (name, members) in enumerate(groups(rows).items()):
+        epochs = [r["epoch"] for r in members[0]["history"]]
+        style = {"linestyle": ["-", "--", "-.", ":"][(i // 10) % 4], "color": f"C{i % 10}"}
+        label = name if len(members) == 1 else f"{name} (mean of {len(members)} seeds)"
+        for axes, key, scale in ((accuracy, "test_accuracy", 100), (loss, "test_loss", 1)):
+            curves = torch.tensor([[scale * r[key] for r in m["history"]] for m in members])
+            axes.plot(epochs, curves.mean(0), marker="o", markersize=2.5, label=label, **style)
+            if len(members) > 1:
+                axes.fill_between(
+                    epochs,
+                    curves.min(0).values,
+                    curves.max(0).values,
+                    alpha=0.2,
+                    color=style["color"],
+                    linewidth=0,
+                )
     accuracy.set(title="Test (validation) accuracy", xlabel="epoch", ylabel="accuracy (%)")
     loss.set(title="Test (validation) loss", xlabel="epoch", ylabel="cross-entropy")
     finals = [100 * r["history"][-1]["test_accuracy"] for r in rows]
@@ -117,6 +129,81 @@ def compare_figure(rows: list[dict]) -> Figure:
     loss.legend(loc="upper right", fontsize=8, ncols=2 if len(rows) > 5 else 1)
     figure.suptitle("Model comparison")
     return figure
+
+
+def groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by configuration (the seeds of models/<name>/seed-<k> form one group)."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["group"], []).append(row)
+    return grouped
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Per group of two or more seeds: final test accuracy mean, spread, and the difference
+    from the unregularized group with its 95% Welch interval."""
+    seeded = {name: members for name, members in groups(rows).items() if len(members) > 1}
+    baseline = next((m for m in seeded.values() if m[0]["mode"] == "none"), None)
+    summary = []
+    for name, members in seeded.items():
+        finals = [m["final_test_accuracy"] for m in members]
+        entry = {
+            "group": name,
+            "seeds": len(members),
+            "mean": mean(finals),
+            "std": sample_std(finals),
+            "min": min(finals),
+            "max": max(finals),
+            "versus_none": "",
+        }
+        if baseline is not None and members is not baseline:
+            difference = welch(finals, [m["final_test_accuracy"] for m in baseline])
+            entry.update(
+                difference=difference.estimate,
+                half_width=difference.half_width,
+                versus_none=difference.verdict(),
+            )
+        summary.append(entry)
+    return summary
+
+
+SEED_HEADERS = [
+    "variant",
+    "seeds",
+    "final test acc % (mean +- std)",
+    "min",
+    "max",
+    "vs none (95% Welch interval)",
+]
+
+
+def seed_cells(entry: dict) -> list[str]:
+    return [
+        entry["group"],
+        str(entry["seeds"]),
+        f"{entry['mean']:.3f} +- {entry['std']:.3f}",
+        f"{entry['min']:.2f}",
+        f"{entry['max']:.2f}",
+        entry["versus_none"] or "-",
+    ]
+
+
+def markdown(headers: list[str], body: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(headers) - 1)) + " |",
+    ]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """The README's results: the single runs, then the seed groups (if any)."""
+    seeded = {r["group"] for r in rows if len(groups(rows)[r["group"]]) > 1}
+    singles = [r for r in rows if r["group"] not in seeded]
+    parts = [markdown_table(singles)] if singles else []
+    if seeded:
+        parts.append(markdown(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)]))
+    return "\n\n".join(parts)
 
 
 def compare(model_dirs: list[Path], figure_path: Path) -> list[dict]:

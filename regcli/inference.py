@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from regcli.artifacts import write_csv, write_json
+from regcli.artifacts import model_label, write_csv, write_json
 from regcli.backends import open_predictor
 from regcli.data import Split, load_split
 from regcli.errors import RegcliError, UsageError
@@ -22,7 +22,7 @@ def evaluate_model(model_dir: Path, backend: str, test: Split) -> tuple[dict, Sc
     scores = score(predict, test)
     seconds = time.perf_counter() - started
     summary = {
-        "model": model_dir.name,
+        "model": model_label(model_dir),
         "path": str(model_dir),
         "backend": backend,
         "accuracy": scores.accuracy,
@@ -47,6 +47,7 @@ def misclassified(
 ) -> list[dict]:
     """Plot the first `count` misclassified test digits (in test-set order) to `out`."""
     from regcli.plots import misclassified_figure, save_figure  # matplotlib: only when drawing
+
     if count < 1:
         raise UsageError(f"--count must be >= 1, got {count}")
     test = load_split(data_dir, "test")
@@ -61,9 +62,8 @@ def misclassified(
         }
         for i in chosen
     ]
-    title = (
-        f"{model_dir.name}: {len(rows)} of {len(scores.misclassified)} misclassified ({backend})"
-    )
+    shown = f"{len(rows)} of {len(scores.misclassified)}"
+    title = f"{model_label(model_dir)}: {shown} misclassified ({backend})"
     save_figure(misclassified_figure(test.images[chosen].numpy(), rows, title), out)
     return rows
 

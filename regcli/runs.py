@@ -16,8 +16,11 @@ import torch
 
 from regcli.artifacts import (
     CHECKPOINT_NAME,
+    SEED_PREFIX,
     ensure_writable,
+    figure_path,
     load_metrics,
+    model_label,
     save_checkpoint,
     save_run,
 )
@@ -101,6 +104,21 @@ def resume_state(model_dir: Path, config: TrainConfig, resume: bool, force: bool
     return None
 
 
+def seed_plan(group_dir: Path, seeds: int, force: bool) -> list[tuple[int, str]]:
+    """For seeds 0..seeds-1 under group_dir: "finished" (reused unless --force),
+    "interrupted" (resumed) or "new"."""
+    plan = []
+    for seed in range(seeds):
+        seed_dir = group_dir / f"{SEED_PREFIX}{seed}"
+        if (seed_dir / CHECKPOINT_NAME).is_file() and not force:
+            plan.append((seed, "finished"))
+        elif (seed_dir / LAST_NAME).is_file() and not force:
+            plan.append((seed, "interrupted"))
+        else:
+            plan.append((seed, "new"))
+    return plan
+
+
 def remove_stale_temporaries(model_dir: Path) -> None:
     """Temporary files a killed process left behind (a run owns its model directory)."""
     for leftover in model_dir.glob(".*.tmp"):
@@ -172,6 +190,6 @@ def train_and_save(
 
 def plot_history(model_dir: Path, images_dir: Path) -> Path:
     """images/<name>_history.png from the model's metrics.json."""
-    target = Path(images_dir) / f"{model_dir.name}_history.png"
-    save_figure(history_figure(model_dir.name, load_metrics(model_dir)["epochs"]), target)
+    target = figure_path(images_dir, model_dir, "history")
+    save_figure(history_figure(model_label(model_dir), load_metrics(model_dir)["epochs"]), target)
     return target

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from regcli.artifacts import find_models, load_checkpoint, model_from_checkpoint
 from regcli.cli import app
-from regcli.compare import README_END, README_START, markdown_table, summarize
+from regcli.compare import README_END, README_START, results_markdown, summarize
 from regcli.inference import evaluate_model
 from regcli.regularization import regularized_parameters
 from tests.conftest import DATA_DIR, REPO
@@ -65,7 +65,7 @@ def test_report_refreshes_only_the_generated_table(quick_model, tmp_path):
     assert result.exit_code == 0, result.output
     text = readme.read_text()
     assert text.startswith("# intro\n") and text.endswith("\n\nreading\n")
-    assert markdown_table([summarize(models / "quick")]) in text and "old table" not in text
+    assert results_markdown([summarize(models / "quick")]) in text and "old table" not in text
     for figure in ("quick_history.png", "quick_misclassified.png", "model_compare.png"):
         assert (tmp_path / "images" / figure).is_file()
 
@@ -81,7 +81,7 @@ def test_readme_table_matches_the_committed_models():
     assert {d.name for d in dirs} == VARIANTS
     readme = (REPO / "README.md").read_text()
     generated = readme.split(README_START)[1].split(README_END)[0].strip()
-    assert generated == markdown_table([summarize(d) for d in dirs])
+    assert generated == results_markdown([summarize(d) for d in dirs])
 
 
 @committed
