@@ -17,6 +17,10 @@ L1 ?= 1e-5
 WD ?= 1e-4
 EPOCHS ?= 15
 SEED ?= 1
+# SEEDS=N trains seeds 0..N-1 per variant into models/<variant>/seed-<k>/, reusing finished ones;
+# without it, one run per variant with SEED, replacing the previous one.
+SEEDS ?=
+SEED_ARGS = $(if $(SEEDS),--seeds $(SEEDS),--seed $(SEED) --force)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train all-variants report bench test lint format clean
@@ -34,15 +38,14 @@ install: $(STAMP) ## build .venv and install regcli (editable) with the dev tool
 train: $(SETUP) ## train one model: make train L1=1e-5 WD=1e-4 (EPOCHS, SEED)
 	$(REGCLI) train --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) --force
 
-all-variants: $(SETUP) ## the study: train none/l1/l2/l1_l2, export, evaluate both backends, report
-	$(REGCLI) train --name none --epochs $(EPOCHS) --seed $(SEED) --force
-	$(REGCLI) train --name l1 --l1 $(L1) --epochs $(EPOCHS) --seed $(SEED) --force
-	$(REGCLI) train --name l2 --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) --force
-	$(REGCLI) train --name l1_l2 --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) \
-		--seed $(SEED) --force
-	$(REGCLI) export $(addprefix models/,$(VARIANTS))
-	$(REGCLI) evaluate $(addprefix models/,$(VARIANTS)) --backend torch
-	$(REGCLI) evaluate $(addprefix models/,$(VARIANTS)) --backend onnx
+all-variants: $(SETUP) ## the study: train none/l1/l2/l1_l2 (SEEDS=5 for seeds 0..4), export, evaluate, report
+	$(REGCLI) train --name none --epochs $(EPOCHS) $(SEED_ARGS)
+	$(REGCLI) train --name l1 --l1 $(L1) --epochs $(EPOCHS) $(SEED_ARGS)
+	$(REGCLI) train --name l2 --weight-decay $(WD) --epochs $(EPOCHS) $(SEED_ARGS)
+	$(REGCLI) train --name l1_l2 --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) $(SEED_ARGS)
+	$(REGCLI) export
+	$(REGCLI) evaluate --backend torch
+	$(REGCLI) evaluate --backend onnx
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
 report: $(SETUP) ## rebuild figures, the comparison and the README table from models/ (no training)

@@ -6,14 +6,13 @@ know which it got.
 
 from pathlib import Path
 
-import onnx
 import onnxruntime as ort
 import torch
 
 from regcli.artifacts import checkpoint_path, load_model
 from regcli.errors import RegcliError
 from regcli.evaluate import Predictor, torch_predictor
-from regcli.export import ONNX_NAME, sha256_file
+from regcli.export import ONNX_NAME, sha256_file, source_digest
 
 BACKENDS = ("torch", "onnx")
 
@@ -59,11 +58,7 @@ def onnx_predictor(path: Path) -> Predictor:
 
 def check_fresh(onnx_path: Path, checkpoint: Path) -> None:
     """Refuse an export made from another model.pt than the one beside it."""
-    try:
-        props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    except Exception as error:
-        raise RegcliError(f"{onnx_path}: not a readable ONNX file ({error})") from error
-    source = props.get("source_sha256")
+    source = source_digest(onnx_path)
     if source is not None and source != sha256_file(checkpoint):
         raise RegcliError(
             f"{onnx_path} was exported from an older model.pt; "

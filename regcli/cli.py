@@ -17,13 +17,14 @@ import typer
 from typer.core import TyperGroup
 
 from regcli import __version__
-from regcli.artifacts import figure_path, find_models, model_dirs, model_label
+from regcli.artifacts import SEED_PREFIX, figure_path, find_models, model_dirs, model_label
 from regcli.config import TrainConfig
 from regcli.console import TrainingReporter, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
 from regcli.model import Net, count_parameters, layer_summary
 
 DEBUG_ENV = "REGCLI_DEBUG"
+REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
 
 
 class OneLineErrors(TyperGroup):
@@ -233,11 +234,16 @@ def export(
     models: ModelsArg = None,
     models_dir: ModelsDir = Path("models"),
     data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="Export even if model.onnx is up to date.")] = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
     from regcli.export import export as export_model
+    from regcli.export import is_current
 
     for model_dir in model_dirs(models, models_dir):
+        if is_current(model_dir) and not force:
+            stdout.print(f"up to date: {model_dir / 'model.onnx'}")
+            continue
         stdout.print(f"exported {export_model(model_dir, data_dir)}")
 
 
@@ -361,8 +367,10 @@ def report(
     """Rebuild every figure and the README's results table from the models on disk (no training)."""
     from regcli.compare import compare as compare_models
     from regcli.compare import results_markdown, update_readme
+    from regcli.data import load_split
     from regcli.inference import misclassified as plot_misclassified
     from regcli.runs import plot_history
+    from regcli.weights import compare_pruning, compare_weights
 
     dirs = find_models(models_dir)
     for model_dir in dirs:
@@ -371,6 +379,16 @@ def report(
             model_dir, "torch", data_dir, 25, figure_path(images_dir, model_dir, "misclassified")
         )
     rows = compare_models(dirs, images_dir / "model_compare.png")
+    # one model per configuration keeps these two figures readable
+    singles = [d for d in dirs if not d.name.startswith(SEED_PREFIX)] or dirs
+    compare_weights(singles, images_dir / "weights_compare.png")
+    compare_pruning(
+        singles,
+        REPORT_SPARSITIES,
+        "torch",
+        load_split(data_dir, "test"),
+        images_dir / "pruning_compare.png",
+    )
     update_readme(readme, results_markdown(rows))
     stdout.print(
         f"refreshed {len(dirs)} models' figures, {images_dir / 'model_compare.png'} "
@@ -386,14 +404,10 @@ def weights(
     json_output: JsonFlag = False,
 ):
     """Weight norms, shares of small weights, and histograms of all models in one figure."""
-    from regcli.artifacts import load_model
-    from regcli.plots import save_figure
-    from regcli.weights import THRESHOLDS, weight_stats, weights_figure
+    from regcli.weights import THRESHOLDS, compare_weights
 
-    dirs = model_dirs(models, models_dir)
-    stats = [{"model": model_label(d), **weight_stats(load_model(d)[0])} for d in dirs]
     figure = images_dir / "weights_compare.png"
-    save_figure(weights_figure(stats), figure)
+    stats = compare_weights(model_dirs(models, models_dir), figure)
     rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
     if json_output:
         stdout.print_json(data=rows)
@@ -424,15 +438,12 @@ def prune(
 ):
     """Zero the smallest conv weights (no retraining) and measure test accuracy at each level."""
     from regcli.data import load_split
-    from regcli.plots import save_figure
-    from regcli.weights import parse_sparsities, prune_curve, pruning_figure
+    from regcli.weights import compare_pruning, parse_sparsities
 
     levels = parse_sparsities(sparsity)
     dirs = model_dirs(models, models_dir)
-    test = load_split(data_dir, "test")
-    curves = [prune_curve(d, levels, backend.value, test) for d in dirs]
     figure = images_dir / "pruning_compare.png"
-    save_figure(pruning_figure(curves), figure)
+    curves = compare_pruning(dirs, levels, backend.value, load_split(data_dir, "test"), figure)
     if json_output:
         stdout.print_json(data=curves)
         return

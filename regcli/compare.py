@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from regcli.artifacts import (
+    SEED_PREFIX,
     load_checkpoint,
     load_metrics,
     model_from_checkpoint,
@@ -48,6 +49,7 @@ def summarize(model_dir: Path) -> dict:
     return {
         "model": model_label(model_dir),
         "group": model_group(model_dir),
+        "seeded": model_dir.name.startswith(SEED_PREFIX),
         "mode": payload["mode"],
         "parameters": payload["parameters"],
         "l1": payload["l1"],
@@ -106,7 +108,7 @@ def compare_figure(rows: list[dict]) -> Figure:
     for i, (name, members) in enumerate(groups(rows).items()):
         epochs = [r["epoch"] for r in members[0]["history"]]
         style = {"linestyle": ["-", "--", "-.", ":"][(i // 10) % 4], "color": f"C{i % 10}"}
-        label = name if len(members) == 1 else f"{name} (mean of {len(members)} seeds)"
+        label = name if len(members) == 1 else f"{members[0]['group']} ({len(members)} seeds)"
         for axes, key, scale in ((accuracy, "test_accuracy", 100), (loss, "test_loss", 1)):
             curves = torch.tensor([[scale * r[key] for r in m["history"]] for m in members])
             axes.plot(epochs, curves.mean(0), marker="o", markersize=2.5, label=label, **style)
@@ -132,10 +134,12 @@ def compare_figure(rows: list[dict]) -> Figure:
 
 
 def groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by configuration (the seeds of models/<name>/seed-<k> form one group)."""
+    """The seeds of models/<name>/seed-<k> form the group <name>; any other model is alone
+    (models/<name>/model.pt itself is not one of the seeds)."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
-        grouped.setdefault(row["group"], []).append(row)
+        key = f"{row['group']} seeds" if row["seeded"] else row["model"]
+        grouped.setdefault(key, []).append(row)
     return grouped
 
 
@@ -145,15 +149,17 @@ def seed_summary(rows: list[dict]) -> list[dict]:
     seeded = {name: members for name, members in groups(rows).items() if len(members) > 1}
     baseline = next((m for m in seeded.values() if m[0]["mode"] == "none"), None)
     summary = []
-    for name, members in seeded.items():
+    for members in seeded.values():
         finals = [m["final_test_accuracy"] for m in members]
         entry = {
-            "group": name,
+            "group": members[0]["group"],
             "seeds": len(members),
             "mean": mean(finals),
             "std": sample_std(finals),
             "min": min(finals),
             "max": max(finals),
+            "weight_l1_norm": mean([m["weight_l1_norm"] for m in members]),
+            "near_zero_share": mean([m["near_zero_share"] for m in members]),
             "versus_none": "",
         }
         if baseline is not None and members is not baseline:
@@ -174,6 +180,8 @@ SEED_HEADERS = [
     "min",
     "max",
     "vs none (95% Welch interval)",
+    "weight L1 norm (mean)",
+    f"near-zero weights % (<{NEAR_ZERO:g}, mean)",
 ]
 
 
@@ -185,6 +193,8 @@ def seed_cells(entry: dict) -> list[str]:
         f"{entry['min']:.2f}",
         f"{entry['max']:.2f}",
         entry["versus_none"] or "-",
+        f"{entry['weight_l1_norm']:.1f}",
+        f"{entry['near_zero_share']:.2f}",
     ]
 
 
@@ -198,10 +208,9 @@ def markdown(headers: list[str], body: list[list[str]]) -> str:
 
 def results_markdown(rows: list[dict]) -> str:
     """The README's results: the single runs, then the seed groups (if any)."""
-    seeded = {r["group"] for r in rows if len(groups(rows)[r["group"]]) > 1}
-    singles = [r for r in rows if r["group"] not in seeded]
+    singles = [r for r in rows if not r["seeded"]]
     parts = [markdown_table(singles)] if singles else []
-    if seeded:
+    if any(len(m) > 1 for m in groups(rows).values()):
         parts.append(markdown(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)]))
     return "\n\n".join(parts)
 

@@ -50,6 +50,24 @@ def metadata(payload: dict, source: Path) -> dict[str, str]:
     }
 
 
+def source_digest(onnx_path: Path) -> str | None:
+    """The sha256 of the model.pt an ONNX file was exported from (None if it does not say)."""
+    try:
+        props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    except Exception as error:
+        raise RegcliError(f"{onnx_path}: not a readable ONNX file ({error})") from error
+    return props.get("source_sha256")
+
+
+def is_current(model_dir: Path) -> bool:
+    """Whether model_dir/model.onnx was exported from the model.pt beside it."""
+    target = Path(model_dir) / ONNX_NAME
+    try:
+        return target.is_file() and source_digest(target) == sha256_file(checkpoint_path(model_dir))
+    except RegcliError:  # unreadable: not current, export it again
+        return False
+
+
 def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
     """Trace the eval-mode model with a dynamic batch axis."""
     example = torch.rand(2, 1, 28, 28)

@@ -19,6 +19,7 @@ from regcli.backends import onnx_session
 from regcli.errors import RegcliError, UsageError
 from regcli.evaluate import score, torch_predictor
 from regcli.export import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
+from regcli.plots import save_figure
 from regcli.regularization import regularized_parameters
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)  # |w| below each of these counts as "small"
@@ -142,3 +143,19 @@ def pruning_figure(curves: list[dict]) -> Figure:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, ncols=2 if len(curves) > 5 else 1)
     return figure
+
+
+def compare_weights(model_dirs: list[Path], figure_path: Path) -> list[dict]:
+    """Weight statistics of each model (values included) and their histograms in one figure."""
+    stats = [{"model": model_label(d), **weight_stats(load_model(d)[0])} for d in model_dirs]
+    save_figure(weights_figure(stats), figure_path)
+    return stats
+
+
+def compare_pruning(
+    model_dirs: list[Path], sparsities: list[float], backend: str, test, figure_path: Path
+) -> list[dict]:
+    """Each model's accuracy-versus-sparsity curve, all in one figure."""
+    curves = [prune_curve(d, sparsities, backend, test) for d in model_dirs]
+    save_figure(pruning_figure(curves), figure_path)
+    return curves

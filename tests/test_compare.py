@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from regcli.artifacts import find_models, load_checkpoint, model_from_checkpoint
+from regcli.artifacts import find_models, load_checkpoint, model_from_checkpoint, model_group
 from regcli.cli import app
-from regcli.compare import README_END, README_START, results_markdown, summarize
+from regcli.compare import README_END, README_START, results_markdown, seed_summary, summarize
 from regcli.inference import evaluate_model
 from regcli.regularization import regularized_parameters
 from tests.conftest import DATA_DIR, REPO
@@ -78,7 +78,7 @@ committed = pytest.mark.skipif(
 @committed
 def test_readme_table_matches_the_committed_models():
     dirs = find_models(REPO / "models")
-    assert {d.name for d in dirs} == VARIANTS
+    assert {model_group(d) for d in dirs} == VARIANTS
     readme = (REPO / "README.md").read_text()
     generated = readme.split(README_START)[1].split(README_END)[0].strip()
     assert generated == results_markdown([summarize(d) for d in dirs])
@@ -95,3 +95,53 @@ def test_committed_models_evaluate_through_onnx_as_recorded(mnist):
         assert summary["accuracy"] == pytest.approx(payload["final"]["test_accuracy"], abs=5e-4)
         assert (REPO / "images" / f"{name}_history.png").is_file()
         assert (REPO / "images" / f"{name}_misclassified.png").is_file()
+
+
+def test_seed_groups_of_identical_runs_have_zero_spread(quick_model, tmp_path):
+    models = tmp_path / "models"
+    for group in ("none", "twin"):
+        for seed in range(3):
+            shutil.copytree(quick_model, models / group / f"seed-{seed}")
+    rows = [summarize(d) for d in find_models(models)]
+    summary = {entry["group"]: entry for entry in seed_summary(rows)}
+    assert set(summary) == {"none", "twin"} and summary["twin"]["seeds"] == 3
+    assert summary["twin"]["std"] == 0 and summary["twin"]["min"] == summary["twin"]["max"]
+    assert summary["twin"]["difference"] == 0 and summary["twin"]["half_width"] == 0
+    assert summary["twin"]["versus_none"].startswith("within noise (+0.00 +- 0.00")
+    assert summary["none"]["versus_none"] == ""  # the baseline is not compared with itself
+    result = invoke("compare", "--models-dir", models, "--images-dir", tmp_path / "images")
+    assert result.exit_code == 0, result.output
+    assert "twin/seed-2" in result.stdout and "within noise" in result.stdout
+
+
+def test_train_seeds_lays_out_and_reuses(tmp_path):
+    args = [
+        "train",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "128",
+        "--models-dir",
+        tmp_path / "models",
+        "--images-dir",
+        tmp_path / "images",
+        "--data-dir",
+        DATA_DIR,
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    seeds = [load_checkpoint(tmp_path / "models" / "none" / f"seed-{k}")["seed"] for k in (0, 1)]
+    assert seeds == [0, 1]
+    assert (tmp_path / "images" / "none_seed-1_history.png").is_file()
+    before = (tmp_path / "models" / "none" / "seed-0" / "model.pt").read_bytes()
+    again = invoke(*args[:2], "3", *args[3:])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count("reusing") == 2 and "seed-2" in again.stdout
+    assert (tmp_path / "models" / "none" / "seed-0" / "model.pt").read_bytes() == before

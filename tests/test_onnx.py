@@ -243,3 +243,10 @@ def test_stale_export_is_refused(exported, quick_model, tmp_path):
     torch.save(payload, model_dir / "model.pt")
     result = invoke("evaluate", model_dir, "--backend", "onnx", "--data-dir", DATA_DIR)
     assert result.exit_code == 1 and "older model.pt" in result.stderr
+
+
+def test_export_skips_an_up_to_date_file(exported):
+    before = (exported / "model.onnx").stat().st_mtime_ns
+    result = invoke("export", exported, "--data-dir", DATA_DIR)
+    assert result.exit_code == 0 and "up to date" in result.stdout
+    assert (exported / "model.onnx").stat().st_mtime_ns == before

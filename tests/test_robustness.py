@@ -396,7 +396,7 @@ def test_damaged_data_directory(tmp_path, damage, message):
 def test_disk_full_keeps_the_previous_file(exported_copy, monkeypatch):
     onnx_before = (exported_copy / "model.onnx").read_bytes()
     no_space_left(monkeypatch)
-    result = invoke("export", exported_copy, "--data-dir", DATA_DIR)
+    result = invoke("export", exported_copy, "--force", "--data-dir", DATA_DIR)
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert "No space left on device" in line and "model.onnx" in line

@@ -1,0 +1,138 @@
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from regcli.artifacts import load_model
+from regcli.cli import app
+from regcli.errors import UsageError
+from regcli.evaluate import score
+from regcli.stats import sample_std, t_quantile, welch
+from regcli.weights import parse_sparsities, prunable, prune_curve, pruned_state, weight_stats
+from tests.conftest import DATA_DIR
+
+runner = CliRunner()
+
+
+def test_t_quantiles_match_the_tables():
+    # two-sided 95%: the textbook values
+    for df, expected in [(1, 12.706), (4, 2.776), (10, 2.228), (30, 2.042)]:
+        assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_welch_interval_against_a_hand_computed_example():
+    # a = 4, 5, 6 and b = 1, 2, 3: means 5 and 2, variances 1 and 1, n = 3 each.
+    # se = sqrt(1/3 + 1/3) = 0.81650; df = (2/3)^2 / ((1/3)^2/2 + (1/3)^2/2) = 4;
+    # t(0.975, 4) = 2.77645; half width = 2.77645 * 0.81650 = 2.26696.
+    difference = welch([4, 5, 6], [1, 2, 3])
+    assert difference.estimate == 3
+    assert difference.df == pytest.approx(4)
+    assert difference.half_width == pytest.approx(2.26696, abs=1e-4)
+    assert difference.verdict() == "better by 3.00 +- 2.27 points"
+    assert welch([1, 2, 3], [4, 5, 6]).verdict() == "worse by 3.00 +- 2.27 points"
+    assert welch([1, 2, 3], [1.5, 2.5, 3.5]).verdict().startswith("within noise")
+
+
+def test_welch_with_unequal_variances_and_sizes():
+    # a = 1, 3 (var 2, n 2); b = 2, 2, 2, 6 (var 4, n 4): va = 1, vb = 1, se = sqrt(2);
+    # df = 2^2 / (1/1 + 1/3) = 3; t(0.975, 3) = 3.18245; half width = 4.50069.
+    difference = welch([1, 3], [2, 2, 2, 6])
+    assert difference.estimate == -1
+    assert difference.df == pytest.approx(3)
+    assert difference.half_width == pytest.approx(4.50069, abs=1e-4)
+
+
+def test_too_few_seeds_and_no_spread():
+    assert math.isnan(welch([1.0], [1.0, 2.0]).half_width)
+    assert welch([1.0], [2.0, 3.0]).verdict() == "needs at least 2 seeds on each side"
+    identical = welch([99.5, 99.5], [99.5, 99.5])
+    assert identical.half_width == 0 and identical.verdict().startswith("within noise")
+    assert sample_std([2.0, 2.0, 2.0]) == 0 and sample_std([7.0]) == 0
+
+
+def test_weights_table_matches_norms_computed_directly(quick_model):
+    result = runner.invoke(
+        app,
+        [
+            "weights",
+            str(quick_model),
+            "--json",
+            "--images-dir",
+            str(quick_model.parent.parent / "images"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    (row,) = json.loads(result.stdout)
+    model, _ = load_model(quick_model)
+    convs = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    flat = torch.cat([w.flatten() for w in convs])
+    assert row["count"] == flat.numel()
+    assert row["l1_norm"] == pytest.approx(float(flat.abs().sum()), rel=1e-6)
+    assert row["l2_norm"] == pytest.approx(float(flat.pow(2).sum().sqrt()), rel=1e-6)
+    for threshold in (1e-3, 1e-2, 1e-1):
+        share = float((flat.abs() < threshold).sum()) / flat.numel()
+        assert row[f"below_{threshold:g}"] == pytest.approx(share)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7, 0.9])
+def test_pruning_zeroes_exactly_that_share_of_the_prunable_weights(quick_model, sparsity):
+    model, _ = load_model(quick_model)
+    weights = prunable(model)
+    assert all((w != 0).all() for w in weights.values())  # no exact zeros to begin with
+    state = pruned_state(model, sparsity)
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(int((w == 0).sum()) for w in state.values())
+    assert zeros == round(sparsity * total)
+    # the zeroed ones are the smallest: every kept weight is at least as large as any zeroed one
+    original = torch.cat([w.detach().flatten() for w in weights.values()])
+    pruned = torch.cat([w.flatten() for w in state.values()])
+    if 0 < zeros < total:
+        assert original[pruned == 0].abs().max() <= original[pruned != 0].abs().min()
+    assert weight_stats(model)["count"] == total
+
+
+def test_pruning_curve_through_both_backends(quick_model, mnist, tmp_path):
+    import shutil
+
+    from regcli.backends import open_predictor
+    from regcli.export import export
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(quick_model, model_dir)
+    export(model_dir, DATA_DIR)
+    test = mnist[1].head(2_000)
+    curves = {b: prune_curve(model_dir, [0.0, 0.5, 0.95], b, test) for b in ("torch", "onnx")}
+    unpruned = score(open_predictor(model_dir, "torch"), test).accuracy
+    for curve in curves.values():
+        accuracies = [p["accuracy"] for p in curve["points"]]
+        assert accuracies[0] == unpruned  # sparsity 0 changes nothing
+        assert accuracies[2] < accuracies[0] - 0.2  # 95% of the weights gone: it breaks
+    for a, b in zip(curves["torch"]["points"], curves["onnx"]["points"], strict=True):
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=2e-3)
+
+
+def test_prune_cli_and_bad_sparsity(quick_model, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            str(quick_model),
+            "--sparsity",
+            "0.5",
+            "--images-dir",
+            str(tmp_path),
+            "--data-dir",
+            str(DATA_DIR),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pruning_compare.png").stat().st_size > 10_000
+    assert "0% zero" in result.stdout and "50% zero" in result.stdout
+    for bad in ("1.5", "x", ""):
+        with pytest.raises(UsageError):
+            parse_sparsities(bad)
+    result = runner.invoke(app, ["prune", str(quick_model), "--sparsity", "2"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: --sparsity")
