@@ -414,3 +414,13 @@ def exported_copy(quick_model, tmp_path):
     shutil.copytree(quick_model, model_dir)
     export(model_dir, DATA_DIR)
     return model_dir
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_but_not_available(tmp_path):
+    result = invoke(
+        "train", "--device", "cuda", "--models-dir", tmp_path / "models", "--epochs", "1"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: device 'cuda' was asked for but is not available here"
+    assert not (tmp_path / "models").exists()
