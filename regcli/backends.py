@@ -37,9 +37,10 @@ def onnx_session(model: bytes | str) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=providers)
 
 
-def onnx_predictor(path: Path) -> Predictor:
+def onnx_predictor(model: Path | bytes, path: Path) -> Predictor:
+    """A predictor over an ONNX model (a file, or its bytes read from `path`), shape-checked."""
     try:
-        session = onnx_session(str(path))
+        session = onnx_session(model if isinstance(model, bytes) else str(model))
     except Exception as error:  # onnxruntime raises its own exception types for bad files
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise RegcliError(f"{path}: not a loadable ONNX model ({message})") from error
@@ -66,18 +67,24 @@ def check_fresh(onnx_path: Path, checkpoint: Path) -> None:
         )
 
 
+def current_onnx(model_dir: Path) -> Path:
+    """model_dir/model.onnx, which must exist and come from the model.pt beside it."""
+    checkpoint = checkpoint_path(model_dir)
+    onnx_path = checkpoint.parent / ONNX_NAME
+    if not onnx_path.is_file():
+        raise RegcliError(
+            f"{onnx_path} does not exist; run `regcli export {checkpoint.parent}` first"
+        )
+    check_fresh(onnx_path, checkpoint)
+    return onnx_path
+
+
 def open_predictor(model_dir: Path, backend: str, device: str = "cpu") -> Predictor:
     """The model in model_dir behind the chosen backend."""
-    checkpoint = checkpoint_path(model_dir)
     if backend == "torch":
-        model, _ = load_model(checkpoint)
+        model, _ = load_model(checkpoint_path(model_dir))
         return torch_predictor(model.to(device))
     if backend == "onnx":
-        onnx_path = checkpoint.parent / ONNX_NAME
-        if not onnx_path.is_file():
-            raise RegcliError(
-                f"{onnx_path} does not exist; run `regcli export {checkpoint.parent}` first"
-            )
-        check_fresh(onnx_path, checkpoint)
-        return onnx_predictor(onnx_path)
+        onnx_path = current_onnx(model_dir)
+        return onnx_predictor(onnx_path, onnx_path)
     raise RegcliError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -14,11 +14,10 @@ import torch
 from matplotlib.figure import Figure
 from onnx import numpy_helper
 
-from regcli.artifacts import checkpoint_path, load_model, model_label
-from regcli.backends import onnx_session
+from regcli.artifacts import load_model, model_label
+from regcli.backends import current_onnx, onnx_predictor
 from regcli.errors import RegcliError, UsageError
 from regcli.evaluate import score, torch_predictor
-from regcli.export import INPUT_NAME, ONNX_NAME, OUTPUT_NAME
 from regcli.plots import save_figure
 from regcli.regularization import regularized_parameters
 
@@ -95,21 +94,14 @@ def pruned_predictor(model_dir: Path, model: torch.nn.Module, state: dict, backe
         pruned = copy.deepcopy(model)
         pruned.load_state_dict({**model.state_dict(), **state})
         return torch_predictor(pruned.eval())
-    onnx_path = checkpoint_path(model_dir).parent / ONNX_NAME
-    if not onnx_path.is_file():
-        raise RegcliError(f"{onnx_path} does not exist; run `regcli export {model_dir}` first")
+    onnx_path = current_onnx(model_dir)
     graph = onnx.load(str(onnx_path))
     initializers = {i.name: i for i in graph.graph.initializer}
     for name, value in state.items():
         if name not in initializers:
             raise RegcliError(f"{onnx_path}: no weight named {name}; export it again")
         initializers[name].CopyFrom(numpy_helper.from_array(value.numpy(), name))
-    session = onnx_session(graph.SerializeToString())
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0])
-
-    return predict
+    return onnx_predictor(graph.SerializeToString(), onnx_path)
 
 
 def prune_curve(model_dir: Path, sparsities: list[float], backend: str, test) -> dict:
