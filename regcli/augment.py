@@ -13,15 +13,11 @@ import math
 
 import torch
 
+from regcli.evaluate import UNIT
+
 SIDE = 28  # MNIST images are SIDE x SIDE
 PIXELS = SIDE * SIDE
 ANGLE_STEP = 0.1  # degrees between two neighbouring angles of the table
-UNIT = 1 / 255  # uint8 pixel -> [0, 1]
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 28, 28] -> float32 [B, 1, 28, 28] in [0, 1], the model's input."""
-    return images.unsqueeze(1).float().mul_(UNIT)
 
 
 class RandomRotation:

@@ -1,30 +1,32 @@
 """Two interchangeable predictors, PyTorch and onnxruntime: images [B,1,28,28] -> logits [B,10].
 
 Every inference command opens one with `open_predictor(model_dir, backend)` and never needs to
-know which it got.
+know which it got. The ONNX side never imports PyTorch (about 2 s of start-up on a small CPU):
+the torch backend loads it only when asked for.
 """
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
-import torch
 
-from regcli.artifacts import checkpoint_path, load_model
+from regcli.artifacts import ONNX_NAME, checkpoint_path, sha256_file
 from regcli.errors import RegcliError
-from regcli.evaluate import Predictor, torch_predictor
-from regcli.export import ONNX_NAME, sha256_file, source_digest
+from regcli.evaluate import Predictor
 
 BACKENDS = ("torch", "onnx")
+SOURCE_KEY = "source_sha256"  # ONNX metadata: sha256 of the model.pt it was exported from
 
 
 def onnx_session(model: bytes | str) -> ort.InferenceSession:
     """An onnxruntime session that shares the CPU politely with PyTorch in the same process.
 
     onnxruntime's worker threads spin while waiting for work by default, which starves PyTorch's
-    own threads; with spinning off they sleep, and both backends keep their speed.
+    threads when the two take turns (export's parity check, pruning, comparing backends); with
+    spinning off they sleep. Measured on the 2-core machine, spinning gave onnxruntime alone no
+    consistent gain either.
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -37,8 +39,9 @@ def onnx_session(model: bytes | str) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=providers)
 
 
-def onnx_predictor(model: Path | bytes, path: Path) -> Predictor:
-    """A predictor over an ONNX model (a file, or its bytes read from `path`), shape-checked."""
+def open_onnx(model: Path | bytes, path: Path) -> ort.InferenceSession:
+    """A session over an ONNX model (a file, or its bytes read from `path`), checked to take
+    regcli's image input."""
     try:
         session = onnx_session(model if isinstance(model, bytes) else str(model))
     except Exception as error:  # onnxruntime raises its own exception types for bad files
@@ -48,26 +51,20 @@ def onnx_predictor(model: Path | bytes, path: Path) -> Predictor:
     shape = inputs[0].shape if len(inputs) == 1 else None
     if shape is None or len(shape) != 4 or list(shape[1:]) != [1, 28, 28]:
         raise RegcliError(f"{path}: expects input {shape}, not regcli's [N, 1, 28, 28] image")
-    input_name = inputs[0].name
+    return session
 
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        pixels = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(session.run(None, {input_name: pixels})[0])
+
+def onnx_predictor(session: ort.InferenceSession) -> Predictor:
+    input_name = session.get_inputs()[0].name
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(images, dtype=np.float32)
+        return session.run(None, {input_name: pixels})[0]
 
     return predict
 
 
-def check_fresh(onnx_path: Path, checkpoint: Path) -> None:
-    """Refuse an export made from another model.pt than the one beside it."""
-    source = source_digest(onnx_path)
-    if source is not None and source != sha256_file(checkpoint):
-        raise RegcliError(
-            f"{onnx_path} was exported from an older model.pt; "
-            f"run `regcli export {onnx_path.parent}` again"
-        )
-
-
-def current_onnx(model_dir: Path) -> Path:
+def current_onnx(model_dir: Path) -> ort.InferenceSession:
     """model_dir/model.onnx, which must exist and come from the model.pt beside it."""
     checkpoint = checkpoint_path(model_dir)
     onnx_path = checkpoint.parent / ONNX_NAME
@@ -75,16 +72,38 @@ def current_onnx(model_dir: Path) -> Path:
         raise RegcliError(
             f"{onnx_path} does not exist; run `regcli export {checkpoint.parent}` first"
         )
-    check_fresh(onnx_path, checkpoint)
-    return onnx_path
+    session = open_onnx(onnx_path, onnx_path)
+    if exported_from(session) not in (None, sha256_file(checkpoint)):
+        raise RegcliError(
+            f"{onnx_path} was exported from an older model.pt; "
+            f"run `regcli export {checkpoint.parent}` again"
+        )
+    return session
+
+
+def exported_from(session: ort.InferenceSession) -> str | None:
+    """sha256 of the model.pt the session's model was exported from (None if it does not say)."""
+    return session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
+
+
+def is_current(model_dir: Path) -> bool:
+    """Whether model_dir/model.onnx is loadable and says it came from the model.pt beside it."""
+    onnx_path = Path(model_dir) / ONNX_NAME
+    try:
+        source = exported_from(open_onnx(onnx_path, onnx_path))
+        return source == sha256_file(checkpoint_path(model_dir))
+    except RegcliError:  # missing or unreadable: not current, export it again
+        return False
 
 
 def open_predictor(model_dir: Path, backend: str, device: str = "cpu") -> Predictor:
     """The model in model_dir behind the chosen backend."""
     if backend == "torch":
+        from regcli.checkpoints import load_model
+        from regcli.model import torch_predictor
+
         model, _ = load_model(checkpoint_path(model_dir))
         return torch_predictor(model.to(device))
     if backend == "onnx":
-        onnx_path = current_onnx(model_dir)
-        return onnx_predictor(onnx_path, onnx_path)
+        return onnx_predictor(current_onnx(model_dir))
     raise RegcliError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,5 +1,8 @@
 """The command line: thin Typer commands that build plain objects and call the core.
 
+Core modules are imported inside the commands that need them, and only those load PyTorch:
+`evaluate --backend onnx` and `predict --backend onnx` start without it.
+
 Errors from the core (RegcliError, UsageError) and from argument parsing become one line on
 stderr and an exit code: 2 for bad usage, 1 for a runtime failure. REGCLI_DEBUG=1 shows the
 full traceback instead.
@@ -21,7 +24,6 @@ from regcli.artifacts import SEED_PREFIX, figure_path, find_models, model_dirs, 
 from regcli.config import TrainConfig
 from regcli.console import TrainingReporter, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
-from regcli.model import Net, count_parameters, layer_summary
 
 DEBUG_ENV = "REGCLI_DEBUG"
 REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
@@ -203,6 +205,8 @@ def train(
 @app.command()
 def summary():
     """Print the network layer by layer: output shape, parameters, receptive field."""
+    from regcli.model import Net, count_parameters, layer_summary
+
     model = Net()
     stdout.print(f"{'layer':<42} {'output':>12} {'params':>7} {'RF':>4}")
     for row in layer_summary(model):
@@ -237,8 +241,8 @@ def export(
     force: Annotated[bool, typer.Option(help="Export even if model.onnx is up to date.")] = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
+    from regcli.backends import is_current
     from regcli.export import export as export_model
-    from regcli.export import is_current
 
     for model_dir in model_dirs(models, models_dir):
         if is_current(model_dir) and not force:
@@ -365,8 +369,9 @@ def report(
     ),
 ):
     """Rebuild every figure and the README's results table from the models on disk (no training)."""
+    from regcli.artifacts import update_readme
+    from regcli.compare import README_SECTION, results_markdown
     from regcli.compare import compare as compare_models
-    from regcli.compare import results_markdown, update_readme
     from regcli.data import load_split
     from regcli.inference import misclassified as plot_misclassified
     from regcli.runs import plot_history
@@ -389,7 +394,7 @@ def report(
         load_split(data_dir, "test"),
         images_dir / "pruning_compare.png",
     )
-    update_readme(readme, results_markdown(rows))
+    update_readme(readme, *README_SECTION, results_markdown(rows))
     stdout.print(
         f"refreshed {len(dirs)} models' figures, {images_dir / 'model_compare.png'} "
         f"and the table in {readme}"

@@ -1,9 +1,12 @@
 """Terminal output: one stderr console for progress and errors, stdout left for results."""
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from regcli.train import EpochRecord
+if TYPE_CHECKING:  # the trainer loads PyTorch, which commands on ONNX models never need
+    from regcli.train import EpochRecord
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -45,7 +48,7 @@ class TrainingReporter:
         if self.progress:
             self.progress.advance(self.task)
 
-    def epoch_finished(self, record: EpochRecord, epochs: int) -> None:
+    def epoch_finished(self, record: "EpochRecord", epochs: int) -> None:
         stderr.print(
             f"{self.name} epoch {record.epoch:>2}/{epochs}  "
             f"train loss {record.train_loss:.4f}  penalty {record.penalty:.4f}  "

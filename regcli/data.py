@@ -1,8 +1,9 @@
-"""MNIST from the original IDX files, read and verified here, returned as uint8 tensors.
+"""MNIST from the original IDX files, read and verified here, returned as numpy arrays.
 
 We parse IDX ourselves rather than through torchvision so that a truncated, foreign or
 tampered file is a clear error instead of a silent misread: the header (magic number, dimensions)
-must match the byte count, and the content must match the md5 of the genuine file.
+must match the byte count, and the content must match the md5 of the genuine file. numpy, not
+torch, so that ONNX inference runs without loading PyTorch; the trainer moves them to its device.
 """
 
 import gzip
@@ -12,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from regcli.errors import RegcliError
 
@@ -34,8 +35,8 @@ SPLIT_FILES = {
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # uint8 [N, 28, 28], 0 = background
-    labels: torch.Tensor  # int64 [N], 0..9
+    images: np.ndarray  # uint8 [N, 28, 28], 0 = background (a tensor on the training device)
+    labels: np.ndarray  # int64 [N], 0..9
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -43,12 +44,9 @@ class Split:
     def head(self, n: int | None) -> "Split":
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
-    def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
 
-
-def parse_idx(raw: bytes, source: str = "IDX data") -> torch.Tensor:
-    """Decode one IDX file's bytes into a uint8 tensor of the shape its header declares."""
+def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
+    """Decode one IDX file's bytes into a uint8 array of the shape its header declares."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise RegcliError(f"{source}: not an IDX file (bad magic number)")
     if raw[2] != IDX_UBYTE:
@@ -67,11 +65,11 @@ def parse_idx(raw: bytes, source: str = "IDX data") -> torch.Tensor:
             f"{source}: {kind}: header declares shape {tuple(shape)} ({expected:,} bytes), "
             f"file has {len(raw):,} bytes"
         )
-    data = bytearray(raw[header_size:])  # writable copy, so torch owns its memory
-    return torch.frombuffer(data, dtype=torch.uint8).reshape(shape)
+    # a writable copy: torch.from_numpy warns about read-only memory
+    return np.frombuffer(bytearray(raw[header_size:]), dtype=np.uint8).reshape(shape)
 
 
-def read_idx(path: Path, expected_md5: str | None = None) -> torch.Tensor:
+def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:
     """Read an IDX file, gzipped or not, and check its uncompressed content against a md5."""
     try:
         raw = path.read_bytes()
@@ -101,7 +99,7 @@ def load_split(data_dir: Path | str | None, split: str, limit: int | None = None
     labels = read_idx(labels_path, GENUINE_MD5[labels_path.name.removesuffix(".gz")])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise RegcliError(f"{root}: images and labels of the {split} split do not match")
-    return Split(images, labels.long()).head(limit)
+    return Split(images, labels.astype(np.int64)).head(limit)
 
 
 def _find(root: Path, name: str) -> Path | None:

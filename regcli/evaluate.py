@@ -1,30 +1,42 @@
 """Score any predictor on a labelled split: loss, accuracy, per-class accuracy, confusion.
 
 A predictor is any callable taking float32 images [B, 1, 28, 28] in [0, 1] and returning logits
-[B, 10]; the trainer passes its model, the inference commands pass a PyTorch or onnxruntime
-backend. One scoring function for all of them is what makes their numbers comparable.
+[B, 10], both numpy arrays; the trainer passes its model, the inference commands pass a PyTorch
+or onnxruntime backend. One scoring function for all of them is what makes their numbers
+comparable. This module is plain numpy, so scoring an ONNX model never loads PyTorch.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
-from regcli.augment import to_unit
 from regcli.config import NUM_CLASSES
 from regcli.data import Split
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+Predictor = Callable[[np.ndarray], np.ndarray]
 EVAL_BATCH = 1000  # images per inference batch when scoring a split
+UNIT = 1 / 255  # uint8 pixel -> [0, 1]
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 [B, 28, 28] -> float32 [B, 1, 28, 28] in [0, 1], the model's input."""
+    return images[:, None].astype(np.float32) * np.float32(UNIT)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-probabilities, in float64 so that confident predictions keep their digits."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
 @dataclass(frozen=True)
 class Scores:
     loss: float  # mean cross-entropy over the split
-    labels: torch.Tensor  # int64 [N], on the CPU
-    predicted: torch.Tensor  # int64 [N]
-    confidence: torch.Tensor  # float32 [N], softmax probability of the predicted class
+    labels: np.ndarray  # int64 [N]
+    predicted: np.ndarray  # int64 [N]
+    confidence: np.ndarray  # float64 [N], softmax probability of the predicted class
 
     @property
     def total(self) -> int:
@@ -39,48 +51,35 @@ class Scores:
         return self.correct / self.total
 
     @property
-    def misclassified(self) -> torch.Tensor:
+    def misclassified(self) -> np.ndarray:
         """Indices into the split of the wrongly predicted images, in order."""
-        return (self.predicted != self.labels).nonzero().flatten()
+        return np.flatnonzero(self.predicted != self.labels)
 
     @property
-    def confusion(self) -> torch.Tensor:
+    def confusion(self) -> np.ndarray:
         """[true, predicted] counts."""
         flat = self.labels * NUM_CLASSES + self.predicted
-        return torch.bincount(flat, minlength=NUM_CLASSES**2).view(NUM_CLASSES, NUM_CLASSES)
+        return np.bincount(flat, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
 
     @property
     def per_class_accuracy(self) -> list[float]:
         confusion = self.confusion
-        return (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
+        return (confusion.diagonal() / confusion.sum(1).clip(min=1)).tolist()
 
 
 def score(predict: Predictor, split: Split, batch_size: int = EVAL_BATCH) -> Scores:
-    """Run the predictor over the split in batches; stays on the split's device until the end."""
-    loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
-    predicted, confidence = [], []
-    for start in range(0, len(split), batch_size):
-        labels = split.labels[start : start + batch_size]
-        logits = predict(to_unit(split.images[start : start + batch_size])).to(labels.device)
-        log_probs = F.log_softmax(logits.float(), dim=1)
-        loss_sum += F.nll_loss(log_probs, labels, reduction="sum")
-        best_log_prob, best = log_probs.max(1)
-        predicted.append(best)
-        confidence.append(best_log_prob.exp())
-    return Scores(
-        loss=float(loss_sum) / len(split),
-        labels=split.labels.cpu(),
-        predicted=torch.cat(predicted).cpu(),
-        confidence=torch.cat(confidence).cpu(),
+    """Run the predictor over the split in batches and score all its logits at once."""
+    logits = np.concatenate(
+        [
+            predict(to_unit(split.images[start : start + batch_size]))
+            for start in range(0, len(split), batch_size)
+        ]
     )
-
-
-def torch_predictor(model: torch.nn.Module) -> Predictor:
-    """The model in eval mode, without autograd bookkeeping."""
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        with torch.inference_mode():
-            return model(images.to(next(model.parameters()).device))
-
-    return predict
+    log_probs = log_softmax(logits)
+    labels = np.asarray(split.labels, dtype=np.int64)
+    return Scores(
+        loss=float(-log_probs[np.arange(len(labels)), labels].mean()),
+        labels=labels,
+        predicted=log_probs.argmax(1),
+        confidence=np.exp(log_probs.max(1)),
+    )

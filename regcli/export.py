@@ -5,32 +5,29 @@ returns logits [batch, 10]; the batch axis is dynamic. The file carries its prov
 metadata_props, including the sha256 of the model.pt it came from, so a stale export is caught.
 """
 
-import hashlib
 import io
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
 import regcli
-from regcli.artifacts import checkpoint_path, load_model, write_bytes
-from regcli.augment import to_unit
+from regcli.artifacts import ONNX_NAME, checkpoint_path, sha256_file, write_bytes
+from regcli.backends import SOURCE_KEY, onnx_session
+from regcli.checkpoints import load_model
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
+from regcli.evaluate import to_unit
 
-ONNX_NAME = "model.onnx"
 INPUT_NAME = "image"  # float32 [batch, 1, 28, 28], pixels in [0, 1], 0 = background
 OUTPUT_NAME = "logits"  # float32 [batch, 10], unnormalized class scores (softmax for probs)
 OPSET = 18
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between onnxruntime and PyTorch
 PARITY_BATCHES = (1, 256)  # batch sizes checked at export
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def metadata(payload: dict, source: Path) -> dict[str, str]:
@@ -46,26 +43,8 @@ def metadata(payload: dict, source: Path) -> dict[str, str]:
         "output": f"{OUTPUT_NAME}: float32 [batch, 10], unnormalized scores; softmax gives probs",
         "class_labels": ",".join(str(i) for i in range(10)),
         "test_accuracy": repr(final["test_accuracy"]),
-        "source_sha256": sha256_file(source),
+        SOURCE_KEY: sha256_file(source),
     }
-
-
-def source_digest(onnx_path: Path) -> str | None:
-    """The sha256 of the model.pt an ONNX file was exported from (None if it does not say)."""
-    try:
-        props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    except Exception as error:
-        raise RegcliError(f"{onnx_path}: not a readable ONNX file ({error})") from error
-    return props.get("source_sha256")
-
-
-def is_current(model_dir: Path) -> bool:
-    """Whether model_dir/model.onnx was exported from the model.pt beside it."""
-    target = Path(model_dir) / ONNX_NAME
-    try:
-        return target.is_file() and source_digest(target) == sha256_file(checkpoint_path(model_dir))
-    except RegcliError:  # unreadable: not current, export it again
-        return False
 
 
 def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
@@ -101,15 +80,13 @@ def export(model_dir: Path, data_dir: Path | None = None) -> Path:
     return target
 
 
-def check_parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> None:
-    from regcli.backends import onnx_session
-
+def check_parity(model: torch.nn.Module, onnx_bytes: bytes, images: np.ndarray) -> None:
     session = onnx_session(onnx_bytes)
     for batch in PARITY_BATCHES:
         pixels = to_unit(images[:batch])
         with torch.inference_mode():
-            expected = model.eval()(pixels)
-        got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0])
+            expected = model.eval()(torch.from_numpy(pixels))
+        got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])
         worst = (got - expected).abs().max().item()
         if worst > PARITY_ATOL or not torch.equal(got.argmax(1), expected.argmax(1)):
             raise RegcliError(

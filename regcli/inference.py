@@ -1,15 +1,18 @@
-"""The inference commands (evaluate, misclassified, predict) over either backend."""
+"""The inference commands (evaluate, misclassified, predict) over either backend.
+
+numpy only: with the ONNX backend these commands never load PyTorch.
+"""
 
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from regcli.artifacts import model_label, write_csv, write_json
 from regcli.backends import open_predictor
 from regcli.data import Split, load_split
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import Scores, score
+from regcli.evaluate import Scores, log_softmax, score
 from regcli.preprocess import collect, load
 
 PREDICT_BATCH = 256  # images per inference batch in `predict`
@@ -64,7 +67,7 @@ def misclassified(
     ]
     shown = f"{len(rows)} of {len(scores.misclassified)}"
     title = f"{model_label(model_dir)}: {shown} misclassified ({backend})"
-    save_figure(misclassified_figure(test.images[chosen].numpy(), rows, title), out)
+    save_figure(misclassified_figure(test.images[chosen], rows, title), out)
     return rows
 
 
@@ -83,19 +86,19 @@ def predict_paths(model_dir: Path, backend: str, paths: list[Path], out: Path | 
             failures.append((str(path), str(error)))
     rows = []
     if images:
-        batch = torch.stack(images).unsqueeze(1)
-        logits = torch.cat([predict(chunk) for chunk in batch.split(PREDICT_BATCH)])
-        probabilities = logits.float().softmax(1)
-        top = probabilities.topk(3, dim=1)
-        for label, values, classes in zip(labels, top.values, top.indices, strict=True):
+        batch = np.stack(images)[:, None]
+        logits = np.concatenate(
+            [predict(batch[i : i + PREDICT_BATCH]) for i in range(0, len(batch), PREDICT_BATCH)]
+        )
+        probabilities = np.exp(log_softmax(logits))
+        top3 = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+        for label, classes, p in zip(labels, top3, probabilities, strict=True):
             rows.append(
                 {
                     "path": label,
                     "prediction": int(classes[0]),
-                    "probability": float(values[0]),
-                    "top3": [
-                        [int(c), round(float(v), 6)] for c, v in zip(classes, values, strict=True)
-                    ],
+                    "probability": float(p[classes[0]]),
+                    "top3": [[int(c), round(float(p[c]), 6)] for c in classes],
                 }
             )
     if out is not None:

@@ -10,7 +10,6 @@ then do what MNIST did.
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from regcli.errors import RegcliError
@@ -37,7 +36,7 @@ def collect(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load(path: Path) -> list[tuple[str, torch.Tensor]]:
+def load(path: Path) -> list[tuple[str, np.ndarray]]:
     """(label, float32 [28, 28] in [0, 1]) for each image in the file; RegcliError if unusable."""
     if path.suffix.lower() == ARRAY_SUFFIX:
         return load_array(path)
@@ -47,10 +46,10 @@ def load(path: Path) -> list[tuple[str, torch.Tensor]]:
             gray = to_gray(image)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise RegcliError(f"{path}: cannot read as an image ({error})") from error
-    return [(str(path), torch.from_numpy(mnist_style(gray, str(path))))]
+    return [(str(path), mnist_style(gray, str(path)))]
 
 
-def load_array(path: Path) -> list[tuple[str, torch.Tensor]]:
+def load_array(path: Path) -> list[tuple[str, np.ndarray]]:
     """A .npy of MNIST-format digits, (28, 28) or (N, 28, 28); uint8 0..255 or float 0..1."""
     try:
         array = np.load(path, allow_pickle=False)
@@ -67,7 +66,7 @@ def load_array(path: Path) -> list[tuple[str, torch.Tensor]]:
     pixels = array.astype(np.float32)
     if array.dtype == np.uint8 or pixels.max(initial=0) > 1:
         pixels /= 255
-    return [(f"{path}[{i}]", torch.from_numpy(np.clip(p, 0, 1))) for i, p in enumerate(pixels)]
+    return [(f"{path}[{i}]", p) for i, p in enumerate(np.clip(pixels, 0, 1))]
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

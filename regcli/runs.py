@@ -21,9 +21,8 @@ from regcli.artifacts import (
     figure_path,
     load_metrics,
     model_label,
-    save_checkpoint,
-    save_run,
 )
+from regcli.checkpoints import save_checkpoint, save_run
 from regcli.config import TrainConfig
 from regcli.data import load_split
 from regcli.errors import Diverged, Interrupted, RegcliError, UsageError

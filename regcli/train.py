@@ -17,8 +17,8 @@ from regcli.augment import RandomRotation
 from regcli.config import TrainConfig
 from regcli.data import Split
 from regcli.errors import Diverged, Interrupted, RegcliError, UsageError
-from regcli.evaluate import score, torch_predictor
-from regcli.model import Net
+from regcli.evaluate import score
+from regcli.model import Net, torch_predictor
 from regcli.regularization import l1_penalty, parameter_groups
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -88,8 +88,8 @@ class Run:
     schedule: torch.optim.lr_scheduler.LRScheduler
     rotate: RandomRotation
     generator: torch.Generator  # shuffling order and rotation angles
-    train_data: Split
-    test_data: Split
+    train_data: Split  # torch tensors on `device`
+    test_data: Split  # numpy, scored in batches after each epoch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -131,7 +131,7 @@ def start_run(config: TrainConfig, train_split: Split, test_split: Split, device
         lr=config.lr,
         momentum=config.momentum,
     )
-    train_data = train_split.head(config.limit_train).to(device)
+    train_data = on_device(train_split.head(config.limit_train), device)
     steps = -(-len(train_data) // config.batch_size)
     return Run(
         config=config,
@@ -142,7 +142,14 @@ def start_run(config: TrainConfig, train_split: Split, test_split: Split, device
         rotate=RandomRotation(config.max_rotation, device),
         generator=torch.Generator(device=device).manual_seed(config.seed),
         train_data=train_data,
-        test_data=test_split.head(config.limit_test).to(device),
+        test_data=test_split.head(config.limit_test),
+    )
+
+
+def on_device(split: Split, device: torch.device) -> Split:
+    """The split's arrays as torch tensors on `device`, where the trainer indexes them."""
+    return Split(
+        torch.from_numpy(split.images).to(device), torch.from_numpy(split.labels).to(device)
     )
 
 

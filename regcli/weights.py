@@ -14,10 +14,12 @@ import torch
 from matplotlib.figure import Figure
 from onnx import numpy_helper
 
-from regcli.artifacts import load_model, model_label
-from regcli.backends import current_onnx, onnx_predictor
+from regcli.artifacts import ONNX_NAME, model_label
+from regcli.backends import current_onnx, onnx_predictor, open_onnx
+from regcli.checkpoints import load_model
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import score, torch_predictor
+from regcli.evaluate import score
+from regcli.model import torch_predictor
 from regcli.plots import save_figure
 from regcli.regularization import regularized_parameters
 
@@ -94,14 +96,15 @@ def pruned_predictor(model_dir: Path, model: torch.nn.Module, state: dict, backe
         pruned = copy.deepcopy(model)
         pruned.load_state_dict({**model.state_dict(), **state})
         return torch_predictor(pruned.eval())
-    onnx_path = current_onnx(model_dir)
+    current_onnx(model_dir)  # exists, loads, and matches model.pt
+    onnx_path = Path(model_dir) / ONNX_NAME
     graph = onnx.load(str(onnx_path))
     initializers = {i.name: i for i in graph.graph.initializer}
     for name, value in state.items():
         if name not in initializers:
             raise RegcliError(f"{onnx_path}: no weight named {name}; export it again")
         initializers[name].CopyFrom(numpy_helper.from_array(value.numpy(), name))
-    return onnx_predictor(graph.SerializeToString(), onnx_path)
+    return onnx_predictor(open_onnx(graph.SerializeToString(), onnx_path))
 
 
 def prune_curve(model_dir: Path, sparsities: list[float], backend: str, test) -> dict:

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from regcli import __version__
-from regcli.artifacts import load_checkpoint
+from regcli.checkpoints import load_checkpoint
 from regcli.cli import app
 from tests.conftest import DATA_DIR, REPO, snapshot
 

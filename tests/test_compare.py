@@ -4,13 +4,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from regcli.artifacts import find_models, load_checkpoint, model_from_checkpoint, model_group
+from regcli.artifacts import find_models, model_group, readme_markers
+from regcli.checkpoints import load_checkpoint, model_from_checkpoint
 from regcli.cli import app
-from regcli.compare import README_END, README_START, results_markdown, seed_summary, summarize
+from regcli.compare import README_SECTION, results_markdown, seed_summary, summarize
 from regcli.inference import evaluate_model
 from regcli.regularization import regularized_parameters
 from tests.conftest import DATA_DIR, REPO
 
+README_START, README_END = readme_markers(*README_SECTION)
 runner = CliRunner()
 VARIANTS = {"none", "l1", "l2", "l1_l2"}
 

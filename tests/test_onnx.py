@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from regcli.artifacts import load_model
-from regcli.augment import to_unit
+from regcli.artifacts import sha256_file
 from regcli.backends import open_predictor
+from regcli.checkpoints import load_model
 from regcli.cli import app
-from regcli.export import export, sha256_file
+from regcli.evaluate import to_unit
+from regcli.export import export
 from regcli.inference import evaluate_model
 from tests.conftest import DATA_DIR, snapshot
 
@@ -40,7 +41,7 @@ def test_onnx_logits_match_pytorch(exported, mnist, batch):
     torch_logits = open_predictor(exported, "torch")(images)
     onnx_logits = open_predictor(exported, "onnx")(images)
     assert onnx_logits.shape == (batch, 10)
-    assert torch.allclose(onnx_logits, torch_logits, atol=1e-4, rtol=0)
+    assert np.allclose(onnx_logits, torch_logits, atol=1e-4, rtol=0)
 
 
 def test_both_backends_agree_on_the_full_test_set(exported, mnist):
@@ -49,14 +50,14 @@ def test_both_backends_agree_on_the_full_test_set(exported, mnist):
     onnx_summary, onnx_scores = evaluate_model(exported, "onnx", test)
     assert torch_summary["total"] == onnx_summary["total"] == 10_000
     assert torch_summary["correct"] == onnx_summary["correct"]
-    assert torch.equal(torch_scores.misclassified, onnx_scores.misclassified)
+    assert np.array_equal(torch_scores.misclassified, onnx_scores.misclassified)
     assert torch_summary["confusion"] == onnx_summary["confusion"]
     assert onnx_summary["loss"] == pytest.approx(torch_summary["loss"], abs=1e-5)
 
 
 def test_file_is_self_contained_and_runs_in_plain_onnxruntime(exported, mnist):
     """No regcli, no constants: raw pixels in [0, 1] in, logits out, any batch size."""
-    pixels = to_unit(mnist[1].images).numpy()
+    pixels = to_unit(mnist[1].images)
     np.save(exported.parent / "pixels.npy", pixels)
     script = f"""
 import sys, numpy as np, onnxruntime as ort
@@ -68,7 +69,7 @@ assert one.shape == (1, 10) and everything.shape == (10000, 10)
 assert "regcli" not in sys.modules and "torch" not in sys.modules
 print((everything.argmax(1) == np.load({str(exported.parent / "labels.npy")!r})).mean())
 """
-    np.save(exported.parent / "labels.npy", mnist[1].labels.numpy())
+    np.save(exported.parent / "labels.npy", mnist[1].labels)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     _, payload = load_model(exported)
@@ -149,7 +150,7 @@ def digit_pngs(folder, test, count):
     """MNIST test digits as a person might photograph them: 84x84 RGB, every third inverted."""
     folder.mkdir()
     for i in range(count):
-        pixels = test.images[i].numpy()
+        pixels = test.images[i]
         if i % 3 == 0:
             pixels = 255 - pixels
         image = Image.fromarray(pixels).resize((84, 84), Image.Resampling.BILINEAR)
@@ -166,14 +167,14 @@ def test_predict_on_real_images_agrees_with_evaluate(exported, mnist, tmp_path):
     assert len(rows) == count and len(result.stdout.strip().splitlines()) == count
     _, scores = evaluate_model(exported, "onnx", mnist[1])
     predicted = np.array([r["prediction"] for r in sorted(rows, key=lambda r: r["path"])])
-    agreement = (predicted == scores.predicted[:count].numpy()).mean()
+    agreement = (predicted == scores.predicted[:count]).mean()
     assert agreement >= 0.98
     assert all(len(r["top3"]) == 3 and r["top3"][0][0] == r["prediction"] for r in rows)
 
 
 def test_predict_npy_and_csv_output(exported, mnist, tmp_path):
-    np.save(tmp_path / "batch.npy", mnist[1].images[:5].numpy())
-    np.save(tmp_path / "one.npy", mnist[1].images[5].numpy().astype(np.float32) / 255)
+    np.save(tmp_path / "batch.npy", mnist[1].images[:5])
+    np.save(tmp_path / "one.npy", mnist[1].images[5].astype(np.float32) / 255)
     out = tmp_path / "results.csv"
     result = invoke("predict", exported, tmp_path / "batch.npy", tmp_path / "one.npy", "--out", out)
     assert result.exit_code == 0, result.output
@@ -184,7 +185,7 @@ def test_predict_npy_and_csv_output(exported, mnist, tmp_path):
 
 
 def test_unreadable_inputs_are_reported_and_the_rest_predicted(exported, mnist, tmp_path):
-    Image.fromarray(mnist[1].images[0].numpy()).save(tmp_path / "good.png")
+    Image.fromarray(mnist[1].images[0]).save(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 32, 32), dtype=np.uint8))
     result = invoke(
@@ -250,3 +251,25 @@ def test_export_skips_an_up_to_date_file(exported):
     result = invoke("export", exported, "--data-dir", DATA_DIR)
     assert result.exit_code == 0 and "up to date" in result.stdout
     assert (exported / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_onnx_commands_never_load_pytorch(exported, mnist, tmp_path):
+    """evaluate and predict on the ONNX backend start without PyTorch's seconds of import."""
+    np.save(tmp_path / "digits.npy", mnist[1].images[:3])
+    script = f"""
+import json, sys
+from regcli.cli import app
+for args in (
+    ["evaluate", {str(exported)!r}, "--backend", "onnx", "--data-dir", {str(DATA_DIR)!r}, "--json"],
+    ["predict", {str(exported)!r}, {str(tmp_path / "digits.npy")!r}, "--backend", "onnx"],
+):
+    try:
+        app(args)
+    except SystemExit as done:
+        assert done.code == 0, args
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert '"accuracy"' in done.stdout and "digits.npy[2]" in done.stdout  # both ran
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from regcli.artifacts import load_checkpoint
+from regcli.checkpoints import load_checkpoint
 from regcli.cli import app
 from regcli.config import TrainConfig
 from regcli.errors import Interrupted

@@ -4,7 +4,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from regcli.artifacts import load_model
+from regcli.checkpoints import load_model
 from regcli.cli import app
 from regcli.errors import UsageError
 from regcli.evaluate import score

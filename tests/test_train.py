@@ -4,10 +4,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from regcli.artifacts import load_model
+from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import score, torch_predictor
+from regcli.evaluate import score
+from regcli.model import torch_predictor
 from regcli.train import resolve_device, train
 from tests.conftest import QUICK_CONFIG
 
