@@ -254,7 +254,7 @@ def test_export_skips_an_up_to_date_file(exported):
 
 
 def test_onnx_commands_never_load_pytorch(exported, mnist, tmp_path):
-    """evaluate and predict on the ONNX backend start without PyTorch's seconds of import."""
+    """The inference commands on the ONNX backend start without PyTorch's seconds of import."""
     np.save(tmp_path / "digits.npy", mnist[1].images[:3])
     script = f"""
 import json, sys
@@ -262,6 +262,8 @@ from regcli.cli import app
 for args in (
     ["evaluate", {str(exported)!r}, "--backend", "onnx", "--data-dir", {str(DATA_DIR)!r}, "--json"],
     ["predict", {str(exported)!r}, {str(tmp_path / "digits.npy")!r}, "--backend", "onnx"],
+    ["misclassified", {str(exported)!r}, "--backend", "onnx", "--data-dir", {str(DATA_DIR)!r},
+     "--out", {str(tmp_path / "wrong.png")!r}],
 ):
     try:
         app(args)
@@ -271,5 +273,6 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert '"accuracy"' in done.stdout and "digits.npy[2]" in done.stdout  # both ran
+    assert '"accuracy"' in done.stdout and "digits.npy[2]" in done.stdout  # they all ran
+    assert (tmp_path / "wrong.png").is_file()
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
