@@ -91,29 +91,41 @@ def pruned_state(model: torch.nn.Module, sparsity: float) -> dict[str, torch.Ten
     return pruned
 
 
-def pruned_predictor(model_dir: Path, model: torch.nn.Module, state: dict, backend: str):
+def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str):
+    """A function from pruned weights to a predictor with those weights in place.
+
+    The ONNX file is checked and read once; each call only swaps its weights.
+    """
     if backend == "torch":
-        pruned = copy.deepcopy(model)
-        pruned.load_state_dict({**model.state_dict(), **state})
-        return torch_predictor(pruned.eval())
+
+        def torch_with(state: dict):
+            pruned = copy.deepcopy(model)
+            pruned.load_state_dict({**model.state_dict(), **state})
+            return torch_predictor(pruned.eval())
+
+        return torch_with
     current_onnx(model_dir)  # exists, loads, and matches model.pt
     onnx_path = Path(model_dir) / ONNX_NAME
     graph = onnx.load(str(onnx_path))
     initializers = {i.name: i for i in graph.graph.initializer}
-    for name, value in state.items():
-        if name not in initializers:
-            raise RegcliError(f"{onnx_path}: no weight named {name}; export it again")
-        initializers[name].CopyFrom(numpy_helper.from_array(value.numpy(), name))
-    return onnx_predictor(open_onnx(graph.SerializeToString(), onnx_path))
+
+    def onnx_with(state: dict):
+        for name, value in state.items():
+            if name not in initializers:
+                raise RegcliError(f"{onnx_path}: no weight named {name}; export it again")
+            initializers[name].CopyFrom(numpy_helper.from_array(value.numpy(), name))
+        return onnx_predictor(open_onnx(graph.SerializeToString(), onnx_path))
+
+    return onnx_with
 
 
 def prune_curve(model_dir: Path, sparsities: list[float], backend: str, test) -> dict:
     """Test accuracy of the model after magnitude pruning at each sparsity."""
     model, _ = load_model(model_dir)
+    predictor_with = pruned_predictors(model_dir, model, backend)
     points = []
     for sparsity in sparsities:
-        state = pruned_state(model, sparsity)
-        accuracy = score(pruned_predictor(model_dir, model, state, backend), test).accuracy
+        accuracy = score(predictor_with(pruned_state(model, sparsity)), test).accuracy
         points.append({"sparsity": sparsity, "accuracy": accuracy})
     return {"model": model_label(model_dir), "backend": backend, "points": points}
 
