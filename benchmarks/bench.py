@@ -36,7 +36,7 @@ from regcli.backends import onnx_session
 from regcli.checkpoints import load_checkpoint, versions
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 from regcli.data import SPLIT_FILES, load_split
-from regcli.evaluate import to_unit
+from regcli.scoring import to_unit
 from regcli.export import INPUT_NAME, to_onnx
 from regcli.model import Dropout, Net
 from regcli.train import resolve_device, start_run, train_epoch

@@ -1,4 +1,4 @@
-"""Files and folders: atomic writes, metrics files, where models live (checkpoints.py: model.pt).
+"""Files and folders: atomic writes, JSON, model folders and their names, locks, figure names.
 
 Nothing here loads PyTorch, so that commands on ONNX models start fast. Every write goes to a
 temporary file in the target's directory and is then renamed over the target with os.replace, so
@@ -6,19 +6,34 @@ a killed process leaves either the old file or the new one, never a half-written
 """
 
 import csv
+import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
-from regcli.errors import RegcliError
+from regcli.errors import Locked, RegcliError, UsageError
 
-CHECKPOINT_NAME = "model.pt"
+CHECKPOINT_NAME = "model.pt"  # a finished run
+LAST_NAME = "last.pt"  # an unfinished run's state after its last completed epoch
 ONNX_NAME = "model.onnx"
 METRICS_NAME = "metrics.json"
+LOCK_NAME = ".lock"  # held by the one process writing to a model folder
+SEED_PREFIX = "seed-"  # <name>/seed-<k>/: one of several seeds of the same configuration
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+# The summary figures of the default selection (every model, or `report`'s study); a command
+# given an explicit subset of models writes under a name derived from the subset instead.
+FIGURES = {
+    "compare": "model_compare.png",
+    "weights": "weights_compare.png",
+    "pruning": "pruning_compare.png",
+}
 
 
 @contextmanager
@@ -60,10 +75,28 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def to_json(data, indent: int = 2) -> str:
+    """JSON with every list of plain numbers or strings on one line (a confusion matrix is ten
+    lines, not a hundred); NaN and infinities are refused, as strict JSON readers do."""
+
+    def compact(value, depth: int) -> str:
+        pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
+        if isinstance(value, dict) and value:
+            items = [f"{inner}{json.dumps(str(k))}: {compact(v, depth + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list | tuple) and value:
+            if all(not isinstance(v, dict | list | tuple) for v in value):
+                return json.dumps(list(value), allow_nan=False)
+            return "[\n" + ",\n".join(f"{inner}{compact(v, depth + 1)}" for v in value) + f"\n{pad}]"
+        return json.dumps(value, allow_nan=False)
+
+    return compact(data, 0)
+
+
 def write_json(path: Path, data) -> None:
+    text = to_json(data)  # before opening: a value JSON cannot hold must not cost the old file
     with atomic_open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
@@ -79,19 +112,33 @@ def readme_markers(section: str, generator: str) -> tuple[str, str]:
     return start, f"<!-- {section}:end -->"
 
 
+def check_readme(readme: Path, section: str, generator: str) -> str:
+    """The README's text, after checking that the section's markers are there once, in order."""
+    start, end = readme_markers(section, generator)
+    try:
+        content = Path(readme).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RegcliError(f"cannot read {readme}: {getattr(error, 'strerror', None) or error}")
+    counts = content.count(start), content.count(end)
+    if counts != (1, 1) or content.index(start) > content.index(end):
+        raise RegcliError(
+            f"{readme}: needs the {section} markers once each, start before end "
+            f"({start} ... {end}); found {counts[0]} and {counts[1]}"
+        )
+    return content
+
+
 def update_readme(readme: Path, section: str, generator: str, text: str) -> None:
     """Replace a generated section of a Markdown file: what lies between its two markers."""
+    content = check_readme(readme, section, generator)
     start, end = readme_markers(section, generator)
-    content = readme.read_text()
-    if start not in content or end not in content:
-        raise RegcliError(f"{readme} has no {section} markers ({start} ... {end})")
     before, rest = content.split(start, 1)
     after = rest.split(end, 1)[1]
     write_bytes(readme, f"{before}{start}\n{text}\n{end}{after}".encode())
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def checkpoint_path(model: Path | str) -> Path:
@@ -108,29 +155,107 @@ def checkpoint_path(model: Path | str) -> Path:
     return path
 
 
+EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
 def load_metrics(model_dir: Path) -> dict:
-    path = model_dir / METRICS_NAME
+    """metrics.json, checked to hold a config and at least one complete epoch record."""
+    path = Path(model_dir) / METRICS_NAME
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise RegcliError(f"{path}: cannot read metrics ({error})") from error
+        reason = getattr(error, "strerror", None) or error
+        raise RegcliError(f"{path}: cannot read metrics ({reason})") from error
+    epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
+        raise RegcliError(f"{path}: not regcli metrics (no config)")
+    if not isinstance(epochs, list) or not all(
+        isinstance(r, dict) and all(isinstance(r.get(k), int | float) for k in EPOCH_KEYS)
+        for r in epochs
+    ):
+        raise RegcliError(f"{path}: not regcli metrics (epochs must be a list of epoch records)")
+    if not epochs and metrics.get("status") != "diverged":
+        raise RegcliError(f"{path}: holds no finished epoch")
+    return metrics
 
 
-SEED_PREFIX = "seed-"  # models/<name>/seed-<k>/: one of several seeds of the same configuration
+def saved_config(model_dir: Path):
+    """The TrainConfig of a saved run, from its metrics.json (no PyTorch needed)."""
+    from regcli.config import TrainConfig
+
+    path = Path(model_dir) / METRICS_NAME
+    return TrainConfig.from_dict(load_metrics(model_dir)["config"], str(path))
+
+
+# --- model folders and their names ----------------------------------------------------------
+
+
+def check_name(name: str, models_dir: Path | str, option: str = "--name") -> Path:
+    """models_dir/name, refusing names that are not one plain folder inside models_dir."""
+    if not NAME_PATTERN.fullmatch(name) or set(name) <= {"."}:
+        raise UsageError(
+            f"{option} {name!r}: use letters, digits, '.', '_', '+' and '-', "
+            "not starting with '-' or '.'"
+        )
+    root = Path(models_dir).resolve()
+    target = (root / name).resolve()
+    if target.parent != root:
+        raise UsageError(f"{option} {name!r} leaves --models-dir {models_dir}")
+    return Path(models_dir) / name
+
+
+def seed_number(model_dir: Path) -> int | None:
+    name = Path(model_dir).name
+    suffix = name.removeprefix(SEED_PREFIX)
+    return int(suffix) if name.startswith(SEED_PREFIX) and suffix.isdigit() else None
+
+
+def seed_dirs(folder: Path) -> list[Path]:
+    """The seed-<k> folders under folder that hold a model, in seed order."""
+    found = [p for p in Path(folder).glob(f"{SEED_PREFIX}*") if seed_number(p) is not None]
+    return sorted((p for p in found if (p / CHECKPOINT_NAME).is_file()), key=seed_number)
 
 
 def model_group(model_dir: Path) -> str:
     """The configuration a model belongs to: <name> for models/<name>/ and its seed-<k>/."""
     model_dir = Path(model_dir)
-    return model_dir.parent.name if model_dir.name.startswith(SEED_PREFIX) else model_dir.name
+    return model_dir.parent.name if seed_number(model_dir) is not None else model_dir.name
 
 
 def model_label(model_dir: Path) -> str:
     """How tables and legends name a model: <name>, or <name>/seed-<k>."""
     model_dir = Path(model_dir)
-    if model_dir.name.startswith(SEED_PREFIX):
+    if seed_number(model_dir) is not None:
         return f"{model_dir.parent.name}/{model_dir.name}"
     return model_dir.name
+
+
+def natural_key(path: Path) -> list:
+    """seed-2 before seed-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def find_models(models_dir: Path | str) -> list[Path]:
+    """Every directory under models_dir that holds a model.pt, sorted by name."""
+    root = Path(models_dir)
+    found = [p.parent for p in root.rglob(CHECKPOINT_NAME)] if root.is_dir() else []
+    if not found:
+        raise RegcliError(f"no trained models under {root}; train one with `regcli train`")
+    return sorted(found, key=natural_key)
+
+
+def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
+    """The model directories a command works on: those given, else all under models_dir.
+
+    A folder that holds no model.pt but seed-<k> folders stands for its seeds.
+    """
+    if not models:
+        return find_models(models_dir)
+    chosen = []
+    for model in map(Path, models):
+        seeds = seed_dirs(model) if model.is_dir() and not (model / CHECKPOINT_NAME).exists() else []
+        chosen += seeds or [checkpoint_path(model).parent]
+    return chosen
 
 
 def figure_path(images_dir: Path, model_dir: Path, kind: str) -> Path:
@@ -138,15 +263,134 @@ def figure_path(images_dir: Path, model_dir: Path, kind: str) -> Path:
     return Path(images_dir) / f"{model_label(model_dir).replace('/', '_')}_{kind}.png"
 
 
-def find_models(models_dir: Path | str) -> list[Path]:
-    """Every directory under models_dir that holds a model.pt, sorted by name."""
-    root = Path(models_dir)
-    found = sorted(p.parent for p in root.rglob(CHECKPOINT_NAME)) if root.is_dir() else []
-    if not found:
-        raise RegcliError(f"no trained models under {root}; train one with `regcli train`")
-    return found
+def summary_figure(
+    kind: str, images_dir: Path, selection: list[Path] | None, out: Path | None = None
+) -> Path:
+    """Where a multi-model figure goes: --out, else the fixed name for the default selection,
+    else a name derived from the models chosen (so one model never replaces the study's)."""
+    if out is not None:
+        return Path(out)
+    stem = FIGURES[kind].removesuffix(".png")
+    if selection is None:
+        return Path(images_dir) / FIGURES[kind]
+    labels = [model_label(d).replace("/", "_") for d in selection]
+    derived = "+".join(labels)
+    if len(derived) > 60:
+        digest = hashlib.sha256("\n".join(map(str, selection)).encode()).hexdigest()[:8]
+        derived = f"{labels[0]}+{len(labels) - 1}-more-{digest}"
+    return Path(images_dir) / f"{stem}_{derived}.png"
 
 
-def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
-    """The model directories a command works on: those given, else all under models_dir."""
-    return [checkpoint_path(m).parent for m in models] if models else find_models(models_dir)
+# --- one writer per model folder ------------------------------------------------------------
+
+
+class ModelLock:
+    """An exclusive OS lock (flock) on a model folder's .lock file, for one writer's whole life.
+
+    The OS drops the lock when the process dies, so a SIGKILL leaves nothing stale. The file
+    names its holder, so a second writer can say who has the model. On release the file is
+    removed; an acquirer checks that the file it locked is still the one on disk, so removing it
+    never lets two writers in.
+    """
+
+    WAIT_SECONDS = 1.0  # a reader's momentary probe (`regcli runs`) must not fail a writer
+
+    def __init__(self, model_dir: Path, purpose: str):
+        self.model_dir, self.purpose = Path(model_dir), purpose
+        self.path = self.model_dir / LOCK_NAME
+        self.fd: int | None = None
+        self.created: list[Path] = []  # folders this lock made, deepest first
+
+    def acquire(self) -> "ModelLock":
+        self.created = [p for p in (self.model_dir, *self.model_dir.parents) if not p.exists()]
+        try:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RegcliError(f"cannot write {self.model_dir}: {error.strerror or error}") from None
+        deadline = time.monotonic() + self.WAIT_SECONDS
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                self.discard_empty_dir()
+                raise RegcliError(f"cannot write {self.path}: {error.strerror or error}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise Locked(f"{self.model_dir} is in use by {lock_holder(self.model_dir)}; "
+                             "wait for it to finish, or choose another --name") from None
+            if same_file(fd, self.path):
+                break
+            os.close(fd)  # locked a file its last holder had already removed: try again
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        os.write(fd, f"{os.getpid()} {self.purpose} (since {started})\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)  # closing drops the lock
+        self.fd = None
+        self.discard_empty_dir()
+
+    def discard_empty_dir(self) -> None:
+        """Folders this lock created that nothing else used go again (a failed command leaves
+        no empty model folder behind)."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
+
+
+def lock_holder(model_dir: Path) -> str | None:
+    """'process <pid> <purpose> (since ...)' if a live process holds the folder's lock."""
+    path = Path(model_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 400).decode(errors="replace").strip()
+            return f"process {holder}" if holder else "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def locked(model_dirs: list[Path], purpose: str) -> Iterator[None]:
+    """Hold the locks of several model folders (in a fixed order), releasing all on exit."""
+    held = []
+    try:
+        for model_dir in sorted(set(map(Path, model_dirs)), key=natural_key):
+            held.append(ModelLock(model_dir, purpose).acquire())
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()

@@ -13,9 +13,8 @@ import math
 
 import torch
 
-from regcli.evaluate import UNIT
+from regcli.config import SIDE, UNIT
 
-SIDE = 28  # MNIST images are SIDE x SIDE
 PIXELS = SIDE * SIDE
 ANGLE_STEP = 0.1  # degrees between two neighbouring angles of the table
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from regcli.artifacts import ONNX_NAME, checkpoint_path, sha256_file
 from regcli.errors import RegcliError
-from regcli.evaluate import Predictor
+from regcli.scoring import Predictor
 
 BACKENDS = ("torch", "onnx")
 SOURCE_KEY = "source_sha256"  # ONNX metadata: sha256 of the model.pt it was exported from

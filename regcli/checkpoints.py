@@ -1,30 +1,33 @@
-"""model.pt: a finished run's weights, its config and its results, as plain data.
+"""model.pt and last.pt: a run's weights, config and record as plain data, read back safely.
 
 Loaded with torch.load(weights_only=True), so a checkpoint can never run code; written atomically.
+The config is stored once (mode and strengths derive from it); files of format version 1, which
+repeated them beside it, still load.
 """
 
 import io
-import platform
-import warnings
+import pickle
 from pathlib import Path
 
 import torch
 
-import regcli
 from regcli.artifacts import (
     CHECKPOINT_NAME,
+    LAST_NAME,
     METRICS_NAME,
     checkpoint_path,
+    sha256_bytes,
     write_bytes,
     write_csv,
     write_json,
 )
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
-from regcli.errors import RegcliError
+from regcli.errors import RegcliError, UsageError, first_line
 from regcli.model import Net, count_parameters
 
 CHECKPOINT_FORMAT = "regcli-checkpoint"
-CHECKPOINT_VERSION = 1
+RUN_STATE_FORMAT = "regcli-run-state"  # last.pt
+CHECKPOINT_VERSION = 2  # 1: mode, strengths and seed repeated beside the config
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -33,19 +36,72 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def versions() -> dict:
-    import torchvision
+def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
+    """A checkpoint's plain-data payload and the exact bytes it was read from."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise RegcliError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a Python object: never load it
+        raise RegcliError(
+            f"{path}: not a readable regcli checkpoint (it holds Python objects, not plain data; "
+            "regcli never loads those, since they can run code)"
+        ) from None
+    except Exception as error:  # corrupt zip, truncated file: torch raises many kinds
+        raise RegcliError(f"{path}: not a readable regcli checkpoint ({first_line(error)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        raise RegcliError(f"{path}: not a regcli checkpoint")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise RegcliError(
+            f"{path}: checkpoint format version {version!r} is not one this regcli reads "
+            f"(1..{CHECKPOINT_VERSION}); a newer regcli wrote it"
+        )
+    return payload, raw
 
-    return {
-        "regcli": regcli.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "python": platform.python_version(),
-    }
+
+def checkpoint_config(payload: dict, path: Path | str = CHECKPOINT_NAME) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(payload.get("config"), str(path))
+    except (UsageError, TypeError) as error:
+        raise RegcliError(f"{path}: invalid config ({error})") from None
+
+
+def load_checkpoint(model: Path | str) -> dict:
+    """Load and validate a finished run's checkpoint; never unpickles arbitrary objects."""
+    return read_payload(checkpoint_path(model), CHECKPOINT_FORMAT)[0]
+
+
+def load_checkpoint_with_hash(model: Path | str) -> tuple[dict, str]:
+    """The checkpoint and the sha256 of exactly the bytes it was loaded from."""
+    payload, raw = read_payload(checkpoint_path(model), CHECKPOINT_FORMAT)
+    return payload, sha256_bytes(raw)
+
+
+def model_from_checkpoint(payload: dict, path: Path | str = CHECKPOINT_NAME) -> Net:
+    model = Net(checkpoint_config(payload, path).dropout)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RegcliError(f"{path}: holds no weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing or extra keys, other shapes: another network
+        raise RegcliError(
+            f"{path}: weights do not fit regcli's network ({first_line(error).rstrip(':.')})"
+        ) from None
+    return model.eval()
+
+
+def load_model(model: Path | str) -> tuple[Net, dict]:
+    path = checkpoint_path(model)
+    payload = load_checkpoint(path)
+    return model_from_checkpoint(payload, path), payload
 
 
 def checkpoint_payload(
-    model: Net, config: TrainConfig, history: list[dict], device: str = "cpu"
+    state_dict: dict, config: TrainConfig, history: list[dict], record: dict
 ) -> dict:
     """The checkpoint as plain data: loadable with torch.load(weights_only=True)."""
     final = history[-1]
@@ -53,63 +109,78 @@ def checkpoint_payload(
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         "config": config.as_dict(),
-        "mode": config.mode,
-        "l1": config.l1,
-        "weight_decay": config.weight_decay,
-        "reg_scope": config.reg_scope,
-        "seed": config.seed,
         "epochs": len(history),
-        "device": device,
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(Net(config.dropout)),
         "normalization": {"mean": MNIST_MEAN, "std": MNIST_STD, "inside_model": True},
-        "versions": versions(),
+        "run": record,
         "final": {k: final[k] for k in ("epoch", "test_accuracy", "test_loss", "train_accuracy")},
         "best": {k: best[k] for k in ("epoch", "test_accuracy", "test_loss")},
     }
 
 
-def save_run(
-    model_dir: Path, model: Net, config: TrainConfig, history: list[dict], device: str
+def write_metrics(
+    model_dir: Path,
+    config: TrainConfig,
+    history: list[dict],
+    record: dict,
+    diverged: dict | None = None,
 ) -> None:
-    """model.pt, metrics.json and metrics.csv of a finished run on `device`."""
-    save_checkpoint(model_dir / CHECKPOINT_NAME, checkpoint_payload(model, config, history, device))
-    write_json(
-        model_dir / METRICS_NAME,
-        {
-            "name": model_dir.name,
-            "mode": config.mode,
-            "device": device,
-            "config": config.as_dict(),
-            "epochs": history,
-        },
+    """metrics.json and metrics.csv: the config, the run record and one row per epoch."""
+    metrics = {
+        "name": Path(model_dir).name,
+        "status": "diverged" if diverged else "finished",
+        "mode": config.mode,
+        "config": config.as_dict(),
+        "run": record,
+        **({"diverged": diverged} if diverged else {}),
+        "epochs": history,
+    }
+    write_json(Path(model_dir) / METRICS_NAME, metrics)
+    if history:
+        write_csv(Path(model_dir) / "metrics.csv", history)
+
+
+def save_run(
+    model_dir: Path, state_dict: dict, config: TrainConfig, history: list[dict], record: dict
+) -> None:
+    """model.pt, metrics.json and metrics.csv of a finished run."""
+    payload = checkpoint_payload(state_dict, config, history, record)
+    save_checkpoint(Path(model_dir) / CHECKPOINT_NAME, payload)
+    write_metrics(model_dir, config, history, record)
+
+
+# --- last.pt: an unfinished run, after its last completed epoch ------------------------------
+
+
+def save_run_state(model_dir: Path, state: dict) -> None:
+    save_checkpoint(
+        Path(model_dir) / LAST_NAME,
+        {"format": RUN_STATE_FORMAT, "format_version": CHECKPOINT_VERSION, **state},
     )
-    write_csv(model_dir / "metrics.csv", history)
 
 
-def load_checkpoint(model: Path | str) -> dict:
-    """Load and validate a checkpoint; never unpickles arbitrary objects."""
-    path = checkpoint_path(model)
+def load_run_state(model_dir: Path) -> dict:
+    """last.pt, checked to hold what a resume needs; one clear line if it does not."""
+    path = Path(model_dir) / LAST_NAME
     try:
-        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt zip, foreign pickle, truncated file: all the same here
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise RegcliError(f"{path}: not a readable regcli checkpoint ({first_line})") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise RegcliError(f"{path}: not a regcli checkpoint")
-    return payload
-
-
-def model_from_checkpoint(payload: dict) -> Net:
-    config = TrainConfig.from_dict(payload["config"])
-    model = Net(config.dropout)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
-
-
-def load_model(model: Path | str) -> tuple[Net, dict]:
-    payload = load_checkpoint(model)
-    return model_from_checkpoint(payload), payload
+        state, _ = read_payload(path, RUN_STATE_FORMAT)
+        config = TrainConfig.from_dict(state.get("config"), str(path))
+        history = state.get("history")
+        weights, momentum = state.get("weights"), state.get("momentum")
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise RegcliError("no epoch history")
+        for part in (weights, momentum):
+            if not isinstance(part, dict) or not all(
+                isinstance(v, torch.Tensor) for v in part.values()
+            ):
+                raise RegcliError("no weights or optimizer state")
+        if not isinstance(state.get("group"), dict):
+            raise RegcliError("no record of its training group")
+    except (RegcliError, UsageError) as error:
+        message = str(error).removeprefix(f"{path}: ")
+        raise RegcliError(
+            f"{path}: cannot resume ({message}); start over with --force"
+        ) from None
+    return {**state, "config": config}

@@ -1,49 +1,96 @@
-"""Every training hyperparameter in one frozen dataclass, with its unit.
+"""Every training hyperparameter in one frozen dataclass, with its unit; every choice, defined once.
 
-The same object flows from the CLI through the trainer into every artifact (as plain data via
-`as_dict`), so a checkpoint always says exactly how it was made.
+The same object flows from the CLI (or a TOML file) through the trainer into every artifact (as
+plain data via `as_dict`), so a checkpoint always says exactly how it was made, and two runs are
+"the same configuration" exactly when their configs are equal (see `differences`).
 """
 
-from dataclasses import asdict, dataclass, fields
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import get_args
 
 from regcli.errors import UsageError
 
 MNIST_MEAN = 0.1307  # mean pixel value of the MNIST training images, on a 0..1 scale
 MNIST_STD = 0.3081  # standard deviation of the same pixels
 NUM_CLASSES = 10
+SIDE = 28  # MNIST images are SIDE x SIDE pixels
+UNIT = 1 / 255  # uint8 pixel -> [0, 1]
 
-REG_SCOPES = ("weights", "all")
-SCHEDULES = ("onecycle", "step")
+
+class Device(StrEnum):
+    auto = "auto"  # cuda, then mps, then cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Backend(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+class Schedule(StrEnum):
+    onecycle = "onecycle"
+    step = "step"
+
+
+class RegScope(StrEnum):
+    weights = "weights"  # conv/linear weights only
+    all = "all"  # every parameter, BatchNorm and biases included
+
+
+class Grid(StrEnum):
+    paths = "paths"  # the L1 path (weight decay 0) and the L2 path (l1 0)
+    product = "product"  # every (l1, weight decay) combination
+
+
+MODES = ("none", "l1", "l2", "l1_l2")  # which strengths are non-zero; the default model names
+MAX_SEED = 2**63 - 1  # torch.manual_seed's largest accepted seed
+# Fields that the members of one grouped training run must share (they step together over the
+# same number of batches, through one network shape); everything else may differ per member.
+GROUP_FIELDS = ("epochs", "batch_size", "dropout", "max_rotation", "limit_train", "limit_test")
+
+
+def setting(default, help: str):
+    """A TrainConfig field with its meaning and unit (shown by --help and in --print-config)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    l1: float = 0.0  # strength of the L1 penalty added to the loss: l1 * sum(|w|)
-    weight_decay: float = 0.0  # coupled L2 strength, SGD's weight_decay
-    reg_scope: str = "weights"  # "weights": conv/linear weights only; "all": every parameter
-    epochs: int = 15  # passes over the training set
-    batch_size: int = 128  # images per optimizer step
-    lr: float = 0.1  # peak learning rate of the one-cycle schedule (start lr for "step")
-    momentum: float = 0.9  # SGD momentum
-    schedule: str = "onecycle"  # "onecycle" or "step" (x0.1 every third of the run)
-    max_rotation: float = 7.0  # degrees; training images rotate uniformly in +-max_rotation
-    dropout: float = 0.05  # probability, after every conv block but the last
-    seed: int = 1  # seeds weights, shuffling, augmentation and dropout
-    limit_train: int | None = None  # use only the first N training images (None: all 60,000)
-    limit_test: int | None = None  # use only the first N test images (None: all 10,000)
+    l1: float = setting(0.0, "L1 strength: adds l1 * sum(|w|) to the mean cross-entropy")
+    weight_decay: float = setting(0.0, "L2 strength: SGD's coupled weight decay (unitless)")
+    reg_scope: str = setting("weights", "weights: conv/linear weights only; all: every parameter")
+    epochs: int = setting(15, "passes over the training set")
+    batch_size: int = setting(128, "images per optimizer step")
+    lr: float = setting(0.1, "peak learning rate of one-cycle (the start lr for step)")
+    momentum: float = setting(0.9, "SGD momentum; one-cycle cycles it +-0.05 (0.95 -> 0.85 -> 0.95)")
+    schedule: str = setting("onecycle", "onecycle, or step (lr x0.1 after each third of the run)")
+    max_rotation: float = setting(7.0, "degrees; training images rotate uniformly within +-this")
+    dropout: float = setting(0.05, "probability of dropping a unit after each conv block")
+    seed: int = setting(1, "seeds weights, data order, rotation angles and dropout")
+    limit_train: int | None = setting(None, "train on the first N images only (default: 60,000)")
+    limit_test: int | None = setting(None, "test on the first N images only (default: 10,000)")
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, _coerce(f.name, f.type, value))
         checks = [
             (self.l1 >= 0, f"--l1 must be >= 0, got {self.l1}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.reg_scope in REG_SCOPES, f"--reg-scope must be one of {REG_SCOPES}"),
+            (self.epochs <= 10_000, f"--epochs must be <= 10000, got {self.epochs}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (1 <= self.batch_size <= 60_000, f"--batch-size must be in 1..60000, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}"),
-            (0 <= self.max_rotation <= 180, "max_rotation must be in [0, 180] degrees"),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.momentum < self.max_momentum, f"--momentum must be in [0, {self.max_momentum}) for the {self.schedule} schedule, got {self.momentum}"),
+            (0 <= self.max_rotation <= 180, "--max-rotation must be in [0, 180] degrees"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}"),
             (self.limit_train is None or self.limit_train >= 1, "--limit-train must be >= 1"),
             (self.limit_test is None or self.limit_test >= 1, "--limit-test must be >= 1"),
         ]
@@ -52,17 +99,109 @@ class TrainConfig:
                 raise UsageError(message)
 
     @property
+    def max_momentum(self) -> float:
+        """One-cycle goes up to momentum + 0.05, which must stay below 1."""
+        return 0.95 if self.schedule == "onecycle" else 1.0
+
+    @property
     def mode(self) -> str:
         """`none`, `l1`, `l2` or `l1_l2`, from which of the two strengths is non-zero."""
-        return {(False, False): "none", (True, False): "l1", (False, True): "l2"}.get(
-            (self.l1 > 0, self.weight_decay > 0), "l1_l2"
-        )
+        return MODES[(self.l1 > 0) + 2 * (self.weight_decay > 0)]
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
         """Rebuild from `as_dict` output, ignoring keys a newer version may have added."""
+        if not isinstance(data, dict):
+            raise UsageError(f"{source}: a config must be a table of settings")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+CHOICES = {"reg_scope": RegScope, "schedule": Schedule}
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, kind, value):
+    """Check one field's type (config files and checkpoints are plain data) and normalise it."""
+    option = f"--{name.replace('_', '-')}"
+    if name in CHOICES:
+        try:
+            return CHOICES[name](value).value  # a plain str: checkpoints hold plain data only
+        except ValueError:
+            allowed = ", ".join(CHOICES[name])
+            raise UsageError(f"{option} must be one of {allowed}, got {value!r}") from None
+    optional = type(None) in get_args(kind)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"{option} must be a number, got {value!r}")
+    if int in (kind, *get_args(kind)):
+        if isinstance(value, float) and not value.is_integer():
+            raise UsageError(f"{option} must be a whole number, got {value!r}")
+        return int(value)
+    if not math.isfinite(value):
+        raise UsageError(f"{option} must be a finite number, got {value}")
+    return float(value)
+
+
+def differences(saved: TrainConfig, asked: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The fields in which two configs differ, as 'field saved (asked other)' phrases."""
+    return [
+        f"{name} {getattr(saved, name)!r} (asked {getattr(asked, name)!r})"
+        for name in FIELD_NAMES
+        if name not in ignore and getattr(saved, name) != getattr(asked, name)
+    ]
+
+
+def group_key(config: TrainConfig) -> tuple:
+    """Configs with the same key can train together as one grouped network."""
+    return tuple(getattr(config, name) for name in GROUP_FIELDS)
+
+
+# --- TOML config files: `regcli train --config run.toml`, `--print-config` ---------------------
+
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{source}: not valid TOML ({error})") from None
+
+
+def check_keys(data: dict, allowed: tuple[str, ...], source: str) -> dict:
+    unknown = [key for key in data if key not in allowed]
+    if unknown:
+        raise UsageError(
+            f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(allowed)}"
+        )
+    return data
+
+
+def toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value)  # strings, ints and bools read back identically in TOML
+
+
+def config_toml(settings: dict, tables: dict[str, dict] | None = None, title: str = "") -> str:
+    """Settings as TOML, each with its meaning and unit as a comment; None values are absent."""
+
+    def lines(values: dict) -> list[str]:
+        out = []
+        for name, value in values.items():
+            if value is not None:
+                line = f"{name} = {toml_value(value)}"
+                out.append(f"{line:<28} # {HELP[name]}" if name in HELP else line)
+        return out
+
+    text = [f"# {title}"] if title else []
+    text += lines(settings)
+    for table, values in (tables or {}).items():
+        text += ["", f"[{table}]", *lines(values)]
+    return "\n".join(text) + "\n"

@@ -1,4 +1,4 @@
-"""The two kinds of failure regcli reports to a user, each with its exit code.
+"""The kinds of failure regcli reports to a user, each with its exit code.
 
 Core modules raise these with a message meant for a person; the CLI prints the message as one
 line on stderr and exits with the code. Anything else is a bug and keeps its traceback.
@@ -29,4 +29,14 @@ class Interrupted(RegcliError):
 
 
 class Diverged(RegcliError):
-    """The loss became NaN or infinite."""
+    """A model's loss became NaN, infinite or absurd."""
+
+
+class Locked(RegcliError):
+    """Another process is writing to the same model folder."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of a library's error message (they can run to pages)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

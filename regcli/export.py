@@ -21,7 +21,7 @@ from regcli.checkpoints import load_model
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
-from regcli.evaluate import to_unit
+from regcli.scoring import to_unit
 
 INPUT_NAME = "image"  # float32 [batch, 1, 28, 28], pixels in [0, 1], 0 = background
 OUTPUT_NAME = "logits"  # float32 [batch, 10], unnormalized class scores (softmax for probs)

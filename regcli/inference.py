@@ -12,7 +12,7 @@ from regcli.artifacts import model_label, write_csv, write_json
 from regcli.backends import open_predictor
 from regcli.data import Split, load_split
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import Scores, log_softmax, score
+from regcli.scoring import Scores, log_softmax, score
 from regcli.preprocess import collect, load
 
 PREDICT_BATCH = 256  # images per inference batch in `predict`

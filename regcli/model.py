@@ -2,6 +2,10 @@
 
 The network takes raw pixels in [0, 1] and normalizes them itself, so a checkpoint or an ONNX
 file is usable without knowing MNIST's mean and standard deviation.
+
+`Net(members=K)` is K of these networks side by side as one (see grouped.py): every convolution
+has `groups=K`, so member k owns channels k*C..(k+1)*C-1 of every layer, reads input channel k
+and writes logits 10k..10k+9. With members=1 it is exactly the single network.
 """
 
 import numpy as np
@@ -38,34 +42,41 @@ class Dropout(nn.Dropout):
 
 
 def conv_block(
-    in_channels: int, out_channels: int, dropout: float, kernel_size: int = 3, padding: int = 0
+    in_channels: int,
+    out_channels: int,
+    dropout: float,
+    kernel_size: int = 3,
+    padding: int = 0,
+    members: int = 1,
 ) -> nn.Sequential:
     """conv -> ReLU -> BatchNorm -> dropout, the notebook's block (no bias: BatchNorm has one)."""
+    k = members
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+        nn.Conv2d(k * in_channels, k * out_channels, kernel_size, padding=padding, bias=False, groups=k),
         nn.ReLU(),
-        nn.BatchNorm2d(out_channels),
+        nn.BatchNorm2d(k * out_channels),
         Dropout(dropout),
     )
 
 
 class Net(nn.Module):
-    """1x28x28 -> 10 logits; output sizes and receptive fields in the comments."""
+    """1x28x28 -> 10 logits (K x 28x28 -> 10K for K members); sizes and receptive fields below."""
 
-    def __init__(self, dropout: float = 0.05):
+    def __init__(self, dropout: float = 0.05, members: int = 1):
         super().__init__()
+        k = self.members = members
         self.layers = nn.Sequential(
             Normalize(),
-            conv_block(1, 10, dropout),  # 26x26, RF 3
-            conv_block(10, 16, dropout),  # 24x24, RF 5
+            conv_block(1, 10, dropout, members=k),  # 26x26, RF 3
+            conv_block(10, 16, dropout, members=k),  # 24x24, RF 5
             nn.MaxPool2d(2),  # 12x12, RF 6: the transition ...
-            conv_block(16, 10, dropout, kernel_size=1),  # ... and its 1x1 channel squeeze
-            conv_block(10, 10, dropout),  # 10x10, RF 10
-            conv_block(10, 16, dropout),  # 8x8, RF 14
-            conv_block(16, 16, dropout),  # 6x6, RF 18
-            conv_block(16, 16, dropout, padding=1),  # 6x6, RF 22
+            conv_block(16, 10, dropout, kernel_size=1, members=k),  # ... and its 1x1 squeeze
+            conv_block(10, 10, dropout, members=k),  # 10x10, RF 10
+            conv_block(10, 16, dropout, members=k),  # 8x8, RF 14
+            conv_block(16, 16, dropout, members=k),  # 6x6, RF 18
+            conv_block(16, 16, dropout, padding=1, members=k),  # 6x6, RF 22
             nn.AdaptiveAvgPool2d(1),  # 1x1, sees the whole image
-            nn.Conv2d(16, NUM_CLASSES, 1, bias=False),  # the classifier, no FC layer
+            nn.Conv2d(k * 16, k * NUM_CLASSES, 1, bias=False, groups=k),  # classifier, no FC
             nn.Flatten(),
         )
 
@@ -74,7 +85,7 @@ class Net(nn.Module):
 
 
 def torch_predictor(model: nn.Module):
-    """The model as a predictor (see evaluate.py): eval mode, no autograd, numpy in and out."""
+    """The model as a predictor (see scoring.py): eval mode, no autograd, numpy in and out."""
     device = next(model.parameters()).device
 
     def predict(images: np.ndarray) -> np.ndarray:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from regcli.config import SIDE
 from regcli.errors import RegcliError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 ARRAY_SUFFIX = ".npy"
-SIDE = 28  # output image side, pixels
 BOX = 20  # the digit is fitted into BOX x BOX, as in MNIST
 INK_THRESHOLD = 0.1  # on the stretched 0..1 scale: what counts as ink when cropping
 

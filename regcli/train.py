@@ -17,7 +17,7 @@ from regcli.augment import RandomRotation
 from regcli.config import TrainConfig
 from regcli.data import Split
 from regcli.errors import Diverged, Interrupted, RegcliError, UsageError
-from regcli.evaluate import score
+from regcli.scoring import score
 from regcli.model import Net, torch_predictor
 from regcli.regularization import l1_penalty, parameter_groups
 

@@ -18,7 +18,7 @@ from regcli.artifacts import ONNX_NAME, model_label
 from regcli.backends import current_onnx, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import score
+from regcli.scoring import score
 from regcli.model import torch_predictor
 from regcli.plots import save_figure
 from regcli.regularization import regularized_parameters

@@ -5,7 +5,7 @@ from torch import nn
 from regcli.augment import RandomRotation
 from regcli.config import TrainConfig
 from regcli.errors import UsageError
-from regcli.evaluate import to_unit
+from regcli.scoring import to_unit
 from regcli.model import Dropout, Net, count_parameters, layer_summary
 from regcli.regularization import l1_penalty, parameter_groups, regularized_parameters
 

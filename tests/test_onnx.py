@@ -14,7 +14,7 @@ from regcli.artifacts import sha256_file
 from regcli.backends import open_predictor
 from regcli.checkpoints import load_model
 from regcli.cli import app
-from regcli.evaluate import to_unit
+from regcli.scoring import to_unit
 from regcli.export import export
 from regcli.inference import evaluate_model
 from tests.conftest import DATA_DIR, snapshot

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from regcli.checkpoints import load_model
 from regcli.cli import app
 from regcli.errors import UsageError
-from regcli.evaluate import score
+from regcli.scoring import score
 from regcli.stats import sample_std, t_quantile, welch
 from regcli.weights import parse_sparsities, prunable, prune_curve, pruned_state, weight_stats
 from tests.conftest import DATA_DIR

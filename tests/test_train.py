@@ -7,7 +7,7 @@ import torch
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.errors import RegcliError, UsageError
-from regcli.evaluate import score
+from regcli.scoring import score
 from regcli.model import torch_predictor
 from regcli.train import resolve_device, train
 from tests.conftest import QUICK_CONFIG

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regcli.config import NUM_CLASSES
+from regcli.config import NUM_CLASSES, UNIT
 from regcli.data import Split
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 EVAL_BATCH = 1000  # images per inference batch when scoring a split
-UNIT = 1 / 255  # uint8 pixel -> [0, 1]
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -75,8 +74,13 @@ def score(predict: Predictor, split: Split, batch_size: int = EVAL_BATCH) -> Sco
             for start in range(0, len(split), batch_size)
         ]
     )
+    return score_logits(logits, split.labels)
+
+
+def score_logits(logits: np.ndarray, labels: np.ndarray) -> Scores:
+    """Scores of logits [N, 10] against labels [N] (the trainer scores a group's logits so)."""
     log_probs = log_softmax(logits)
-    labels = np.asarray(split.labels, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
     return Scores(
         loss=float(-log_probs[np.arange(len(labels)), labels].mean()),
         labels=labels,
