@@ -1,45 +1,48 @@
-"""`make bench`: training and inference speed, every figure measured in one run on one machine.
+"""`make bench`, the measuring half: every figure measured in one run on one machine, written to
+one results file and nothing else (benchmarks/judge.py reads it, checks the targets and writes
+the README's speed sections).
 
-Compares, on the same network and batch size:
-  1. the classic notebook pipeline (torchvision MNIST + PIL RandomRotation + DataLoader, and
-     torch's own dropout, as the notebooks ran it),
-  2. regcli's real trainer (`train_epoch`, the code `regcli train` runs),
-  3. the limit: forward + backward + optimizer step on batches already in memory, with regcli's
-     dropout and with torch's (which shows what regcli's dropout alone gains),
-  4. inference: PyTorch eager vs onnxruntime at several batch sizes, and the wall time of
-     `regcli evaluate --backend onnx` end to end.
-Each figure is the median of several timed repeats after a warm-up, and figures that are
-compared take turns repeat by repeat. Ratios between figures of the same run are what the
-targets check; absolute numbers vary with the machine's load.
+What it measures:
+  CPU (benchmarks/results.json, last run on the project's 2-core machine):
+    1. training images/s: the classic notebook pipeline (torchvision MNIST + PIL rotation +
+       DataLoader, torch's dropout), regcli's trainer (the real GroupTrainer step), and the limit
+       (forward + backward + step on batches already in memory, with regcli's and torch's
+       dropout); and regcli's trainer with 4 models grouped against the same 4 one at a time,
+    2. inference images/s, PyTorch eager against onnxruntime, at batch 1 to 10,000,
+    3. the wall time of `regcli evaluate --backend onnx`, and of `import torch` alone.
+  GPU (benchmarks/results-<gpu>.json, e.g. results-nvidia-h100-80gb-hbm3.json):
+    the studies as `regcli train` runs them, 15 epochs on all 60,000 images: the four variants
+    as one group (deterministic and --no-deterministic), twenty models (4 variants x 5 seeds)
+    as one group, one model alone, and the four variants one at a time (group size 1), each
+    with its training time, images/s and every model's final test accuracy.
+Each CPU figure is the median of several timed repeats after a warm-up, and figures that are
+compared take turns repeat by repeat, so the machine's load drift hits them alike.
 """
 
 import argparse
 import gzip
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import onnxruntime
 import torch
 import torch.nn.functional as F
 
-from regcli.artifacts import load_metrics, update_readme
 from regcli.backends import onnx_session
-from regcli.checkpoints import load_checkpoint, versions
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 from regcli.data import SPLIT_FILES, load_split
-from regcli.scoring import to_unit
 from regcli.export import INPUT_NAME, to_onnx
 from regcli.model import Dropout, Net
-from regcli.train import resolve_device, start_run, train_epoch
+from regcli.provenance import machine, versions
+from regcli.scoring import to_unit
+from regcli.train import GroupTrainer, resolve_device, train_group
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128  # training images per step, as in `regcli train`
@@ -48,13 +51,10 @@ REPEATS = 5  # timed repeats per figure, taken in turns with the figures it is c
 SETTLE_SECONDS = 0.3  # pause before each timed repeat, for the previous one's leftovers
 INFERENCE_BATCHES = (1, 64, 256, 10_000)
 INFERENCE_IMAGES = 10_000  # images per timed inference repeat (at least one batch)
-TARGETS = {
-    "trainer_vs_limit": 0.85,  # regcli training throughput / the limit
-    "trainer_vs_classic": 2.5,  # regcli / the classic pipeline's best configuration
-    "onnx_vs_torch_64_256": 2.5,  # onnxruntime / PyTorch eager at batch 64 and 256
-    "evaluate_onnx_seconds": 2.0,  # `regcli evaluate --backend onnx`, wall, start-up included
-    "gpu_four_variants_seconds": 30.0,  # all four variants x 15 epochs on one H100 (training)
-}
+GROUPED = 4  # models in the CPU grouped-versus-one-at-a-time comparison
+STUDY_L1, STUDY_WD = 1e-5, 1e-4  # the four-variant study's strengths (make all-variants)
+VARIANTS = {"none": (0.0, 0.0), "l1": (STUDY_L1, 0.0), "l2": (0.0, STUDY_WD),
+            "l1_l2": (STUDY_L1, STUDY_WD)}
 
 
 def interleaved_rates(runs: dict, images: int, repeats: int = REPEATS) -> dict[str, float]:
@@ -70,22 +70,11 @@ def interleaved_rates(runs: dict, images: int, repeats: int = REPEATS) -> dict[s
     seconds = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run_once in runs.items():
-            synchronize()
             time.sleep(SETTLE_SECONDS)
             started = time.perf_counter()
             run_once()
-            synchronize()
             seconds[name].append(time.perf_counter() - started)
     return {name: images / statistics.median(times) for name, times in seconds.items()}
-
-
-def synchronize():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def fresh_optimizer(model):
-    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 
 def notebook_net() -> Net:
@@ -98,7 +87,7 @@ def notebook_net() -> Net:
     return model
 
 
-def classic_pipeline(root: Path, device, workers: int):
+def classic_pipeline(root: Path, workers: int):
     """The notebooks' way: PIL rotation per sample in a DataLoader."""
     from torchvision import datasets, transforms
 
@@ -111,21 +100,16 @@ def classic_pipeline(root: Path, device, workers: int):
     )
     dataset = datasets.MNIST(str(root), train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=BATCH,
-        shuffle=True,
-        num_workers=workers,
+        dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=device.type == "cuda",
     )
-    model = notebook_net().to(device).train()
-    optimizer = fresh_optimizer(model)
+    model = notebook_net().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = iter(_forever(loader))
 
     def steps():
         for _ in range(TRAIN_STEPS):
             images, labels = next(batches)
-            images, labels = images.to(device, non_blocking=True), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels).backward()
             optimizer.step()
@@ -138,20 +122,32 @@ def _forever(loader):
         yield from loader
 
 
-def regcli_trainer(train_split, test_split, device):
-    """The real trainer: one `train_epoch` over TRAIN_STEPS batches of rotated images."""
+def regcli_trainer(splits, models: int = 1):
+    """The real trainer: one GroupTrainer epoch of TRAIN_STEPS batches, `models` at once."""
     config = TrainConfig(epochs=100, limit_train=TRAIN_STEPS * BATCH, limit_test=BATCH)
-    run = start_run(config, train_split, test_split, device)
-    return lambda: train_epoch(run)
+    configs = [replace(config, seed=seed) for seed in range(models)]
+    trainer = GroupTrainer(configs, *splits, torch.device("cpu"))
+    epoch = iter(range(1, 10**6))
+    return lambda: trainer.train_epoch(next(epoch))
 
 
-def limit(train_split, device, network=Net):
-    """No data pipeline at all: the same batches, already normalized and on the device."""
-    model = network().to(device).train()
-    optimizer = fresh_optimizer(model)
+def one_at_a_time(splits, models: int):
+    trainers = [regcli_trainer(splits) for _ in range(models)]
+
+    def run():
+        for train_once in trainers:
+            train_once()
+
+    return run
+
+
+def limit(train_split, network=Net):
+    """No data pipeline at all: the same batches, already normalized and in memory."""
+    model = network().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     head = train_split.head(TRAIN_STEPS * BATCH)
-    images = torch.from_numpy(to_unit(head.images)).to(device).split(BATCH)
-    labels = torch.from_numpy(head.labels).to(device).split(BATCH)
+    images = torch.from_numpy(to_unit(head.images)).split(BATCH)
+    labels = torch.from_numpy(head.labels).split(BATCH)
 
     def steps():
         for x, y in zip(images, labels, strict=True):
@@ -162,75 +158,54 @@ def limit(train_split, device, network=Net):
     return steps
 
 
-def training(root: Path, train_split, test_split, device) -> dict[str, float]:
-    """Training images per second of the classic pipeline, regcli and the limit, side by side."""
+def cpu_training(root: Path, splits) -> dict:
     runs = {
-        "classic_workers_0": classic_pipeline(root, device, 0),
-        "classic_workers_2": classic_pipeline(root, device, 2),
-        "regcli": regcli_trainer(train_split, test_split, device),
-        "limit": limit(train_split, device),
-        "limit_torch_dropout": limit(train_split, device, notebook_net),
+        "classic_workers_0": classic_pipeline(root, 0),
+        "classic_workers_2": classic_pipeline(root, 2),
+        "regcli": regcli_trainer(splits),
+        "limit": limit(splits[0]),
+        "limit_torch_dropout": limit(splits[0], notebook_net),
     }
-    return interleaved_rates(runs, TRAIN_STEPS * BATCH)
+    rates = interleaved_rates(runs, TRAIN_STEPS * BATCH)
+    grouped = interleaved_rates(
+        {"grouped": regcli_trainer(splits, GROUPED), "one_at_a_time": one_at_a_time(splits, GROUPED)},
+        GROUPED * TRAIN_STEPS * BATCH,
+        repeats=3,
+    )
+    return {**rates, "grouped_models": GROUPED, **{f"{k}_{GROUPED}": v for k, v in grouped.items()}}
 
 
-def inference(test_split, device) -> dict:
+def inference(test_split) -> dict:
     """PyTorch eager (eval, inference_mode) and onnxruntime, images per second by batch size."""
     model = Net().eval()
-    onnx_bytes = to_onnx(model).SerializeToString()
-    session = onnx_session(onnx_bytes)  # as `--backend onnx` opens it
-    model = model.to(device)
+    session = onnx_session(to_onnx(model).SerializeToString())  # as `--backend onnx` opens it
     pixels = torch.from_numpy(to_unit(test_split.images))
     results = {}
     for batch in INFERENCE_BATCHES:
-        chunks = pixels[: max(batch, min(INFERENCE_IMAGES, 2_000 if batch == 1 else 10_000))]
-        chunks = list(chunks.split(batch))
-        on_device = [c.to(device) for c in chunks]
+        chunks = list(pixels[: max(batch, 2_000 if batch == 1 else INFERENCE_IMAGES)].split(batch))
         as_numpy = [c.numpy() for c in chunks]
         images = sum(len(c) for c in chunks)
 
-        def eager(on_device=on_device):
+        def eager(chunks=chunks):
             with torch.inference_mode():
-                for c in on_device:
+                for c in chunks:
                     model(c)
 
-        def ort(as_numpy=as_numpy, session=session):
+        def ort(as_numpy=as_numpy):
             for c in as_numpy:
                 session.run(None, {INPUT_NAME: c})
 
-        results[batch] = interleaved_rates({"torch": eager, "onnx": ort}, images)
+        results[str(batch)] = interleaved_rates({"torch": eager, "onnx": ort}, images)
     return results
 
 
-def evaluate_wall_time(model_dir: Path) -> float:
-    """Seconds for `regcli evaluate <model> --backend onnx`, process start to exit."""
-    command = [
-        sys.executable,
-        "-m",
-        "regcli",
-        "evaluate",
-        str(model_dir),
-        "--backend",
-        "onnx",
-        "--data-dir",
-        str(REPO / "data"),
-    ]
-    subprocess.run(command, check=True, capture_output=True)  # warm the file cache
+def wall_seconds(command: list[str]) -> float:
+    """Median wall time of a command, after one untimed run that warms the file cache."""
+    subprocess.run(command, check=True, capture_output=True)
     times = []
     for _ in range(REPEATS):
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def torch_import_seconds() -> float:
-    """Wall time of a Python process that only imports torch: the floor under any regcli run."""
-    command = [sys.executable, "-c", "import torch"]
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -240,14 +215,15 @@ def exported_model(scratch: Path) -> Path:
     committed = REPO / "models" / "none"
     if (committed / "model.onnx").is_file():
         return committed
-    from regcli.export import export
-    from regcli.runs import train_and_save
+    from regcli.export import export_model
 
     config = TrainConfig(epochs=1, limit_train=2_000, limit_test=500)
-    model_dir = train_and_save(
-        config, "bench", scratch / "models", scratch / "images", REPO / "data", "cpu"
-    )
-    export(model_dir, REPO / "data")
+    states, _ = train_group([config], *load_splits(), torch.device("cpu"))
+    from regcli.checkpoints import save_run
+
+    model_dir = scratch / "bench"
+    save_run(model_dir, states[0].weights, config, [r.as_dict() for r in states[0].history], {})
+    export_model(model_dir, REPO / "data")
     return model_dir
 
 
@@ -264,253 +240,112 @@ def raw_idx_folder(scratch: Path) -> Path:
     return scratch
 
 
-def four_variant_seconds(models_dir: Path) -> float | None:
-    """Total training seconds of none/l1/l2/l1_l2 x 15 epochs, if they were trained on a GPU."""
-    total = 0.0
-    for name in ("none", "l1", "l2", "l1_l2"):
-        if not (models_dir / name / "model.pt").is_file():
-            return None
-        if load_checkpoint(models_dir / name).get("device", "").split(":")[0] != "cuda":
-            return None
-        epochs = load_metrics(models_dir / name)["epochs"]
-        if len(epochs) != 15:
-            return None
-        total += sum(r["seconds"] for r in epochs)
-    return total
+def load_splits():
+    return load_split(REPO / "data", "train"), load_split(REPO / "data", "test")
 
 
-def machine(device) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "platform": platform.platform(),
-        **versions(),
+def measure_cpu() -> dict:
+    splits = load_splits()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        training = cpu_training(raw_idx_folder(scratch / "torchvision"), splits)
+        model_dir = exported_model(scratch)
+        evaluate = [sys.executable, "-m", "regcli", "evaluate", str(model_dir), "--backend",
+                    "onnx", "--data-dir", str(REPO / "data")]
+        return {
+            "settings": {"batch": BATCH, "train_steps": TRAIN_STEPS, "repeats": REPEATS},
+            "training": training,
+            "inference": inference(splits[1]),
+            "evaluate_onnx_seconds": wall_seconds(evaluate),
+            "torch_import_seconds": wall_seconds([sys.executable, "-c", "import torch"]),
+        }
+
+
+def study(configs: list[TrainConfig], splits, device, *, group_size: int, deterministic: bool):
+    """Train configs as `regcli train` would (groups of group_size); wall time, images/s, and
+    each model's final test accuracy."""
+    synchronize(device)
+    started = time.perf_counter()
+    accuracies, graphs = [], []
+    for i in range(0, len(configs), group_size):
+        states, info = train_group(configs[i : i + group_size], *splits, device,
+                                   deterministic=deterministic)
+        accuracies += [s.history[-1].test_accuracy for s in states]
+        graphs.append(info["cuda_graphs"])
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    images = sum(c.epochs * (c.limit_train or 60_000) for c in configs)  # training images
+    return {
+        "models": len(configs),
+        "group_size": group_size,
+        "deterministic": deterministic,
+        "cuda_graphs": all(graphs),
+        "seconds": seconds,
+        "images_per_second": images / seconds,
+        "epochs": configs[0].epochs,
+        "final_test_accuracy": accuracies,
     }
+
+
+def synchronize(device) -> None:
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    info["onnxruntime"] = onnxruntime.__version__
-    return info
+        torch.cuda.synchronize(device)
 
 
-def verdicts(results: dict) -> list[dict]:
-    """Each target with its measured value, met or not, and for a miss the measured reason."""
-    training, inf = results["training"], results["inference"]
-    best_classic = max(training["classic_workers_0"], training["classic_workers_2"])
-    notebook_model_ms = 1000 * BATCH / training["limit_torch_dropout"]
-    pipeline_ms = 1000 * BATCH / best_classic - notebook_model_ms
-    ceiling = training["limit"] / best_classic
-    checks = [
-        (
-            "regcli trainer >= 0.85 x limit",
-            training["regcli"] / training["limit"],
-            TARGETS["trainer_vs_limit"],
-            "the batch pipeline (index, rotate by gather) costs more than 15% of the model step",
-        ),
-        (
-            "regcli trainer >= 2.5 x classic (best)",
-            training["regcli"] / best_classic,
-            TARGETS["trainer_vs_classic"],
-            f"here the classic pipeline adds only {pipeline_ms:.1f} ms per batch to the "
-            f"notebook model's own {notebook_model_ms:.1f} ms; regcli's model step takes "
-            f"{1000 * BATCH / training['limit']:.1f} ms, so even a free pipeline (the limit) is "
-            f"only {ceiling:.2f}x the classic one: the model, not the data pipeline, is the "
-            "bottleneck on this machine",
-        ),
+def variant_configs(seeds: list[int], base: TrainConfig) -> list[TrainConfig]:
+    return [
+        replace(base, l1=l1, weight_decay=wd, seed=seed)
+        for seed in seeds
+        for l1, wd in VARIANTS.values()
     ]
-    for batch in (64, 256):
-        rates = inf[str(batch)]
-        checks.append(
-            (
-                f"onnxruntime >= 2.5 x PyTorch eager, batch {batch}",
-                rates["onnx"] / rates["torch"],
-                TARGETS["onnx_vs_torch_64_256"],
-                f"onnxruntime {rates['onnx']:,.0f} vs PyTorch {rates['torch']:,.0f} images/s in "
-                "this run; at batch 64-256 the ratio swings widely from run to run on a shared "
-                "machine, so rerun `make bench` before reading much into it",
-            )
-        )
-    out = [
-        {
-            "target": name,
-            "measured": value,
-            "needed": need,
-            "met": value >= need,
-            "unit": "ratio",
-            **({} if value >= need else {"why": why}),
-        }
-        for name, value, need, why in checks
-    ]
-    seconds = results["evaluate_onnx_seconds"]
-    met = seconds < TARGETS["evaluate_onnx_seconds"]
-    out.append(
-        {
-            "target": "regcli evaluate --backend onnx < 2 s wall",
-            "measured": seconds,
-            "needed": TARGETS["evaluate_onnx_seconds"],
-            "met": met,
-            "unit": "s",
-            **(
-                {}
-                if met
-                else {
-                    "why": f"importing PyTorch alone takes "
-                    f"{results['torch_import_seconds']:.2f} s here"
-                }
-            ),
-        }
-    )
-    study = results.get("four_variant_training_seconds")
-    if study is not None:
-        met = study < TARGETS["gpu_four_variants_seconds"]
-        out.append(
-            {
-                "target": "4 variants x 15 epochs < 30 s training (GPU)",
-                "measured": study,
-                "needed": TARGETS["gpu_four_variants_seconds"],
-                "met": met,
-                "unit": "s",
-                **(
-                    {}
-                    if met
-                    else {
-                        "why": "one eager step per batch is bound by kernel launches "
-                        "(about 150 per step); the four runs are sequential"
-                    }
-                ),
-            }
-        )
-    return out
 
 
-def print_report(results: dict) -> None:
-    m = results["machine"]
-    print(
-        f"regcli bench, {results['date']}: {m['cpu']}, {m['cores']} cores, "
-        f"{m.get('gpu', 'no GPU')}, device {m['device']}, torch {m['torch']}"
-    )
-    print("\ntraining, images/s (batch 128)")
-    for key, label in [
-        ("classic_workers_0", "classic pipeline, num_workers=0"),
-        ("classic_workers_2", "classic pipeline, num_workers=2"),
-        ("regcli", "regcli trainer"),
-        ("limit", "limit (model only)"),
-        ("limit_torch_dropout", "limit with torch's dropout"),
-    ]:
-        print(f"  {label:<34} {results['training'][key]:>10,.0f}")
-    print("\ninference, images/s  PyTorch eager  onnxruntime   ratio")
-    for batch, rates in results["inference"].items():
-        print(
-            f"  batch {batch:>6}      {rates['torch']:>12,.0f} {rates['onnx']:>12,.0f}"
-            f"  {rates['onnx'] / rates['torch']:>6.2f}x"
-        )
-    print(
-        f"\nregcli evaluate --backend onnx (10,000 images, wall): "
-        f"{results['evaluate_onnx_seconds']:.2f} s; python -c 'import torch' alone: "
-        f"{results['torch_import_seconds']:.2f} s"
-    )
-    if results.get("four_variant_training_seconds") is not None:
-        print(
-            f"four variants x 15 epochs, training time: "
-            f"{results['four_variant_training_seconds']:.1f} s"
-        )
-    print("\ntargets")
-    for v in results["targets"]:
-        value = f"{v['measured']:.2f}{'x' if v['unit'] == 'ratio' else ' s'}"
-        print(f"  [{'met' if v['met'] else 'MISSED'}] {v['target']}: {value}")
-        if "why" in v:
-            print(f"      why: {v['why']}")
-
-
-README_SECTION = ("speed", "make bench")  # the README's generated speed tables
-TRAINING_ROWS = {
-    "classic_workers_0": "classic pipeline: torchvision MNIST + PIL `RandomRotation` + "
-    "`DataLoader`, `num_workers=0`, torch's dropout (as the notebooks)",
-    "classic_workers_2": "classic pipeline, `num_workers=2`",
-    "regcli": "**regcli trainer** (the real `train_epoch`: data on the device, rotation by gather)",
-    "limit": "limit: regcli's model, forward + backward + step on batches already in memory",
-    "limit_torch_dropout": "the same limit with torch's own dropout",
-}
-
-
-def readme_section(results: dict) -> str:
-    """The README's speed tables, from one run's results."""
-    m, training = results["machine"], results["training"]
-    lines = [
-        f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, no GPU; PyTorch "
-        f"{m['torch'].split('+')[0]}, onnxruntime {m['onnxruntime']}. Batch {BATCH}, median of "
-        f"{REPEATS} repeats after a warm-up, the figures that are compared taking turns.",
-        "",
-        "| training, images/s | |",
-        "| --- | ---: |",
-        *(f"| {label} | {training[key]:,.0f} |" for key, label in TRAINING_ROWS.items()),
-        "",
-        "| inference, images/s | PyTorch eager | onnxruntime | ratio |",
-        "| --- | ---: | ---: | ---: |",
-        *(
-            f"| batch {int(batch):,} | {r['torch']:,.0f} | {r['onnx']:,.0f} | "
-            f"{r['onnx'] / r['torch']:.2f}x |"
-            for batch, r in results["inference"].items()
-        ),
-        "",
-        f"`regcli evaluate --backend onnx` on the 10,000 test images: "
-        f"{results['evaluate_onnx_seconds']:.2f} s wall, start-up included "
-        f'(`python -c "import torch"` alone: {results["torch_import_seconds"]:.2f} s).',
-        "",
-        "| target | measured | |",
-        "| --- | ---: | --- |",
-    ]
-    for v in results["targets"]:
-        value = f"{v['measured']:.2f}{'x' if v['unit'] == 'ratio' else ' s'}"
-        verdict = "met" if v["met"] else f"**missed**: {v['why']}"
-        lines.append(f"| {v['target']} | {value} | {verdict} |")
-    return "\n".join(lines)
+def measure_gpu(device, base: TrainConfig) -> dict:
+    splits = load_splits()
+    four = variant_configs([1], base)  # the single-seed study: seed 1, as make all-variants
+    twenty = variant_configs([0, 1, 2, 3, 4], base)  # seeds 0..4, as make all-variants SEEDS=5
+    warm_up = replace(four[0], epochs=1, limit_train=2_048, limit_test=1_000)
+    train_group([warm_up], *splits, device)  # CUDA context, cuDNN and cuBLAS handles
+    studies = {
+        "four_variants": study(four, splits, device, group_size=4, deterministic=True),
+        "four_variants_fast": study(four, splits, device, group_size=4, deterministic=False),
+        "twenty_models": study(twenty, splits, device, group_size=20, deterministic=True),
+        "one_model": study(four[3:], splits, device, group_size=1, deterministic=True),
+        "four_one_at_a_time": study(four, splits, device, group_size=1, deterministic=True),
+    }
+    return {"variants": list(VARIANTS), "strengths": {"l1": STUDY_L1, "weight_decay": STUDY_WD},
+            "studies": studies}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, default=15, help="the studies' epochs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the studies on 512 images, to check the script"
+    )
     parser.add_argument("--out", type=Path, help="default: benchmarks/results[-<gpu>].json")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    train_split, test_split = load_split(REPO / "data", "train"), load_split(REPO / "data", "test")
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        root = raw_idx_folder(scratch / "torchvision")
-        speeds = training(root, train_split, test_split, device)
-        model_dir = exported_model(scratch)
-        results = {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine(device),
-            "settings": {"batch": BATCH, "train_steps": TRAIN_STEPS, "repeats": REPEATS},
-            "training": speeds,
-            "inference": {str(k): v for k, v in inference(test_split, device).items()},
-            "evaluate_onnx_seconds": evaluate_wall_time(model_dir),
-            "torch_import_seconds": torch_import_seconds(),
-            "four_variant_training_seconds": four_variant_seconds(REPO / "models")
-            if device.type == "cuda"
-            else None,
-        }
-    results["targets"] = verdicts(results)
-    print_report(results)
-    suffix = ""
-    if device.type == "cuda":
-        suffix = "-" + torch.cuda.get_device_name().lower().replace(" ", "-")
-    out = args.out or REPO / "benchmarks" / f"results{suffix}.json"
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {**machine(str(device)), "torch_threads": torch.get_num_threads()},
+        "versions": versions(),
+        "device": device.type,
+    }
+    if device.type == "cuda" or args.smoke:
+        base = TrainConfig(epochs=args.epochs)
+        if args.smoke:
+            base = replace(base, epochs=1, limit_train=512, limit_test=256)
+        results.update(measure_gpu(device, base))
+        gpu = results["machine"].get("gpu", "smoke-test").lower().replace(" ", "-")
+        out = args.out or REPO / "benchmarks" / f"results-{gpu}.json"
+    else:
+        results.update(measure_cpu())
+        out = args.out or REPO / "benchmarks" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    if device.type == "cpu":  # the GPU figures are quoted by hand from their own file
-        update_readme(REPO / "README.md", *README_SECTION, readme_section(results))
-        print(f"updated the speed tables in {REPO / 'README.md'}")
+    print(json.dumps(results, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

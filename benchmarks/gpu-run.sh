@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# What a GPU session runs, in one go: the four-variant study (`make all-variants`), `make bench`
-# on the GPU, then a small seed/hyperparameter sweep. Results land in $OUT (default gpu-out/).
-# Usage on a machine whose python3 already has torch and the other dependencies:
-#   bash benchmarks/gpu-run.sh
+# What a GPU session runs, in one go (about 6 minutes on one H100 or H200), from the repository
+# root, with a python3 that already has PyTorch and regcli's other dependencies:
+#   1. `make bench` on the GPU (benchmarks/bench.py --device cuda): the grouped trainer's studies,
+#      written to benchmarks/results-<gpu>.json;
+#   2. `make sweep`: the regularization path, 14 cells x 5 seeds x 15 epochs, into models/sweep/;
+#   3. the path's pruned accuracies (cached beside each model) and figures.
+# What it produces lands in $OUT (default gpu-out/): the results file, logs and one tarball.
+# Each step has a time limit; a sweep stopped by it keeps its last.pt files and continues later.
 set -uo pipefail
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -c "import torch, typer, onnxruntime; print('torch', torch.__version__, 'typer', \
-typer.__version__, 'onnxruntime', onnxruntime.__version__, 'cuda', torch.cuda.is_available())"
 
 SECONDS=0
-make --no-print-directory all-variants SETUP= REGCLI="python3 -m regcli" PYTHON_BIN=python3 \
-    2>&1 | tee "$out/all-variants.log"
-echo "make all-variants: ${SECONDS} s wall" | tee -a "$out/all-variants.log"
+timeout "${BENCH_SECONDS:-240}" python3 benchmarks/bench.py --device cuda >"$out/bench.json" \
+    2>"$out/bench.log"
+echo "bench: exit $?, ${SECONDS} s"
+cp benchmarks/results-*.json "$out/"
 
-python3 benchmarks/bench.py 2>&1 | tee "$out/bench.log"
-tar czf "$out/study.tgz" models images README.md benchmarks/results-*.json
+SECONDS=0
+timeout "${SWEEP_SECONDS:-280}" python3 -m regcli sweep --name sweep --seeds 5 --epochs 15 \
+    >"$out/sweep.log" 2>&1
+echo "sweep: exit $?, ${SECONDS} s"
+tail -n 4 "$out/sweep.log"
 
-timeout "${SWEEP_SECONDS:-200}" python3 benchmarks/sweep.py --lr 0.1 0.2 --dropout 0.05 0.02 \
-    --seeds 1 2 --jobs 16 --out "$out/sweep.json" 2>&1 | tail -20 | tee "$out/sweep.log"
+SECONDS=0
+timeout "${REPORT_SECONDS:-120}" python3 -m regcli sweep --name sweep --report --device cuda \
+    --quiet >"$out/path.txt" 2>&1
+echo "path report: exit $?, ${SECONDS} s"
+tar czf "$out/sweep.tgz" models/sweep images/sweep_*.png
+ls -la "$out"

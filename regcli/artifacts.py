@@ -82,12 +82,16 @@ def to_json(data, indent: int = 2) -> str:
     def compact(value, depth: int) -> str:
         pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
         if isinstance(value, dict) and value:
-            items = [f"{inner}{json.dumps(str(k))}: {compact(v, depth + 1)}" for k, v in value.items()]
+            items = [
+                f"{inner}{json.dumps(str(k))}: {compact(v, depth + 1)}" for k, v in value.items()
+            ]
             return "{\n" + ",\n".join(items) + f"\n{pad}}}"
         if isinstance(value, list | tuple) and value:
             if all(not isinstance(v, dict | list | tuple) for v in value):
                 return json.dumps(list(value), allow_nan=False)
-            return "[\n" + ",\n".join(f"{inner}{compact(v, depth + 1)}" for v in value) + f"\n{pad}]"
+            return (
+                "[\n" + ",\n".join(f"{inner}{compact(v, depth + 1)}" for v in value) + f"\n{pad}]"
+            )
         return json.dumps(value, allow_nan=False)
 
     return compact(data, 0)
@@ -118,7 +122,8 @@ def check_readme(readme: Path, section: str, generator: str) -> str:
     try:
         content = Path(readme).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise RegcliError(f"cannot read {readme}: {getattr(error, 'strerror', None) or error}")
+        reason = getattr(error, "strerror", None) or error
+        raise RegcliError(f"cannot read {readme}: {reason}") from None
     counts = content.count(start), content.count(end)
     if counts != (1, 1) or content.index(start) > content.index(end):
         raise RegcliError(
@@ -253,7 +258,9 @@ def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
         return find_models(models_dir)
     chosen = []
     for model in map(Path, models):
-        seeds = seed_dirs(model) if model.is_dir() and not (model / CHECKPOINT_NAME).exists() else []
+        seeds = (
+            seed_dirs(model) if model.is_dir() and not (model / CHECKPOINT_NAME).exists() else []
+        )
         chosen += seeds or [checkpoint_path(model).parent]
     return chosen
 
@@ -321,8 +328,10 @@ class ModelLock:
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise Locked(f"{self.model_dir} is in use by {lock_holder(self.model_dir)}; "
-                             "wait for it to finish, or choose another --name") from None
+                raise Locked(
+                    f"{self.model_dir} is in use by {lock_holder(self.model_dir)}; "
+                    "wait for it to finish, or choose another --name"
+                ) from None
             if same_file(fd, self.path):
                 break
             os.close(fd)  # locked a file its last holder had already removed: try again

@@ -50,7 +50,9 @@ def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
             "regcli never loads those, since they can run code)"
         ) from None
     except Exception as error:  # corrupt zip, truncated file: torch raises many kinds
-        raise RegcliError(f"{path}: not a readable regcli checkpoint ({first_line(error)})") from None
+        raise RegcliError(
+            f"{path}: not a readable regcli checkpoint ({first_line(error)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise RegcliError(f"{path}: not a regcli checkpoint")
     version = payload.get("format_version")
@@ -180,7 +182,5 @@ def load_run_state(model_dir: Path) -> dict:
             raise RegcliError("no record of its training group")
     except (RegcliError, UsageError) as error:
         message = str(error).removeprefix(f"{path}: ")
-        raise RegcliError(
-            f"{path}: cannot resume ({message}); start over with --force"
-        ) from None
+        raise RegcliError(f"{path}: cannot resume ({message}); start over with --force") from None
     return {**state, "config": config}

@@ -1,77 +1,114 @@
-"""The command line: thin Typer commands that build plain objects and call the core.
+"""The command line: thin Typer commands that parse, build a config, call the core and print.
 
 Core modules are imported inside the commands that need them, and only those load PyTorch:
-`evaluate --backend onnx` and `predict --backend onnx` start without it.
+`evaluate`, `misclassified` and `predict` with `--backend onnx` start without it.
 
 Errors from the core (RegcliError, UsageError) and from argument parsing become one line on
 stderr and an exit code: 2 for bad usage, 1 for a runtime failure. REGCLI_DEBUG=1 shows the
-full traceback instead.
+full traceback instead. Results go to stdout; progress, "wrote ..." lines and errors to stderr.
 """
 
 import os
 import shlex
 import sys
-from dataclasses import replace
-from enum import StrEnum
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from regcli import __version__
-from regcli.artifacts import SEED_PREFIX, figure_path, find_models, model_dirs, model_label
-from regcli.config import TrainConfig
-from regcli.console import TrainingReporter, stderr, stdout
+from regcli.artifacts import (
+    CHECKPOINT_NAME,
+    figure_path,
+    model_dirs,
+    model_label,
+    natural_key,
+    summary_figure,
+    to_json,
+)
+from regcli.config import (
+    HELP,
+    Backend,
+    Device,
+    Grid,
+    RegScope,
+    Schedule,
+    TrainConfig,
+    check_keys,
+    config_toml,
+    parse_toml,
+)
+from regcli.console import TrainingReporter, model_progress, say, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
 
 DEBUG_ENV = "REGCLI_DEBUG"
-REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
+invocation: ContextVar[tuple[str, ...]] = ContextVar("invocation", default=())  # args as typed
 
 
 class OneLineErrors(TyperGroup):
     """Report every expected failure as `error: ...` on one line, without a traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        invocation.set(tuple(args))
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except (typer.TyperException, RegcliError, OSError) as error:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            message = error.format_message() if isinstance(error, typer.TyperException) else error
-            prefix = getattr(error, "prefix", "error")
-            stderr.print(f"{prefix}: {message}", markup=False, soft_wrap=True)
-            code = getattr(error, "exit_code", 1)
+        except typer.TyperException as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `regcli`: the help was shown
+                code = 0
+            else:
+                code = fail(error.format_message(), error, getattr(error, "exit_code", 2))
+        except (RegcliError, OSError) as error:
+            code = fail(str(error), error, getattr(error, "exit_code", 1))
+        except KeyboardInterrupt as error:
+            code = fail("stopped by Ctrl-C", error, 130, "interrupted")
         except typer.Abort:
             code = 1
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def fail(message: str, error: BaseException, code: int, prefix: str | None = None) -> int:
+    if os.environ.get(DEBUG_ENV):
+        raise error
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    stderr.print(f"{prefix or getattr(error, 'prefix', 'error')}: {line}", markup=False)
+    return code
+
+
+def _help_type(original):
+    """Flags show as flags in --help and a list of paths as <path>... (not <bool>, <list[Path]>)."""
+
+    def display_type(self, ctx):
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        label = original(self, ctx)
+        return label.replace("list[Path]", "path").replace("<Path>", "<path>") if label else label
+
+    return display_type
+
+
+for _kind in (TyperOption, TyperArgument):
+    if hasattr(_kind, "display_type_rich"):  # Typer >= 0.2x shows a type column in --help
+        _kind.display_type_rich = _help_type(_kind.display_type_rich)
+
 app = typer.Typer(
     cls=OneLineErrors,
     help="What do L1 and L2 regularization do to a small CNN? Train, compare, export MNIST models.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+def complete_models(incomplete: str) -> list[str]:
+    """Shell completion for model arguments: folders under models/ that hold a model."""
+    root = Path("models")
+    found = sorted((p.parent for p in root.rglob(CHECKPOINT_NAME)), key=natural_key)
+    return [str(p) for p in found if str(p).startswith(incomplete)] if root.is_dir() else []
 
 
-class RegScope(StrEnum):
-    weights = "weights"
-    all = "all"
-
-
-class Schedule(StrEnum):
-    onecycle = "onecycle"
-    step = "step"
-
+# --- options shared by several commands --------------------------------------------------------
 
 ModelsDir = Annotated[Path, typer.Option(help="Where models live: <models-dir>/<name>/.")]
 ImagesDir = Annotated[Path, typer.Option(help="Where figures are written.")]
@@ -82,6 +119,140 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+ModelsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Model folders (a folder of seed-<k> folders stands for its seeds). "
+        "Default: every model under --models-dir.",
+        show_default=False,
+        autocompletion=complete_models,
+    ),
+]
+ModelArg = Annotated[
+    Path, typer.Argument(help="A model folder (or its model.pt).", autocompletion=complete_models)
+]
+BackendOption = Annotated[Backend, typer.Option(help="Inference backend.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or 'wrote' lines.")]
+OutFigure = Annotated[
+    Path | None,
+    typer.Option(
+        help="Figure path. Default: the study's name for every model, else a name derived "
+        "from the models given.",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[Device, typer.Option(help="Training device.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Settings from a TOML file (see --print-config) or a saved model folder; "
+        "options given on the command line win.",
+        show_default=False,
+    ),
+]
+PrintConfig = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved settings as TOML and exit.")
+]
+GroupSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Models trained at once as one grouped network. Default: all that fit on a GPU, "
+        "one at a time on a CPU (measured faster there).",
+        show_default=False,
+        min=1,
+    ),
+]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        help="On a GPU: deterministic cuDNN kernels (the same seed gives the same numbers, and "
+        "--resume continues bit for bit); --no-deterministic lets cuDNN pick the fastest.",
+    ),
+]
+
+
+def _setting(name: str, kind=float, **extra):
+    """A TrainConfig field as an option, with the field's help (meaning and unit)."""
+    text = HELP[name][:1].upper() + HELP[name][1:] + "."
+    return Annotated[kind, typer.Option(help=text, **extra)]
+
+
+Epochs = _setting("epochs", int)
+BatchSize = _setting("batch_size", int)
+LearningRate = _setting("lr")
+Momentum = _setting("momentum")
+ScheduleOption = _setting("schedule", Schedule)
+Rotation = _setting("max_rotation")
+DropoutOption = _setting("dropout")
+Scope = _setting("reg_scope", RegScope)
+LimitTrain = _setting("limit_train", int | None, show_default=False)
+LimitTest = _setting("limit_test", int | None, show_default=False)
+TRAINING_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "schedule",
+    "max_rotation",
+    "dropout",
+    "reg_scope",
+    "limit_train",
+    "limit_test",
+)
+
+
+def resolved_config(ctx: typer.Context, config_file: Path | None, given: dict) -> tuple[dict, dict]:
+    """TrainConfig settings: defaults, then the file, then the options typed on the command
+    line. Returns (settings, the file's [sweep] table)."""
+    settings = TrainConfig().as_dict()
+    sweep_table = {}
+    if config_file is not None:
+        from regcli.artifacts import load_metrics
+
+        if config_file.is_dir():
+            settings.update(load_metrics(config_file)["config"])
+        else:
+            try:
+                text = config_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise UsageError(f"--config {config_file}: cannot read ({error})") from None
+            data = parse_toml(text, str(config_file))
+            allowed = (
+                (*TrainConfig().as_dict(), "sweep")
+                if ctx.info_name == "sweep"
+                else tuple(TrainConfig().as_dict())
+            )
+            check_keys(data, allowed, str(config_file))
+            sweep_table = data.pop("sweep", {})
+            settings.update(data)
+    for name, value in given.items():
+        if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT"):
+            settings[name] = value.value if hasattr(value, "value") else value
+    return settings, sweep_table
+
+
+def again(args: list[str], *, name: str | None = None, add: tuple[str, ...] = ()) -> str:
+    """The command as typed, without --force/--resume (and --name, if a name is given)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--force", "--resume"):
+            continue
+        elif name and arg == "--name":
+            skip = True
+        elif not (name and arg.startswith("--name=")):
+            kept.append(arg)
+    return shlex.join(["regcli", *kept, *(["--name", name] if name else []), *add])
+
+
+def print_json(data) -> None:
+    stdout.print(to_json(data), markup=False, highlight=False, soft_wrap=True)
+
+
+# --- commands ---------------------------------------------------------------------------------
 
 
 def _version(value: bool):
@@ -101,136 +272,166 @@ def main_options(
 
 @app.command()
 def train(
-    l1: Annotated[float, typer.Option(help="L1 strength: adds l1 * sum(|w|) to the loss.")] = 0.0,
-    weight_decay: Annotated[float, typer.Option(help="L2 strength (SGD weight decay).")] = 0.0,
+    ctx: typer.Context,
+    l1: _setting("l1") = 0.0,
+    weight_decay: _setting("weight_decay") = 0.0,
     name: Annotated[
-        str | None, typer.Option(help="Model name. Default: the mode (none, l1, l2, l1_l2).")
+        str | None,
+        typer.Option(
+            help="Model folder under --models-dir. Default: the mode (none, l1, l2, l1_l2), or "
+            "the next free <mode>-1, <mode>-2, ... if that one is taken.",
+            show_default=False,
+        ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TrainConfig.lr,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = Schedule.onecycle,
-    seed: Annotated[int, typer.Option(help="Seed for weights, order, augmentation.")] = (
-        TrainConfig.seed
-    ),
-    device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
-    reg_scope: Annotated[
-        RegScope, typer.Option(help="weights: conv/linear weights only; all: every parameter.")
-    ] = RegScope.weights,
+    variants: Annotated[
+        str | None,
+        typer.Option(
+            help="Train several variants at once, e.g. none,l1,l2,l1_l2, each into "
+            "<models-dir>/<variant>/ with its strengths from --l1 / --weight-decay.",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Train seeds 0..N-1 into <name>/seed-<k>/, reusing finished ones of the same "
+            "settings and resuming interrupted ones.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: _setting("seed", int) = TrainConfig.seed,
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: LearningRate = TrainConfig.lr,
+    momentum: Momentum = TrainConfig.momentum,
+    schedule: ScheduleOption = Schedule.onecycle,
+    max_rotation: Rotation = TrainConfig.max_rotation,
+    dropout: DropoutOption = TrainConfig.dropout,
+    reg_scope: Scope = RegScope.weights,
+    limit_train: LimitTrain = None,
+    limit_test: LimitTest = None,
+    device: DeviceOption = Device.auto,
+    group_size: GroupSize = None,
+    deterministic: Deterministic = True,
     models_dir: ModelsDir = Path("models"),
     images_dir: ImagesDir = Path("images"),
     data_dir: DataDir = None,
-    limit_train: Annotated[
-        int | None, typer.Option(help="Train on the first N images only.", show_default=False)
-    ] = None,
-    limit_test: Annotated[
-        int | None, typer.Option(help="Test on the first N images only.", show_default=False)
-    ] = None,
     force: Annotated[
-        bool,
-        typer.Option(help="Replace a finished (or abandon an interrupted) model of this name."),
+        bool, typer.Option(help="Replace finished models (or abandon interrupted runs) there.")
     ] = False,
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted run (give the same options).")
     ] = False,
-    seeds: Annotated[
-        int | None,
-        typer.Option(
-            help="Train seeds 0..N-1 into <name>/seed-<k>/, reusing finished ones.",
-            show_default=False,
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
-    """Train one model and write its checkpoint, metrics and history plot."""
-    from regcli.runs import check_name, seed_plan, train_and_save
+    """Train models and write their checkpoints, metrics and history plots."""
+    from regcli.runs import requests_for, train_job
 
-    config = TrainConfig(
-        l1=l1,
-        weight_decay=weight_decay,
-        reg_scope=reg_scope.value,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule.value,
-        seed=seed,
-        limit_train=limit_train,
-        limit_test=limit_test,
-    )
-    name = name or config.mode
+    given = {k: v for k, v in locals().items() if k in TrainConfig().as_dict()}
+    settings, _ = resolved_config(ctx, config, given)
+    base = TrainConfig.from_dict(settings, "settings")
+    if print_config:
+        stdout.print(
+            config_toml(base.as_dict(), title="regcli train --config <this file>"),
+            markup=False,
+            end="",
+        )
+        return
     if force and resume:
         raise UsageError("--force and --resume contradict each other; choose one")
-    if seeds is not None:
-        if seeds < 1:
-            raise UsageError(f"--seeds must be >= 1, got {seeds}")
-        group_dir = models_dir / check_name(name)
-        for seed, state in seed_plan(group_dir, seeds, force):
-            if state == "finished":
-                stdout.print(f"reusing {group_dir / f'seed-{seed}'}")
-                continue
-            with TrainingReporter(f"{name}/seed-{seed}", quiet) as reporter:
-                model_dir = train_and_save(
-                    replace(config, seed=seed),
-                    f"seed-{seed}",
-                    group_dir,
-                    images_dir,
-                    data_dir,
-                    device.value,
-                    reporter,
-                    force,
-                    resume=state == "interrupted",
-                )
-            stdout.print(f"saved {model_dir}")
-        return
+    if resume and seeds is not None:
+        raise UsageError("--seeds resumes interrupted seeds by itself; drop --resume")
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    requests = requests_for(base, name, chosen, seeds)
+    args = list(invocation.get())
     try:
-        with TrainingReporter(name, quiet) as reporter:
-            model_dir = train_and_save(
-                config,
-                name,
-                models_dir,
-                images_dir,
-                data_dir,
-                device.value,
-                reporter,
-                force,
-                resume,
+        with TrainingReporter(quiet, base.batch_size) as reporter:
+            outcomes = train_job(
+                requests,
+                models_dir=models_dir,
+                images_dir=images_dir,
+                data_dir=data_dir,
+                auto_name=name is None and not chosen,
+                force=force,
+                resume=resume,
+                device_name=device.value,
+                group_size=group_size,
+                deterministic=deterministic,
+                reporter=reporter,
+                command=["regcli", *args],
+                announce=lambda message: say(message, quiet),
             )
-    except Interrupted as interruption:
-        again = [a for a in sys.argv[1:] if a not in ("--force", "--resume")]
-        interruption.args = (f"{interruption}; resume with: regcli {shlex.join(again)} --resume",)
+    except Interrupted as stopped:
+        automatic = seeds is not None  # seed groups resume by themselves
+        named = stopped.folder if name is None and not chosen else None
+        if automatic:
+            hint = f"continue with: {again(args, name=named)}"
+        elif getattr(stopped, "epochs_saved", 0):
+            hint = f"resume with: {again(args, name=named, add=('--resume',))}"
+        else:
+            extra = ("--force",) if stopped.needs_force else ()
+            hint = f"start again with: {again(args, name=named, add=extra)}"
+        stopped.args = (f"{stopped}; {hint}",)
         raise
-    stdout.print(f"saved {model_dir}")
+    report_outcomes(outcomes, json_output, quiet)
+
+
+def report_outcomes(outcomes, json_output: bool, quiet: bool) -> None:
+    """'saved' lines (stderr), the final records (--json), one error line per divergence."""
+    records, diverged = [], []
+    for outcome in outcomes:
+        final = outcome.history[-1] if outcome.history else None
+        records.append(
+            {
+                "model": str(outcome.model_dir),
+                "action": outcome.action,
+                "config": outcome.config.as_dict(),
+                "final": final,
+                "diverged": outcome.diverged,
+            }
+        )
+        if outcome.diverged:
+            d = outcome.diverged
+            loss = d["loss"] if isinstance(d["loss"], str) else f"{d['loss']:.4g}"
+            diverged.append(
+                f"{outcome.model_dir}: training diverged in epoch {d['epoch']} at batch "
+                f"{d['batch']} (loss {loss}); try a smaller --lr, --l1 or --weight-decay"
+            )
+        elif outcome.action != "reused":
+            say(f"saved {outcome.model_dir} (test acc {100 * final['test_accuracy']:.2f}%)", quiet)
+    if json_output:
+        print_json(records)
+    for line in diverged:
+        stderr.print(f"error: {line}", markup=False)
+    if diverged:
+        raise typer.Exit(1)
 
 
 @app.command()
-def summary():
+def summary(json_output: JsonFlag = False):
     """Print the network layer by layer: output shape, parameters, receptive field."""
     from regcli.model import Net, count_parameters, layer_summary
+    from regcli.tables import render
 
     model = Net()
-    stdout.print(f"{'layer':<42} {'output':>12} {'params':>7} {'RF':>4}")
-    for row in layer_summary(model):
-        shape = "x".join(map(str, row["output_shape"]))
-        stdout.print(
-            f"{row['layer']:<42} {shape:>12} {row['parameters']:>7,} {row['receptive_field']:>4}"
-        )
-    stdout.print(f"{'total':<42} {'':>12} {count_parameters(model):>7,}")
-
-
-class Backend(StrEnum):
-    torch = "torch"
-    onnx = "onnx"
-
-
-BackendOption = Annotated[Backend, typer.Option(help="Inference backend.")]
-ModelsArg = Annotated[
-    list[Path] | None,
-    typer.Argument(
-        help="Model directories. Default: every model under --models-dir.", show_default=False
-    ),
-]
-ModelArg = Annotated[Path, typer.Argument(help="A model directory (or its model.pt).")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    rows = layer_summary(model)
+    if json_output:
+        print_json({"layers": rows, "parameters": count_parameters(model)})
+        return
+    body = [
+        [
+            r["layer"],
+            "x".join(map(str, r["output_shape"])),
+            f"{r['parameters']:,}",
+            str(r["receptive_field"]),
+        ]
+        for r in rows
+    ]
+    body.append(["total", "", f"{count_parameters(model):,}", ""])
+    stdout.print(render(["layer", "output", "params", "RF"], body), markup=False)
 
 
 @app.command()
@@ -239,16 +440,33 @@ def export(
     models_dir: ModelsDir = Path("models"),
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Export even if model.onnx is up to date.")] = False,
+    quiet: Quiet = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
     from regcli.backends import is_current
-    from regcli.export import export as export_model
+    from regcli.export import export_model
 
-    for model_dir in model_dirs(models, models_dir):
-        if is_current(model_dir) and not force:
-            stdout.print(f"up to date: {model_dir / 'model.onnx'}")
-            continue
-        stdout.print(f"exported {export_model(model_dir, data_dir)}")
+    dirs = model_dirs(models, models_dir)
+    failed = 0
+    with model_progress(len(dirs), "exporting", quiet) as advance:
+        for model_dir in dirs:
+            try:
+                if is_current(model_dir) and not force:
+                    say(f"up to date: {model_dir / 'model.onnx'}", quiet)
+                else:
+                    target = export_model(model_dir, data_dir, ["regcli", *invocation.get()])
+                    say(f"exported {target}", quiet)
+            except RegcliError as error:
+                if len(dirs) == 1:
+                    raise
+                failed += 1
+                stderr.print(f"error: {error}", markup=False)
+            advance(model_label(model_dir))
+    if failed:
+        raise typer.Exit(1)
+
+
+EVALUATE_COLUMNS = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
 
 
 @app.command()
@@ -258,32 +476,54 @@ def evaluate(
     models_dir: ModelsDir = Path("models"),
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
     """Test loss, accuracy, per-class accuracy and confusion matrix on all 10,000 test images."""
+    from regcli.data import load_split
     from regcli.inference import evaluate_models
+    from regcli.tables import Streaming
 
-    results = evaluate_models(model_dirs(models, models_dir), backend.value, data_dir)
+    dirs = model_dirs(models, models_dir)
+    test = load_split(data_dir, "test")
+    widths = [max(len(model_label(d)) for d in dirs), 7, 9, 8, 13, 9]
+    table = None if json_output else Streaming(EVALUATE_COLUMNS, widths, print_line)
+    results, failed = [], 0
+    with model_progress(len(dirs), "evaluating", quiet) as advance:
+        for model_dir, r, error in evaluate_models(dirs, backend.value, test):
+            advance(model_label(model_dir))
+            if error is not None:
+                failed += 1
+                stderr.print(f"error: {error}", markup=False)
+                continue
+            results.append(r)
+            if table:
+                table.row(
+                    [
+                        r["model"],
+                        r["backend"],
+                        f"{100 * r['accuracy']:.2f}%",
+                        f"{r['loss']:.4f}",
+                        f"{r['correct']:,}/{r['total']:,}",
+                        f"{r['images_per_second']:,.0f}",
+                    ]
+                )
+                per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
+                print_line(f"  per class (%): {per_class}")
     if json_output:
-        stdout.print_json(data=results)
-        return
-    stdout.print(
-        f"{'model':<16} {'backend':<8} {'accuracy':>9} {'loss':>8} {'correct':>13} {'images/s':>9}"
-    )
-    for r in results:
-        stdout.print(
-            f"{r['model']:<16} {r['backend']:<8} {100 * r['accuracy']:>8.2f}% "
-            f"{r['loss']:>8.4f} {r['correct']:>6,}/{r['total']:<6,} "
-            f"{r['images_per_second']:>9,.0f}"
-        )
-        per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
-        stdout.print(f"  per class (%): {per_class}")
+        print_json(results)
+    if failed:
+        raise typer.Exit(1)
+
+
+def print_line(text: str) -> None:
+    stdout.print(text, markup=False, highlight=False)
 
 
 @app.command()
 def misclassified(
     models: ModelsArg = None,
     backend: BackendOption = Backend.torch,
-    count: Annotated[int, typer.Option(help="How many digits to show.")] = 25,
+    count: Annotated[int, typer.Option(help="How many digits to show.", min=1, max=400)] = 25,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -295,170 +535,462 @@ def misclassified(
     images_dir: ImagesDir = Path("images"),
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
     """Plot misclassified test digits with true label, prediction and confidence."""
+    from regcli.data import load_split
     from regcli.inference import misclassified as plot_misclassified
 
     dirs = model_dirs(models, models_dir)
     if out is not None and len(dirs) > 1:
-        raise UsageError("--out names one file; give one model, or use --images-dir")
-    listing = []
-    for model_dir in dirs:
-        target = out or figure_path(images_dir, model_dir, "misclassified")
-        rows = plot_misclassified(model_dir, backend.value, data_dir, count, target)
-        listing.append(
-            {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
+        raise UsageError(
+            f"--out names one file but {len(dirs)} models were given; give one "
+            "model, or use --images-dir"
         )
-        if not json_output:
-            stdout.print(f"wrote {target} ({len(rows)} digits)")
+    test = load_split(data_dir, "test")
+    listing, failed = [], 0
+    with model_progress(len(dirs), "plotting", quiet) as advance:
+        for model_dir in dirs:
+            target = out or figure_path(images_dir, model_dir, "misclassified")
+            try:
+                rows = plot_misclassified(model_dir, backend.value, test, count, target)
+            except RegcliError as error:
+                if len(dirs) == 1:
+                    raise
+                failed += 1
+                stderr.print(f"error: {error}", markup=False)
+                continue
+            finally:
+                advance(model_label(model_dir))
+            listing.append(
+                {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
+            )
+            say(f"wrote {target} ({len(rows)} digits)", quiet)
     if json_output:
-        stdout.print_json(data=listing)
+        print_json(listing)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
 def predict(
     model: ModelArg,
     paths: Annotated[
-        list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP), folders, or .npy arrays.")
+        list[Path],
+        typer.Argument(help="Image files (PNG, JPEG, BMP), folders of them, or .npy arrays."),
     ],
     backend: BackendOption = Backend.torch,
     out: Annotated[
         Path | None,
-        typer.Option(help="Also write results to a .csv or .json file.", show_default=False),
+        typer.Option(help="Also write every row to a .csv or .json file.", show_default=False),
     ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines (one object per input) to stdout.")
+    ] = False,
 ):
     """Predict digits in real images; exit code 1 if any input could not be read."""
-    from regcli.inference import predict_paths
+    import json
 
-    rows, failures = predict_paths(model, backend.value, paths, out)
-    for r in rows:
-        top3 = "  ".join(f"{c}:{p:.3f}" for c, p in r["top3"])
-        stdout.print(
-            f"{r['path']}\t{r['prediction']}\t{r['probability']:.4f}\t{top3}", markup=False
-        )
-    for _, message in failures:
-        stderr.print(f"error: {message}", markup=False, soft_wrap=True)
-    if failures:
+    from regcli.backends import open_predictor
+    from regcli.predict import predict_files, terminal_safe
+
+    predictor = open_predictor(model, backend.value)
+
+    def show(row: dict) -> None:
+        if json_output:
+            print_line(json.dumps(row, allow_nan=False))
+        else:
+            top3 = "  ".join(f"{c}:{p:.3f}" for c, p in row["top3"])
+            print_line(
+                f"{terminal_safe(row['path'])}\t{row['prediction']}\t"
+                f"{row['probability']:.4f}\t{top3}"
+            )
+
+    def failure(path: str, message: str) -> None:
+        stderr.print(f"error: {terminal_safe(message)}", markup=False)
+
+    _, failed = predict_files(predictor, paths, out, on_row=show, on_failure=failure)
+    if failed:
         raise typer.Exit(1)
 
 
 @app.command()
 def compare(
     models: ModelsArg = None,
-    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    markdown: Annotated[bool, typer.Option(help="Print Markdown tables.")] = False,
+    out: OutFigure = None,
     models_dir: ModelsDir = Path("models"),
     images_dir: ImagesDir = Path("images"),
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
-    """Compare models: test accuracy and loss curves in one figure, and a summary table."""
-    from regcli.compare import compare as compare_models
-    from regcli.compare import comparison_tables
+    """Compare models: test accuracy and loss curves in one figure, and summary tables."""
+    from regcli import compare as comparison
+    from regcli.plots import compare_figure, save_figure
 
-    figure = images_dir / "model_compare.png"
-    rows = compare_models(model_dirs(models, models_dir), figure)
-    stdout.print(comparison_tables(rows, markdown), markup=False)
-    stderr.print(f"wrote {figure}")
+    dirs = model_dirs(models, models_dir)
+    rows = []
+    with model_progress(len(dirs), "reading", quiet) as advance:
+        for model_dir in dirs:
+            rows.append(comparison.summarize(model_dir))
+            advance(model_label(model_dir))
+    figure = summary_figure("compare", images_dir, dirs if models else None, out)
+    save_figure(compare_figure(comparison.series(rows)), figure)
+    if json_output:
+        print_json(comparison.as_json(rows))
+    else:
+        stdout.print(comparison.comparison_tables(rows, markdown), markup=False)
+    say(f"wrote {figure}", quiet)
 
 
 @app.command()
 def report(
+    models: ModelsArg = None,
     models_dir: ModelsDir = Path("models"),
     images_dir: ImagesDir = Path("images"),
     data_dir: DataDir = None,
-    readme: Annotated[Path, typer.Option(help="README whose results table to refresh.")] = Path(
-        "README.md"
-    ),
+    readme: Annotated[
+        Path | None,
+        typer.Option(help="Also refresh this README's generated tables.", show_default=False),
+    ] = None,
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="A sweep folder whose path figures and table to add.", show_default=False
+        ),
+    ] = None,
+    device: DeviceOption = Device.cpu,
+    quiet: Quiet = False,
 ):
-    """Rebuild every figure and the README's results table from the models on disk (no training)."""
-    from regcli.artifacts import update_readme
-    from regcli.compare import README_SECTION, results_markdown
-    from regcli.compare import compare as compare_models
-    from regcli.data import load_split
-    from regcli.inference import misclassified as plot_misclassified
-    from regcli.runs import plot_history
-    from regcli.weights import compare_pruning, compare_weights
+    """Rebuild every figure (and, with --readme, its tables) from the models on disk."""
+    from regcli.report import report as build
 
-    dirs = find_models(models_dir)
-    for model_dir in dirs:
-        plot_history(model_dir, images_dir)
-        plot_misclassified(
-            model_dir, "torch", data_dir, 25, figure_path(images_dir, model_dir, "misclassified")
+    dirs = model_dirs(models, models_dir)
+    total = len(dirs) + (sum(1 for _ in Path(sweep).glob("*/seed-*")) if sweep else 0)
+    with model_progress(total, "report", quiet) as advance:
+        written = build(
+            dirs,
+            images_dir=images_dir,
+            data_dir=data_dir,
+            readme=readme,
+            sweep=sweep,
+            device=device.value if device != Device.auto else "cpu",
+            advance=advance,
         )
-    rows = compare_models(dirs, images_dir / "model_compare.png")
-    # one model per configuration keeps these two figures readable
-    singles = [d for d in dirs if not d.name.startswith(SEED_PREFIX)] or dirs
-    compare_weights(singles, images_dir / "weights_compare.png")
-    compare_pruning(
-        singles,
-        REPORT_SPARSITIES,
-        "torch",
-        load_split(data_dir, "test"),
-        images_dir / "pruning_compare.png",
-    )
-    update_readme(readme, *README_SECTION, results_markdown(rows))
-    stdout.print(
-        f"refreshed {len(dirs)} models' figures, {images_dir / 'model_compare.png'} "
-        f"and the table in {readme}"
+    say(
+        f"wrote {len(written)} figures in {images_dir}"
+        + (f" and the tables in {readme}" if readme else ""),
+        quiet,
     )
 
 
 @app.command()
 def weights(
     models: ModelsArg = None,
+    out: OutFigure = None,
     models_dir: ModelsDir = Path("models"),
     images_dir: ImagesDir = Path("images"),
     json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
-    """Weight norms, shares of small weights, and histograms of all models in one figure."""
-    from regcli.weights import THRESHOLDS, compare_weights
+    """Weight norms, shares of small weights, and their distributions in one figure."""
+    from regcli.plots import save_figure, weights_figure
+    from regcli.tables import render
+    from regcli.weights import THRESHOLDS, model_weights
 
-    figure = images_dir / "weights_compare.png"
-    stats = compare_weights(model_dirs(models, models_dir), figure)
+    dirs = model_dirs(models, models_dir)
+    stats = [model_weights(d) for d in dirs]
+    figure = summary_figure("weights", images_dir, dirs if models else None, out)
+    save_figure(weights_figure(stats), figure)
     rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
     if json_output:
-        stdout.print_json(data=rows)
-        return
-    shares = "  ".join(f"|w|<{t:g}" for t in THRESHOLDS)
-    stdout.print(f"{'model':<20} {'weights':>7} {'L1 norm':>9} {'L2 norm':>8}  {shares}")
-    for r in rows:
-        small = "  ".join(
-            f"{100 * r[f'below_{t:g}']:>{len(f'|w|<{t:g}') - 1}.2f}%" for t in THRESHOLDS
-        )
-        stdout.print(
-            f"{r['model']:<20} {r['count']:>7,} {r['l1_norm']:>9.1f} {r['l2_norm']:>8.2f}  {small}"
-        )
-    stderr.print(f"wrote {figure}")
+        print_json(rows)
+    else:
+        headers = ["model", "weights", "L1 norm", "L2 norm", *(f"|w|<{t:g} %" for t in THRESHOLDS)]
+        body = [
+            [
+                r["model"],
+                f"{r['count']:,}",
+                f"{r['l1_norm']:.1f}",
+                f"{r['l2_norm']:.2f}",
+                *(f"{100 * r[f'below_{t:g}']:.2f}" for t in THRESHOLDS),
+            ]
+            for r in rows
+        ]
+        stdout.print(render(headers, body), markup=False)
+    say(f"wrote {figure}", quiet)
 
 
 @app.command()
 def prune(
     models: ModelsArg = None,
     sparsity: Annotated[
-        str, typer.Option(help="Fractions of weights to zero, comma-separated.")
+        str, typer.Option(help="Fractions of conv weights to zero, comma-separated.")
     ] = "0.5,0.7,0.9",
     backend: BackendOption = Backend.torch,
+    out: OutFigure = None,
     models_dir: ModelsDir = Path("models"),
     images_dir: ImagesDir = Path("images"),
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
+    quiet: Quiet = False,
 ):
     """Zero the smallest conv weights (no retraining) and measure test accuracy at each level."""
     from regcli.data import load_split
-    from regcli.weights import compare_pruning, parse_sparsities
+    from regcli.plots import pruning_figure, save_figure
+    from regcli.tables import Streaming
+    from regcli.weights import parse_sparsities, prune_curve
 
     levels = parse_sparsities(sparsity)
     dirs = model_dirs(models, models_dir)
-    figure = images_dir / "pruning_compare.png"
-    curves = compare_pruning(dirs, levels, backend.value, load_split(data_dir, "test"), figure)
+    test = load_split(data_dir, "test")
+    headers = ["model", *(f"{100 * s:g}% zero" for s in levels)]
+    widths = [max(len(model_label(d)) for d in dirs)] + [9] * len(levels)
+    table = None if json_output else Streaming(headers, widths, print_line)
+    curves, failed = [], 0
+    with model_progress(len(dirs), "pruning", quiet) as advance:
+        for model_dir in dirs:
+            try:
+                curve = prune_curve(model_dir, levels, backend.value, test)
+            except RegcliError as error:
+                failed += 1
+                stderr.print(f"error: {error}", markup=False)
+                continue
+            finally:
+                advance(model_label(model_dir))
+            curves.append(curve)
+            if table:
+                table.row(
+                    [curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])]
+                )
+    if curves:
+        figure = summary_figure("pruning", images_dir, dirs if models else None, out)
+        save_figure(pruning_figure(curves), figure)
+        say(f"wrote {figure}", quiet)
     if json_output:
-        stdout.print_json(data=curves)
+        print_json(curves)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    models_dir: ModelsDir = Path("models"),
+    json_output: JsonFlag = False,
+):
+    """List the runs under --models-dir: settings, seed, epochs, state and final accuracy."""
+    from regcli.runs import list_runs
+    from regcli.tables import render
+
+    rows = list_runs(models_dir)
+    if json_output:
+        print_json(rows)
         return
-    stdout.print(f"{'model':<20} " + " ".join(f"{f'{100 * s:g}% zero':>9}" for s in levels))
-    for curve in curves:
+
+    def number(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    body = [
+        [
+            r["name"],
+            r["mode"] or "-",
+            number(r["l1"], "g"),
+            number(r["weight_decay"], "g"),
+            number(r["seed"], "d"),
+            f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
+            r["state"],
+            number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
+        ]
+        for r in rows
+    ]
+    headers = ["run", "mode", "l1", "weight decay", "seed", "epochs", "state", "test acc %"]
+    stdout.print(render(headers, body, align="<<>>>><>"), markup=False)
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    l1: Annotated[
+        str,
+        typer.Option(help="L1 strengths: 0,1e-5,1e-4 or a log range low:high:count."),
+    ] = "0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3",
+    weight_decay: Annotated[
+        str, typer.Option(help="Weight decay strengths, the same forms.")
+    ] = "0,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3",
+    grid: Annotated[
+        Grid,
+        typer.Option(help="paths: the L1 path and the L2 path; product: every combination."),
+    ] = Grid.paths,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per cell.", min=1)] = 5,
+    name: Annotated[str, typer.Option(help="Sweep folder under --models-dir.")] = "sweep",
+    epochs: Epochs = TrainConfig.epochs,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    lr: LearningRate = TrainConfig.lr,
+    momentum: Momentum = TrainConfig.momentum,
+    schedule: ScheduleOption = Schedule.onecycle,
+    max_rotation: Rotation = TrainConfig.max_rotation,
+    dropout: DropoutOption = TrainConfig.dropout,
+    reg_scope: Scope = RegScope.weights,
+    limit_train: LimitTrain = None,
+    limit_test: LimitTest = None,
+    device: DeviceOption = Device.auto,
+    group_size: GroupSize = None,
+    deterministic: Deterministic = True,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="Retrain cells that are already there.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the cells, what would be trained or reused, and a time estimate."),
+    ] = False,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="No training: the path figures and table from the models on disk."
+        ),
+    ] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Train a grid of regularization strengths x seeds and draw the regularization path."""
+    from regcli import sweep as grid_search
+
+    given = {k: v for k, v in locals().items() if k in TRAINING_OPTIONS}
+    settings, table = resolved_config(ctx, config, given)
+    check_keys(table, ("l1", "weight_decay", "grid", "seeds"), f"{config} [sweep]")
+    source = ctx.get_parameter_source
+    l1s = grid_search.parse_strengths(
+        l1 if source("l1").name == "COMMANDLINE" or "l1" not in table else list_text(table["l1"]),
+        "--l1",
+    )
+    decays = grid_search.parse_strengths(
+        weight_decay
+        if source("weight_decay").name == "COMMANDLINE" or "weight_decay" not in table
+        else list_text(table["weight_decay"]),
+        "--weight-decay",
+    )
+    grid = Grid(table["grid"]) if "grid" in table and source("grid").name != "COMMANDLINE" else grid
+    if "seeds" in table and source("seeds").name != "COMMANDLINE":
+        seeds = table["seeds"]
+    settings.update(l1=0.0, weight_decay=0.0)
+    base = TrainConfig.from_dict(settings, "settings")
+    if print_config:
+        top = {k: v for k, v in base.as_dict().items() if k not in ("l1", "weight_decay", "seed")}
         stdout.print(
-            f"{curve['model']:<20} "
-            + " ".join(f"{100 * p['accuracy']:>8.2f}%" for p in curve["points"])
+            config_toml(
+                top,
+                {"sweep": {"l1": l1s, "weight_decay": decays, "grid": grid.value, "seeds": seeds}},
+                title="regcli sweep --config <this file>",
+            ),
+            markup=False,
+            end="",
         )
-    stderr.print(f"wrote {figure}")
+        return
+    sweep_dir = models_dir / name
+    if report_only:
+        sweep_report(sweep_dir, images_dir, data_dir, device, json_output, quiet)
+        return
+    cells = grid_search.grid_cells(l1s, decays, grid.value)
+    requests = grid_search.sweep_requests(base, name, cells, seeds)
+    if dry_run:
+        from regcli.train import resolve_device
+
+        plan = grid_search.preview(
+            requests, models_dir, force=force, device=resolve_device(device.value).type
+        )
+        show_preview(plan, sweep_dir, seeds, json_output)
+        return
+    with TrainingReporter(quiet, base.batch_size) as reporter:
+        outcomes = grid_search.train_sweep(
+            requests,
+            models_dir=models_dir,
+            data_dir=data_dir,
+            device_name=device.value,
+            group_size=group_size,
+            deterministic=deterministic,
+            force=force,
+            reporter=reporter,
+            command=["regcli", *invocation.get()],
+            on_cell_done=lambda cell, done, total: say(f"cell {cell} done ({done}/{total})", quiet),
+        )
+    diverged = sum(1 for o in outcomes if o.diverged)
+    trained = sum(1 for o in outcomes if o.action != "reused")
+    say(
+        f"sweep {sweep_dir}: {len(cells)} cells x {seeds} seeds: {trained} trained, "
+        f"{len(outcomes) - trained} reused, {diverged} diverged (recorded as results)",
+        quiet,
+    )
+    if json_output:
+        print_json(
+            [
+                {
+                    "model": str(o.model_dir),
+                    "action": o.action,
+                    "final": o.history[-1] if o.history else None,
+                    "diverged": o.diverged,
+                }
+                for o in outcomes
+            ]
+        )
+    say(f"the path: regcli sweep --name {name} --report", quiet)
+
+
+def show_preview(plan: dict, sweep_dir: Path, seeds: int, json_output: bool) -> None:
+    from regcli.console import clock
+    from regcli.tables import render
+
+    if json_output:
+        print_json(plan)
+        return
+    rows = [
+        [
+            c["cell"],
+            f"{c['l1']:g}",
+            f"{c['weight_decay']:g}",
+            str(c["reuse"]),
+            str(c["resume"]),
+            str(c["train"]),
+        ]
+        for c in plan["cells"]
+    ]
+    print_line(render(["cell", "l1", "weight decay", "reuse", "resume", "train"], rows))
+    print_line(
+        f"{sweep_dir}: {len(plan['cells'])} cells x {seeds} seeds = {plan['models']} models: "
+        f"{plan['reuse']} reused, {plan['resume']} resumed, {plan['train']} to train; about "
+        f"{clock(plan['estimate_seconds'])} of training (estimated from {plan['estimate_from']})"
+    )
+
+
+def list_text(values) -> str:
+    if not isinstance(values, list):
+        raise UsageError(f"--config: sweep strengths must be a list, got {values!r}")
+    return ",".join(str(v) for v in values)
+
+
+def sweep_report(sweep_dir: Path, images_dir: Path, data_dir, device, json_output, quiet) -> None:
+    from regcli import paths
+    from regcli.data import load_split
+    from regcli.report import path_figures
+
+    test = load_split(data_dir, "test")
+    total = sum(1 for _ in Path(sweep_dir).glob("*/seed-*"))
+    on = "cpu" if device == Device.auto else device.value
+    if device == Device.auto:
+        import torch
+
+        on = "cuda" if torch.cuda.is_available() else "cpu"
+    with model_progress(total, "reading the sweep", quiet) as advance:
+        cells = paths.path_stats(sweep_dir, test, "torch", on, advance)
+    written = path_figures(cells, Path(sweep_dir).name, images_dir)
+    if json_output:
+        print_json(cells)
+    else:
+        stdout.print(paths.path_table(cells), markup=False)
+    for figure in written:
+        say(f"wrote {figure}", quiet)
 
 
 def main():

@@ -1,22 +1,24 @@
-"""Side-by-side comparison of trained models: one figure, one table.
+"""Side-by-side comparison of trained models: one row per model, and per seed group its mean,
+spread and 95% Welch interval against the unregularized group.
 
 The table shows what regularization is supposed to change: the train-test gap (overfitting), the
 L1 norm of the weights and the share of near-zero weights (sparsity, what L1 should increase).
+A seed group is averaged only if its members share one configuration (the seed aside).
 """
 
 from pathlib import Path
 
-import torch
-from matplotlib.figure import Figure
+import numpy as np
 
-from regcli.artifacts import SEED_PREFIX, load_metrics, model_group, model_label
-from regcli.checkpoints import load_checkpoint, model_from_checkpoint
-from regcli.plots import save_figure
+from regcli.artifacts import load_metrics, model_group, model_label, seed_number
+from regcli.checkpoints import checkpoint_config, load_checkpoint, model_from_checkpoint
+from regcli.config import differences
+from regcli.errors import RegcliError
 from regcli.stats import mean, sample_std, welch
-from regcli.weights import THRESHOLDS, weight_stats
+from regcli.tables import render
+from regcli.weights import NEAR_ZERO, weight_stats
 
 README_SECTION = ("results-table", "regcli report")  # the README's generated results tables
-NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
 COLUMNS = {  # key -> (header, format)
     "model": ("model", "{}"),
     "parameters": ("params", "{:,}"),
@@ -29,24 +31,36 @@ COLUMNS = {  # key -> (header, format)
     "weight_l1_norm": ("weight L1 norm", "{:.1f}"),
     "near_zero_share": (f"near-zero weights % (<{NEAR_ZERO:g})", "{:.2f}"),
 }
+SEED_HEADERS = [
+    "variant",
+    "seeds",
+    "final test acc % (mean +- std)",
+    "min",
+    "max",
+    "vs none (95% Welch interval)",
+    "weight L1 norm (mean)",
+    f"near-zero weights % (<{NEAR_ZERO:g}, mean)",
+]
 
 
 def summarize(model_dir: Path) -> dict:
     """One row of the comparison, from metrics.json and model.pt."""
     metrics = load_metrics(model_dir)
     payload = load_checkpoint(model_dir)
+    config = checkpoint_config(payload, model_dir)
     history = metrics["epochs"]
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
-    weights = weight_stats(model_from_checkpoint(payload))
+    weights = weight_stats(model_from_checkpoint(payload, model_dir))
     return {
         "model": model_label(model_dir),
         "group": model_group(model_dir),
-        "seeded": model_dir.name.startswith(SEED_PREFIX),
-        "mode": payload["mode"],
+        "seeded": seed_number(model_dir) is not None,
+        "config": config,
+        "mode": config.mode,
         "parameters": payload["parameters"],
-        "l1": payload["l1"],
-        "weight_decay": payload["weight_decay"],
+        "l1": config.l1,
+        "weight_decay": config.weight_decay,
         "final_test_accuracy": 100 * final["test_accuracy"],
         "best_test_accuracy": 100 * best["test_accuracy"],
         "best_epoch": best["epoch"],
@@ -58,81 +72,24 @@ def summarize(model_dir: Path) -> dict:
     }
 
 
-def cells(row: dict) -> list[str]:
-    values = []
-    for key, (_, fmt) in COLUMNS.items():
-        text = fmt.format(row[key])
-        if key == "best_test_accuracy":
-            text += f" ({row['best_epoch']})"
-        values.append(text)
-    return values
-
-
-def text(headers: list[str], body: list[list[str]]) -> str:
-    """An aligned plain-text table: first column left-aligned, the rest right-aligned."""
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        padded = [v.rjust(w) for v, w in zip(values, widths, strict=True)]
-        padded[0] = values[0].ljust(widths[0])
-        return "  ".join(padded)
-
-    return "\n".join([line(headers), *(line(b) for b in body)])
-
-
-def comparison_tables(rows: list[dict], as_markdown: bool) -> str:
-    """Every model, then the seed groups (if any), as text or Markdown."""
-    render = markdown if as_markdown else text
-    tables = [render([h for h, _ in COLUMNS.values()], [cells(r) for r in rows])]
-    if any(len(m) > 1 for m in groups(rows).values()):
-        tables.append(render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)]))
-    return "\n\n".join(tables)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    return markdown([header for header, _ in COLUMNS.values()], [cells(r) for r in rows])
-
-
-def compare_figure(rows: list[dict]) -> Figure:
-    """Test accuracy and loss per epoch: a line per model, or per seed group its mean line with
-    the seeds' range shaded."""
-    figure = Figure(figsize=(12, 4.5))
-    accuracy, loss = figure.subplots(1, 2)
-    for i, (name, members) in enumerate(groups(rows).items()):
-        epochs = [r["epoch"] for r in members[0]["history"]]
-        style = {"linestyle": ["-", "--", "-.", ":"][(i // 10) % 4], "color": f"C{i % 10}"}
-        label = name if len(members) == 1 else f"{members[0]['group']} ({len(members)} seeds)"
-        for axes, key, scale in ((accuracy, "test_accuracy", 100), (loss, "test_loss", 1)):
-            curves = torch.tensor([[scale * r[key] for r in m["history"]] for m in members])
-            axes.plot(epochs, curves.mean(0), marker="o", markersize=2.5, label=label, **style)
-            if len(members) > 1:
-                axes.fill_between(
-                    epochs,
-                    curves.min(0).values,
-                    curves.max(0).values,
-                    alpha=0.2,
-                    color=style["color"],
-                    linewidth=0,
-                )
-    accuracy.set(title="Test (validation) accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    loss.set(title="Test (validation) loss", xlabel="epoch", ylabel="cross-entropy")
-    finals = [100 * r["history"][-1]["test_accuracy"] for r in rows]
-    accuracy.set_ylim(max(min(finals) - 1.0, 90), min(max(finals) + 0.3, 100))
-    loss.set_yscale("log")
-    for axes in (accuracy, loss):
-        axes.grid(alpha=0.3)
-    loss.legend(loc="upper right", fontsize=8, ncols=2 if len(rows) > 5 else 1)
-    figure.suptitle("Model comparison")
-    return figure
-
-
 def groups(rows: list[dict]) -> dict[str, list[dict]]:
-    """The seeds of models/<name>/seed-<k> form the group <name>; any other model is alone
-    (models/<name>/model.pt itself is not one of the seeds)."""
+    """The seeds of <name>/seed-<k> form the group "<name> seeds"; any other model is alone
+    (models/<name>/model.pt itself is not one of the seeds). A group whose members differ in
+    configuration (the seed aside) is refused, not averaged."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
         key = f"{row['group']} seeds" if row["seeded"] else row["model"]
         grouped.setdefault(key, []).append(row)
+    for members in grouped.values():
+        for other in members[1:]:
+            changes = differences(members[0]["config"], other["config"], ignore=("seed",))
+            if changes:
+                raise RegcliError(
+                    f"seed group {members[0]['group']} mixes configurations: "
+                    f"{other['model']} differs from {members[0]['model']} in "
+                    + ", ".join(c.replace("(asked", "(vs") for c in changes)
+                    + "; retrain it with the group's settings or move it out"
+                )
     return grouped
 
 
@@ -166,16 +123,39 @@ def seed_summary(rows: list[dict]) -> list[dict]:
     return summary
 
 
-SEED_HEADERS = [
-    "variant",
-    "seeds",
-    "final test acc % (mean +- std)",
-    "min",
-    "max",
-    "vs none (95% Welch interval)",
-    "weight L1 norm (mean)",
-    f"near-zero weights % (<{NEAR_ZERO:g}, mean)",
-]
+def series(rows: list[dict]) -> list[dict]:
+    """Per group, its accuracy and loss per epoch (seed groups: mean, min and max), for
+    plots.compare_figure."""
+    out = []
+    for name, members in groups(rows).items():
+        epochs = [r["epoch"] for r in members[0]["history"]]
+        if any(len(m["history"]) != len(epochs) for m in members):
+            raise RegcliError(f"the seeds of {name} ran for different numbers of epochs")
+        entry = {
+            "label": name if len(members) == 1 else f"{members[0]['group']} ({len(members)} seeds)",
+            "group": members[0]["group"],
+            "seeds": len(members),
+            "epochs": epochs,
+        }
+        for key, field, scale in (("accuracy", "test_accuracy", 100), ("loss", "test_loss", 1)):
+            curves = np.array([[scale * r[field] for r in m["history"]] for m in members])
+            entry[key] = {
+                "mean": curves.mean(0).tolist(),
+                "low": curves.min(0).tolist(),
+                "high": curves.max(0).tolist(),
+            }
+        out.append(entry)
+    return out
+
+
+def cells(row: dict) -> list[str]:
+    values = []
+    for key, (_, fmt) in COLUMNS.items():
+        text = fmt.format(row[key])
+        if key == "best_test_accuracy":
+            text += f" ({row['best_epoch']})"
+        values.append(text)
+    return values
 
 
 def seed_cells(entry: dict) -> list[str]:
@@ -191,24 +171,32 @@ def seed_cells(entry: dict) -> list[str]:
     ]
 
 
-def markdown(headers: list[str], body: list[list[str]]) -> str:
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(headers) - 1)) + " |",
-    ]
-    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+def comparison_tables(rows: list[dict], markdown: bool) -> str:
+    """Every model, then the seed groups (if any), as text or Markdown."""
+    tables = [render([h for h, _ in COLUMNS.values()], [cells(r) for r in rows], markdown=markdown)]
+    if any(len(m) > 1 for m in groups(rows).values()):
+        tables.append(
+            render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)], markdown=markdown)
+        )
+    return "\n\n".join(tables)
 
 
 def results_markdown(rows: list[dict]) -> str:
     """The README's results: the single runs, then the seed groups (if any)."""
     singles = [r for r in rows if not r["seeded"]]
-    parts = [markdown_table(singles)] if singles else []
+    headers = [h for h, _ in COLUMNS.values()]
+    parts = [render(headers, [cells(r) for r in singles], markdown=True)] if singles else []
     if any(len(m) > 1 for m in groups(rows).values()):
-        parts.append(markdown(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)]))
+        parts.append(
+            render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)], markdown=True)
+        )
     return "\n\n".join(parts)
 
 
-def compare(model_dirs: list[Path], figure_path: Path) -> list[dict]:
-    rows = [summarize(d) for d in model_dirs]
-    save_figure(compare_figure(rows), figure_path)
-    return rows
+def as_json(rows: list[dict]) -> dict:
+    """Everything `compare` shows, as plain data."""
+    plain = [
+        {k: (v.as_dict() if k == "config" else v) for k, v in r.items() if k != "history"}
+        for r in rows
+    ]
+    return {"models": plain, "seed_groups": seed_summary(rows)}

@@ -68,7 +68,9 @@ class TrainConfig:
     epochs: int = setting(15, "passes over the training set")
     batch_size: int = setting(128, "images per optimizer step")
     lr: float = setting(0.1, "peak learning rate of one-cycle (the start lr for step)")
-    momentum: float = setting(0.9, "SGD momentum; one-cycle cycles it +-0.05 (0.95 -> 0.85 -> 0.95)")
+    momentum: float = setting(
+        0.9, "SGD momentum; one-cycle cycles it +-0.05 (0.95 -> 0.85 -> 0.95)"
+    )
     schedule: str = setting("onecycle", "onecycle, or step (lr x0.1 after each third of the run)")
     max_rotation: float = setting(7.0, "degrees; training images rotate uniformly within +-this")
     dropout: float = setting(0.05, "probability of dropping a unit after each conv block")
@@ -85,9 +87,16 @@ class TrainConfig:
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.epochs <= 10_000, f"--epochs must be <= 10000, got {self.epochs}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (1 <= self.batch_size <= 60_000, f"--batch-size must be in 1..60000, got {self.batch_size}"),
+            (
+                1 <= self.batch_size <= 60_000,
+                f"--batch-size must be in 1..60000, got {self.batch_size}",
+            ),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (0 <= self.momentum < self.max_momentum, f"--momentum must be in [0, {self.max_momentum}) for the {self.schedule} schedule, got {self.momentum}"),
+            (
+                0 <= self.momentum < self.max_momentum,
+                f"--momentum must be in [0, {self.max_momentum}) for the {self.schedule} "
+                f"schedule, got {self.momentum}",
+            ),
             (0 <= self.max_rotation <= 180, "--max-rotation must be in [0, 180] degrees"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}"),
@@ -175,9 +184,7 @@ def parse_toml(text: str, source: str) -> dict:
 def check_keys(data: dict, allowed: tuple[str, ...], source: str) -> dict:
     unknown = [key for key in data if key not in allowed]
     if unknown:
-        raise UsageError(
-            f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(allowed)}"
-        )
+        raise UsageError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(allowed)}")
     return data
 
 

@@ -1,9 +1,16 @@
-"""Terminal output: one stderr console for progress and errors, stdout left for results."""
+"""Terminal output: results to stdout; progress, "wrote ..." lines and errors to stderr.
 
+Live bars are drawn only when stderr is a terminal (and not with --quiet); the one-line summary
+per training epoch is printed either way (logs rely on it), except with --quiet.
+"""
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 if TYPE_CHECKING:  # the trainer loads PyTorch, which commands on ONNX models never need
     from regcli.train import EpochRecord
@@ -12,22 +19,44 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
-class TrainingReporter:
-    """A per-epoch progress bar (only on a terminal, unless quiet) and one line per epoch."""
+def say(message: str, quiet: bool = False) -> None:
+    """An informational line on stderr ("wrote ...", "saved ..."), unless --quiet."""
+    if not quiet:
+        stderr.print(message, markup=False)
 
-    def __init__(self, name: str, quiet: bool = False):
-        self.name = name
-        self.progress = None
-        if not quiet and stderr.is_terminal:
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=stderr,
-                transient=True,
-            )
+
+def warn(message: str) -> None:
+    stderr.print(f"warning: {message}", markup=False)
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def live_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=stderr,
+        transient=True,
+    )
+
+
+class TrainingReporter:
+    """Epoch k/N, a bar over the epoch's steps, images/s, running loss and time left for the
+    run (on a terminal); one summary line per epoch (always, unless quiet)."""
+
+    def __init__(self, quiet: bool = False, batch_size: int = 128):
+        self.quiet, self.batch_size = quiet, batch_size
+        self.progress = live_bar() if not quiet and stderr.is_terminal else None
         self.task = None
+        self.running_loss: Callable[[], float | None] = lambda: None
 
     def __enter__(self):
         if self.progress:
@@ -38,21 +67,87 @@ class TrainingReporter:
         if self.progress:
             self.progress.stop()
 
-    def epoch_started(self, epoch: int, steps: int) -> None:
+    def run_started(self, label: str, members: int, epochs: int, steps: int, first_epoch: int):
+        self.label, self.members, self.epochs, self.steps = label, members, epochs, steps
+        self.remaining_steps = (epochs - first_epoch + 1) * steps
+        self.done_steps, self.started = 0, time.perf_counter()
         if self.progress:
             if self.task is not None:
                 self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(f"{self.name} epoch {epoch}", total=steps)
+            self.task = self.progress.add_task(label, total=steps, info="")
+
+    def epoch_started(self, epoch: int, running_loss: Callable[[], float | None]) -> None:
+        self.epoch, self.running_loss = epoch, running_loss
+        self.epoch_clock = time.perf_counter()
+        if self.progress:
+            self.progress.reset(self.task, total=self.steps, info="")
+            self.progress.update(self.task, description=f"{self.label} epoch {epoch}/{self.epochs}")
 
     def step_done(self) -> None:
-        if self.progress:
-            self.progress.advance(self.task)
+        self.done_steps += 1
+        if not self.progress:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = self.done_steps / elapsed if elapsed else 0
+        left = (self.remaining_steps - self.done_steps) / rate if rate else None
+        images = rate * self.batch_size * self.members
+        loss = self.running_loss()
+        info = f"{images:,.0f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
+        self.progress.update(self.task, advance=1, info=f"{info}  {clock(left)} left")
 
-    def epoch_finished(self, record: "EpochRecord", epochs: int) -> None:
-        stderr.print(
-            f"{self.name} epoch {record.epoch:>2}/{epochs}  "
-            f"train loss {record.train_loss:.4f}  penalty {record.penalty:.4f}  "
-            f"train acc {100 * record.train_accuracy:.2f}%  "
-            f"test loss {record.test_loss:.4f}  test acc {100 * record.test_accuracy:.2f}%  "
-            f"lr {record.lr:.4g}  {record.seconds:.1f}s"
-        )
+    def testing(self) -> None:
+        if self.progress:
+            self.progress.update(
+                self.task, description=f"{self.label} epoch {self.epoch}/{self.epochs} testing"
+            )
+
+    def epoch_finished(self, epoch: int, records: list, notes: list[str]) -> None:
+        for note in notes:
+            warn(note)
+        if self.quiet:
+            return
+        seconds = time.perf_counter() - self.epoch_clock
+        live = [r for r in records if r is not None]
+        if len(records) == 1 and live:
+            stderr.print(epoch_line(self.label, live[0], self.epochs), markup=False)
+        elif live:
+            accuracies = [100 * r.test_accuracy for r in live]
+            loss = sum(r.train_loss for r in live) / len(live)
+            stderr.print(
+                f"{self.label} epoch {epoch:>2}/{self.epochs}  train loss {loss:.4f} (mean)  "
+                f"test acc {min(accuracies):.2f}-{max(accuracies):.2f}%  "
+                f"{len(live)}/{len(records)} training  {seconds:.1f}s",
+                markup=False,
+            )
+
+
+def epoch_line(name: str, record: "EpochRecord", epochs: int) -> str:
+    return (
+        f"{name} epoch {record.epoch:>2}/{epochs}  "
+        f"train loss {record.train_loss:.4f}  penalty {record.penalty:.4f}  "
+        f"train acc {100 * record.train_accuracy:.2f}%  "
+        f"test loss {record.test_loss:.4f}  test acc {100 * record.test_accuracy:.2f}%  "
+        f"lr {record.lr:.4g}  {record.seconds:.1f}s"
+    )
+
+
+@contextmanager
+def model_progress(total: int, what: str, quiet: bool = False):
+    """A bar of models done / total with time left, for multi-model commands; yields advance()."""
+    if quiet or not stderr.is_terminal or total < 2:
+        yield lambda name="": None
+        return
+    progress = live_bar()
+    started = time.perf_counter()
+    task = progress.add_task(what, total=total, info="")
+    done = 0
+
+    def advance(name: str = "") -> None:
+        nonlocal done
+        done += 1
+        rate = done / (time.perf_counter() - started)
+        left = (total - done) / rate if rate else None
+        progress.update(task, advance=1, info=f"{name}  {clock(left)} left")
+
+    with progress:
+        yield advance

@@ -2,10 +2,14 @@
 
 The graph takes raw pixels (float32 [batch, 1, 28, 28] in [0, 1]; normalization is inside) and
 returns logits [batch, 10]; the batch axis is dynamic. The file carries its provenance in
-metadata_props, including the sha256 of the model.pt it came from, so a stale export is caught.
+metadata_props: the run record of the model (command, times, machine, versions, code), the
+test-set size its accuracy was measured on, and the sha256 of exactly the model.pt bytes it was
+exported from, so a stale export is caught. Export holds the model folder's lock, so a retrain
+cannot replace model.pt half-way through.
 """
 
 import io
+import json
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -15,12 +19,13 @@ import onnx
 import torch
 
 import regcli
-from regcli.artifacts import ONNX_NAME, checkpoint_path, sha256_file, write_bytes
+from regcli.artifacts import ONNX_NAME, ModelLock, checkpoint_path, write_bytes
 from regcli.backends import SOURCE_KEY, onnx_session
-from regcli.checkpoints import load_model
+from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash, model_from_checkpoint
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
+from regcli.provenance import run_record, utc_now
 from regcli.scoring import to_unit
 
 INPUT_NAME = "image"  # float32 [batch, 1, 28, 28], pixels in [0, 1], 0 = background
@@ -28,23 +33,47 @@ OUTPUT_NAME = "logits"  # float32 [batch, 10], unnormalized class scores (softma
 OPSET = 18
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between onnxruntime and PyTorch
 PARITY_BATCHES = (1, 256)  # batch sizes checked at export
+TEST_IMAGES = 10_000  # the MNIST test set
 
 
-def metadata(payload: dict, source: Path) -> dict[str, str]:
+def metadata(payload: dict, source_sha256: str, export_record: dict) -> dict[str, str]:
+    config = checkpoint_config(payload)
     final = payload["final"]
+    tested = config.limit_test or TEST_IMAGES
     return {
         "regcli_version": regcli.__version__,
-        "mode": payload["mode"],
-        "l1": repr(payload["l1"]),
-        "weight_decay": repr(payload["weight_decay"]),
-        "reg_scope": payload["reg_scope"],
+        "mode": config.mode,
+        "l1": repr(config.l1),
+        "weight_decay": repr(config.weight_decay),
+        "reg_scope": config.reg_scope,
+        "seed": str(config.seed),
+        "config": json.dumps(config.as_dict()),
         "normalization": f"inside the graph: (image - {MNIST_MEAN}) / {MNIST_STD}",
         "input": f"{INPUT_NAME}: float32 [batch, 1, 28, 28], pixels in [0, 1], black background",
         "output": f"{OUTPUT_NAME}: float32 [batch, 10], unnormalized scores; softmax gives probs",
         "class_labels": ",".join(str(i) for i in range(10)),
         "test_accuracy": repr(final["test_accuracy"]),
-        SOURCE_KEY: sha256_file(source),
+        "test_images": str(tested),
+        "training_run": json.dumps(training_run(payload)),
+        "export": json.dumps(export_record),
+        SOURCE_KEY: source_sha256,
     }
+
+
+def training_run(payload: dict) -> dict:
+    """The checkpoint's run record (format 1 files kept only the device and versions)."""
+    return payload.get("run") or {k: payload[k] for k in ("device", "versions") if k in payload}
+
+
+def doc_string(payload: dict) -> str:
+    config = checkpoint_config(payload)
+    accuracy = 100 * payload["final"]["test_accuracy"]
+    tested = config.limit_test or TEST_IMAGES
+    return (
+        f"regcli MNIST digit classifier ({config.mode}: l1 {config.l1:g}, weight decay "
+        f"{config.weight_decay:g}, seed {config.seed}, {payload['epochs']} epochs), "
+        f"{accuracy:.2f}% on {tested:,} MNIST test images; raw pixels in, logits out."
+    )
 
 
 def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
@@ -66,17 +95,23 @@ def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
     return program.model_proto
 
 
-def export(model_dir: Path, data_dir: Path | None = None) -> Path:
+def export_model(model_dir: Path, data_dir: Path | None = None, command: list[str] = ()) -> Path:
     """Write <model_dir>/model.onnx after checking it against PyTorch on real test images."""
     source = checkpoint_path(model_dir)
-    model, payload = load_model(source)
-    proto = to_onnx(model)
-    onnx.helper.set_model_props(proto, metadata(payload, source))
-    onnx.checker.check_model(proto, full_check=True)
-    serialized = proto.SerializeToString()
-    check_parity(model, serialized, load_split(data_dir, "test", max(PARITY_BATCHES)).images)
-    target = source.parent / ONNX_NAME
-    write_bytes(target, serialized)
+    started = utc_now()
+    images = load_split(data_dir, "test", max(PARITY_BATCHES)).images
+    with ModelLock(source.parent, "regcli export"):
+        payload, sha256 = load_checkpoint_with_hash(source)  # hashes the bytes it loaded
+        model = model_from_checkpoint(payload, source)
+        proto = to_onnx(model)
+        record = run_record(command, started, "cpu")
+        onnx.helper.set_model_props(proto, metadata(payload, sha256, record))
+        proto.doc_string = doc_string(payload)
+        onnx.checker.check_model(proto, full_check=True)
+        serialized = proto.SerializeToString()
+        check_parity(model, serialized, images)
+        target = source.parent / ONNX_NAME
+        write_bytes(target, serialized)
     return target
 
 

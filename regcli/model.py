@@ -52,7 +52,9 @@ def conv_block(
     """conv -> ReLU -> BatchNorm -> dropout, the notebook's block (no bias: BatchNorm has one)."""
     k = members
     return nn.Sequential(
-        nn.Conv2d(k * in_channels, k * out_channels, kernel_size, padding=padding, bias=False, groups=k),
+        nn.Conv2d(
+            k * in_channels, k * out_channels, kernel_size, padding=padding, bias=False, groups=k
+        ),
         nn.ReLU(),
         nn.BatchNorm2d(k * out_channels),
         Dropout(dropout),

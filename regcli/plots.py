@@ -1,19 +1,43 @@
-"""Figures, drawn through matplotlib's object API (no pyplot state), so they work headless."""
+"""Every figure, drawn through matplotlib's object API (no pyplot state), so they work headless.
+
+Functions here take plain rows and series (the modules that compute them never draw) and return
+a Figure; `save_figure` writes it atomically. Colours agree across figures: one colour per mode
+(none, l1, l2, l1_l2) wherever the four variants appear, a single run in its seed group's colour,
+and strengths along one colour scale in the path figures.
+"""
 
 import io
 import math
 from pathlib import Path
 
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from regcli.artifacts import write_bytes
+
+MODE_COLOURS = {"none": "#555555", "l1": "#1f77b4", "l2": "#d62728", "l1_l2": "#9467bd"}
+PATH_COLOURS = {"l1": MODE_COLOURS["l1"], "l2": MODE_COLOURS["l2"]}  # the L1 and L2 paths
+OTHER_COLOURS = ["#2ca02c", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+STRENGTH_MAP = "viridis"  # strengths along one colour scale, weakest dark
 
 
 def save_figure(figure: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     write_bytes(path, buffer.getvalue())
+
+
+def colours(groups: list[str]) -> dict[str, str]:
+    """A colour per group name: the mode's colour for the four variants, others in turn."""
+    found, spare = {}, iter(OTHER_COLOURS * (1 + len(groups) // len(OTHER_COLOURS)))
+    for group in groups:
+        if group not in found:
+            found[group] = MODE_COLOURS.get(group) or next(spare)
+    return found
 
 
 def history_figure(name: str, history: list[dict]) -> Figure:
@@ -58,5 +82,241 @@ def misclassified_figure(images, rows: list[dict], title: str) -> Figure:
             f"{row['confidence']:.0%} sure",
             fontsize=8,
         )
+    figure.suptitle(title)
+    return figure
+
+
+def compare_figure(series: list[dict]) -> Figure:
+    """Test accuracy and loss per epoch. Each series: label, group, epochs, and for "accuracy"
+    and "loss" a mean line with low/high (a seed group's range, shaded); a single run is dashed
+    in its group's colour, a seed group's mean solid."""
+    figure = Figure(figsize=(12, 4.5))
+    accuracy, loss = figure.subplots(1, 2)
+    palette = colours([s["group"] for s in series])
+    for s in series:
+        style = {"color": palette[s["group"]], "linestyle": "-" if s["seeds"] > 1 else "--"}
+        for axes, key in ((accuracy, "accuracy"), (loss, "loss")):
+            mean, low, high = (np.asarray(s[key][part]) for part in ("mean", "low", "high"))
+            axes.plot(s["epochs"], mean, marker="o", markersize=2.5, label=s["label"], **style)
+            if s["seeds"] > 1:
+                axes.fill_between(s["epochs"], low, high, alpha=0.2, color=style["color"], lw=0)
+    accuracy.set(title="Test (validation) accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    loss.set(title="Test (validation) loss", xlabel="epoch", ylabel="cross-entropy")
+    finals = [s["accuracy"]["mean"][-1] for s in series]
+    top = min(max(finals) + 0.3, 100.05)
+    bottom = max(0.0, min(finals) - 1.0)  # a model far below the rest still shows
+    accuracy.set_ylim(bottom, max(top, bottom + 0.5))
+    loss.set_yscale("log")
+    for axes in (accuracy, loss):
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss.legend(loc="upper right", fontsize=8, ncols=2 if len(series) > 5 else 1)
+    figure.suptitle("Model comparison")
+    return figure
+
+
+def weights_figure(stats: list[dict]) -> Figure:
+    """Left: the share of conv weights with |w| below each value (cumulative, log axis), where
+    L1's extra near-zero weights show at a glance. Right: histograms of the values. Each stat:
+    model, group, values (numpy)."""
+    figure = Figure(figsize=(13, 4.5))
+    cumulative, histogram = figure.subplots(1, 2)
+    palette = colours([s["group"] for s in stats])
+    magnitudes = [np.sort(np.abs(s["values"])) for s in stats]
+    smallest = max(min(float(m[m > 0].min()) for m in magnitudes if (m > 0).any()), 1e-8)
+    largest = max(float(m[-1]) for m in magnitudes)
+    for s, m in zip(stats, magnitudes, strict=True):
+        style = {"color": palette[s["group"]], "linestyle": "--" if s.get("single") else "-"}
+        share = 100 * np.arange(1, len(m) + 1) / len(m)
+        cumulative.step(np.maximum(m, smallest), share, where="post", label=s["model"], **style)
+    cumulative.set_xscale("log")
+    cumulative.set_xlim(smallest, largest)
+    cumulative.set(
+        title="Share of conv weights below |w|",
+        xlabel="|w| (log scale)",
+        ylabel="weights with a smaller magnitude (%)",
+    )
+    bins = np.linspace(-largest, largest, 121)
+    for s in stats:
+        histogram.hist(
+            s["values"],
+            bins=bins,
+            histtype="step",
+            linewidth=1.2,
+            color=palette[s["group"]],
+            label=s["model"],
+        )
+    histogram.set_yscale("log")
+    histogram.set(title="Conv weight values", xlabel="weight", ylabel="count (log scale)")
+    for axes in (cumulative, histogram):
+        axes.grid(alpha=0.3)
+    cumulative.legend(fontsize=8, ncols=2 if len(stats) > 5 else 1)
+    return figure
+
+
+def pruning_figure(curves: list[dict]) -> Figure:
+    """Accuracy against the share of conv weights zeroed; each curve: model, group, points."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.subplots()
+    palette = colours([c["group"] for c in curves])
+    for curve in curves:
+        axes.plot(
+            [100 * p["sparsity"] for p in curve["points"]],
+            [100 * p["accuracy"] for p in curve["points"]],
+            marker="o",
+            color=palette[curve["group"]],
+            label=curve["model"],
+        )
+    axes.set(
+        title="Magnitude pruning without retraining",
+        xlabel="weights set to zero (%)",
+        ylabel="test accuracy (%)",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, ncols=2 if len(curves) > 5 else 1)
+    return figure
+
+
+# --- regularization paths --------------------------------------------------------------------
+
+
+def _path_panel(axes, cells: list[dict], key: str, baseline: dict | None, scale: float = 1.0):
+    """One quantity against strength: the L1 and L2 paths as lines with 95% intervals, the
+    unregularized mean and interval as a band, diverged cells as crosses on the axis."""
+    if baseline is not None and baseline.get(key) is not None:
+        centre = scale * baseline[key]
+        half = scale * (baseline.get(f"{key}_half_width") or 0.0)
+        axes.axhspan(centre - half, centre + half, color=MODE_COLOURS["none"], alpha=0.15, lw=0)
+        axes.axhline(centre, color=MODE_COLOURS["none"], lw=1, label="no regularization")
+    for path in ("l1", "l2"):
+        points = sorted((c for c in cells if c["path"] == path), key=lambda c: c["strength"])
+        good = [c for c in points if c.get(key) is not None]
+        if good:
+            axes.errorbar(
+                [c["strength"] for c in good],
+                [scale * c[key] for c in good],
+                yerr=[scale * (c.get(f"{key}_half_width") or 0.0) for c in good],
+                color=PATH_COLOURS[path],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=f"{'L1' if path == 'l1' else 'L2 (weight decay)'} path",
+            )
+        lost = [c for c in points if c.get(key) is None and c["diverged"]]
+        if lost:
+            axes.plot(
+                [c["strength"] for c in lost],
+                [0] * len(lost),
+                "x",
+                ms=9,
+                mew=2,
+                color=PATH_COLOURS[path],
+                transform=axes.get_xaxis_transform(),
+                clip_on=False,
+                label=f"{path} diverged",
+            )
+    axes.set_xscale("log")
+    axes.set_xlabel("strength (log scale; l1 or weight decay)")
+    axes.grid(alpha=0.3)
+
+
+def path_figure(cells: list[dict], title: str) -> Figure:
+    """The regularization path: accuracy, near-zero share, L1 norm and pruned accuracy against
+    strength. Each cell: path ("l1", "l2" or "none"), strength, diverged, and per quantity its
+    seed mean and the half width of its 95% interval (key + "_half_width")."""
+    baseline = next((c for c in cells if c["path"] == "none"), None)
+    along = [c for c in cells if c["path"] in ("l1", "l2")]
+    figure = Figure(figsize=(13, 9))
+    (accuracy, sparse), (norm, pruned) = figure.subplots(2, 2)
+    _path_panel(accuracy, along, "accuracy", baseline)
+    accuracy.set(title="Final test accuracy (seed mean, 95% interval)", ylabel="accuracy (%)")
+    _path_panel(sparse, along, "near_zero_share", baseline)
+    sparse.set(title="Near-zero conv weights (|w| < 1e-3)", ylabel="share of weights (%)")
+    _path_panel(norm, along, "l1_norm", baseline)
+    norm.set(title="L1 norm of the conv weights", ylabel="sum |w|")
+    levels = sorted({float(s) for c in cells for s in c.get("pruned", {})})
+    styles = ["-", "--", ":", "-."]
+    for level, style in zip(levels, styles * 3, strict=False):
+        for path in ("l1", "l2"):
+            points = sorted(
+                (c for c in along if c["path"] == path and c.get("pruned")),
+                key=lambda c: c["strength"],
+            )
+            points = [c for c in points if c["pruned"].get(repr(level)) is not None]
+            if points:
+                pruned.plot(
+                    [c["strength"] for c in points],
+                    [c["pruned"][repr(level)] for c in points],
+                    linestyle=style,
+                    marker="o",
+                    markersize=3,
+                    color=PATH_COLOURS[path],
+                    label=f"{path}, {100 * level:g}% zeroed",
+                )
+        if baseline and baseline.get("pruned", {}).get(repr(level)) is not None:
+            pruned.axhline(
+                baseline["pruned"][repr(level)],
+                color=MODE_COLOURS["none"],
+                linestyle=style,
+                lw=1,
+                label=f"none, {100 * level:g}% zeroed",
+            )
+    pruned.set_xscale("log")
+    pruned.set(
+        title="Accuracy after magnitude pruning (no retraining)",
+        xlabel="strength (log scale; l1 or weight decay)",
+        ylabel="accuracy (%)",
+    )
+    pruned.grid(alpha=0.3)
+    for axes in (accuracy, sparse, norm, pruned):
+        handles, labels = axes.get_legend_handles_labels()
+        if handles:
+            axes.legend(fontsize=7)
+    figure.suptitle(title)
+    return figure
+
+
+def strength_pruning_figure(cells: list[dict], title: str) -> Figure:
+    """Accuracy against the share of weights zeroed, one line per strength, coloured along one
+    scale of strength; a panel per path."""
+    along = [c for c in cells if c["path"] in ("l1", "l2") and c.get("pruned")]
+    baseline = next((c for c in cells if c["path"] == "none" and c.get("pruned")), None)
+    strengths = [c["strength"] for c in along]
+    figure = Figure(figsize=(13, 4.8))
+    panels = figure.subplots(1, 2, sharey=True)
+    if not strengths:
+        return figure
+    norm = LogNorm(min(strengths), max(strengths))
+    cmap = colormaps[STRENGTH_MAP]
+    for axes, path in zip(panels, ("l1", "l2"), strict=True):
+        if baseline:
+            levels = sorted(baseline["pruned"], key=float)
+            axes.plot(
+                [100 * float(s) for s in levels],
+                [baseline["pruned"][s] for s in levels],
+                color=MODE_COLOURS["none"],
+                lw=2,
+                linestyle="--",
+                label="none",
+            )
+        for cell in sorted((c for c in along if c["path"] == path), key=lambda c: c["strength"]):
+            levels = sorted(cell["pruned"], key=float)
+            axes.plot(
+                [100 * float(s) for s in levels],
+                [cell["pruned"][s] for s in levels],
+                marker="o",
+                markersize=3,
+                color=cmap(norm(cell["strength"])),
+                label=f"{cell['strength']:g}",
+            )
+        axes.set(
+            title=f"{'L1' if path == 'l1' else 'L2 (weight decay)'} path",
+            xlabel="conv weights set to zero (%)",
+        )
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, title="strength")
+    panels[0].set_ylabel("test accuracy (%)")
+    scale = figure.colorbar(ScalarMappable(norm, cmap), ax=list(panels))
+    scale.set_label("strength (l1 or weight decay)")
     figure.suptitle(title)
     return figure

@@ -3,78 +3,35 @@
 MNIST digits are white ink on black, scaled to fit a 20x20 box with their aspect ratio kept,
 then placed in a 28x28 image so that their centre of mass is at the centre. Photos and scans are
 usually dark ink on a light background, of any size and colour: we convert them to grayscale,
-invert them when the background is light, stretch background-to-ink to 0..1, crop to the ink and
-then do what MNIST did.
+invert them when the ink is darker than the paper, stretch paper-to-ink to 0..1 above the paper's
+noise, crop to the ink and then do what MNIST did.
+
+Pixels only: reading files (and refusing the ones that must not be read) is regcli.predict's job.
 """
 
-from pathlib import Path
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from regcli.config import SIDE
 from regcli.errors import RegcliError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-ARRAY_SUFFIX = ".npy"
-BOX = 20  # the digit is fitted into BOX x BOX, as in MNIST
+BOX = 20  # px: the digit is fitted into BOX x BOX, as in MNIST
 INK_THRESHOLD = 0.1  # on the stretched 0..1 scale: what counts as ink when cropping
-
-
-def collect(paths: list[Path]) -> list[Path]:
-    """Files given directly, plus every image or .npy file under the folders given (sorted)."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX}
-            )
-        else:
-            found.append(path)  # a missing or odd file is reported when it is read
-    return found
-
-
-def load(path: Path) -> list[tuple[str, np.ndarray]]:
-    """(label, float32 [28, 28] in [0, 1]) for each image in the file; RegcliError if unusable."""
-    if path.suffix.lower() == ARRAY_SUFFIX:
-        return load_array(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            gray = to_gray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise RegcliError(f"{path}: cannot read as an image ({error})") from error
-    return [(str(path), mnist_style(gray, str(path)))]
-
-
-def load_array(path: Path) -> list[tuple[str, np.ndarray]]:
-    """A .npy of MNIST-format digits, (28, 28) or (N, 28, 28); uint8 0..255 or float 0..1."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise RegcliError(f"{path}: cannot read as a .npy array ({error})") from error
-    if array.ndim == 2:
-        array = array[None]
-    if (
-        array.ndim != 3
-        or array.shape[1:] != (SIDE, SIDE)
-        or not np.issubdtype(array.dtype, np.number)
-    ):
-        raise RegcliError(f"{path}: array of shape {array.shape}, expected (N, 28, 28) or (28, 28)")
-    pixels = array.astype(np.float32)
-    if array.dtype == np.uint8 or pixels.max(initial=0) > 1:
-        pixels /= 255
-    return [(f"{path}[{i}]", p) for i, p in enumerate(np.clip(pixels, 0, 1))]
+MIN_CONTRAST = 0.1  # on the 0..1 gray scale: less ink-to-paper difference is "no digit"
+NOISE_SIGMAS = 3.0  # paper brighter than median + this many noise sigmas is still paper
+MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation, for Gaussian noise
+MIN_NEIGHBOURS = 3  # ink pixels (itself included) a pixel's 3x3 window needs to count for the crop
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit PNGs open in these
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
     """Any PIL image -> float32 [H, W] in [0, 1]; transparency becomes background."""
+    if image.mode in SIXTEEN_BIT_MODES:  # convert("L") would clip 0..65535 to white
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535, 0, 1)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
-        alpha = rgba[..., 3]
-        luminance = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float32) / 255
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba, dtype=np.float32)[..., 3] / 255
+        luminance = np.asarray(rgba.convert("L"), dtype=np.float32) / 255
         # put the visible strokes on a background that contrasts with them
         ink_is_dark = (luminance * alpha).sum() / max(alpha.sum(), 1e-6) < 0.5
         background = 1.0 if ink_is_dark else 0.0
@@ -83,17 +40,33 @@ def to_gray(image: Image.Image) -> np.ndarray:
 
 
 def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
-    """float [H, W] in [0, 1], either polarity -> float32 [28, 28], white digit on black."""
+    """float [H, W] in [0, 1], either polarity -> float32 [28, 28], white digit on black.
+
+    The paper's level and noise come from the image border (median and MAD, so a digit touching
+    the edge does not move them); the ink is whatever departs most from the paper. A noisy photo
+    of paper therefore neither counts as ink nor widens the crop: pixels within NOISE_SIGMAS of
+    the paper are background, and isolated specks set neither the crop nor the ink level.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or gray.size == 0 or not np.isfinite(gray).all():
+        raise RegcliError(f"{source}: not a 2-D image of finite pixel values")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
-    if background > 0.5:  # dark ink on light paper: make it MNIST's white on black
-        gray, background = 1 - gray, 1 - background
+    if background - gray.min() > gray.max() - background:  # dark ink on lighter paper
+        gray, border, background = 1 - gray, 1 - border, 1 - background
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(border - background)))
+    paper = background + NOISE_SIGMAS * noise
     ink = float(gray.max())
-    if ink - background < 0.1:
+    if ink - paper < MIN_CONTRAST:
         raise RegcliError(f"{source}: no digit found (the image is nearly uniform)")
-    stretched = np.clip((gray - background) / (ink - background), 0, 1)
-    rows = np.flatnonzero((stretched > INK_THRESHOLD).any(1))
-    cols = np.flatnonzero((stretched > INK_THRESHOLD).any(0))
+    for _ in range(2):  # the second pass takes the ink level from the strokes, not from specks
+        stretched = np.clip((gray - paper) / (ink - paper), 0, 1)
+        mask = stretched > INK_THRESHOLD
+        mask &= window_sum(mask) >= MIN_NEIGHBOURS
+        if not mask.any():
+            raise RegcliError(f"{source}: no digit found (only isolated specks)")
+        ink = float(gray[mask].max())
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     digit = stretched[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = digit.shape
     scale = BOX / max(height, width)
@@ -101,7 +74,16 @@ def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
     fitted = np.asarray(
         Image.fromarray(digit.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
     ).clip(0, 1)
+    if fitted.sum() <= 0:
+        raise RegcliError(f"{source}: no digit found (the ink vanishes at 20x20)")
     return centre_by_mass(fitted)
+
+
+def window_sum(mask: np.ndarray) -> np.ndarray:
+    """How many True pixels each pixel's 3x3 window holds (outside the image counts as False)."""
+    padded = np.pad(mask.astype(np.int16), 1)
+    height, width = mask.shape
+    return sum(padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3))
 
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:

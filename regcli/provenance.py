@@ -7,6 +7,7 @@ so a number can always be traced to the machine and the code that produced it.
 import os
 import platform
 import subprocess
+from contextlib import suppress
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -25,10 +26,8 @@ def versions() -> dict:
     """Python, regcli and the libraries that decide the numbers (read without importing them)."""
     found = {"regcli": regcli.__version__, "python": platform.python_version()}
     for package in ("torch", "torchvision", "onnxruntime", "numpy"):
-        try:
+        with suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     if "torch" in sys.modules:  # the running build, e.g. 2.11.0+cu130 on a GPU machine
         found["torch"] = str(sys.modules["torch"].__version__)
     return found

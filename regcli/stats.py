@@ -69,6 +69,14 @@ class Difference:
         return f"{direction} by {abs(self.estimate):.2f} +- {self.half_width:.2f} {unit}"
 
 
+def mean_half_width(values: list[float], confidence: float = 0.95) -> float:
+    """Half width of the t confidence interval of the mean; nan for fewer than 2 values."""
+    if len(values) < 2:
+        return math.nan
+    quantile = t_quantile(1 - (1 - confidence) / 2, len(values) - 1)
+    return quantile * sample_std(values) / math.sqrt(len(values))
+
+
 def welch(a: list[float], b: list[float], confidence: float = 0.95) -> Difference:
     """mean(a) - mean(b) with Welch's t confidence interval."""
     estimate = mean(a) - mean(b)

@@ -1,31 +1,51 @@
-"""One trainer for every regularization mode: the mode is only which strengths are non-zero.
+"""The one trainer: a group of 1..K configs trained as one grouped network, each its own model.
 
-The whole training set lives on the training device as one uint8 tensor; each step indexes a
-batch, rotates it with a gather (see augment.py) and runs the model. Nothing in an epoch waits
-for the device: losses and counts accumulate in device tensors and are read once per epoch.
+Every member of a group is the model it would be alone, in distribution: its own seed gives its
+initial weights, data order and rotation angles; its loss is its own mean cross-entropy; its L1
+penalty, weight decay (scope included), momentum and one-cycle schedule are its own; BatchNorm
+over K*C channels is per-member BatchNorm. Only the dropout masks come from one generator shared
+by the group (seeded from all members' seeds). A single run is a group of one, and with K=1 the
+grouped network is exactly `Net`.
+
+A step (`GroupTrainer.step`) is pure tensor work on fixed buffers: gather the batch through this
+epoch's order, rotate by gather, forward, backward, and the SGD update of the flat parameter
+vector, with the learning rate and momentum read from a precomputed table by a step counter on
+the device. On a CPU it runs eagerly. On CUDA it is captured once as a CUDA graph (one for full
+batches, one for the last, shorter batch) and replayed: no Python and no host sync inside an
+epoch. Each epoch's data order and angles are drawn outside, from per-(seed, epoch) generators,
+and dropout is reseeded per epoch, so a resumed run needs no saved random state to continue
+bit-identically on the same device.
+
+A member whose loss becomes non-finite or absurd stops: its updates are masked from that step
+on, the step is recorded, and the others go on.
 """
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from regcli.augment import RandomRotation
-from regcli.config import TrainConfig
+from regcli.config import NUM_CLASSES, SIDE, UNIT, Device, TrainConfig, group_key
 from regcli.data import Split
-from regcli.errors import Diverged, Interrupted, RegcliError, UsageError
-from regcli.scoring import score
-from regcli.model import Net, torch_predictor
-from regcli.regularization import l1_penalty, parameter_groups
+from regcli.errors import Interrupted, RegcliError, UsageError, first_line
+from regcli.grouped import FlatParameters, derived_seed, initial_state, pack, unpack
+from regcli.model import Net
+from regcli.scoring import EVAL_BATCH, score_logits
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-# A mean cross-entropy (plus penalty) above this means the logits or the penalty have blown up:
-# a 10-class model that guesses scores 2.3, and nothing that learns ever gets near 1,000.
+# A mean cross-entropy above this means the logits have blown up: a 10-class model that guesses
+# scores 2.3, and nothing that learns ever gets near 1,000. (The L1 penalty is not counted: a
+# strong but finite penalty is a choice, not a divergence; see `penalty_dominates`.)
 DIVERGED_LOSS = 1_000.0
-DIVERGENCE_CHECK_STEPS = 50  # steps between two looks at the loss (each is a host sync)
+PENALTY_DOMINATES = 10.0  # penalty / data term above this: the data has almost no say
+WARMUP_STEPS = 3  # eager steps before CUDA graph capture (cuDNN and cuBLAS set-up)
+CUDA_ELEMENTS_LIMIT = 2**30  # activation elements per evaluation chunk (cuDNN wants < 2**31)
 
 
 @dataclass(frozen=True)
@@ -37,24 +57,47 @@ class EpochRecord:
     test_loss: float  # mean cross-entropy over the test images
     test_accuracy: float  # fraction 0..1
     lr: float  # learning rate at the end of the epoch
-    seconds: float  # wall time of the epoch, test pass included
+    seconds: float  # wall time of the epoch, test pass included (shared by a group)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass
+class MemberState:
+    """What one member needs to continue (saved in its last.pt after every epoch)."""
+
+    weights: dict[str, torch.Tensor]  # an ordinary Net state dict
+    momentum: dict[str, torch.Tensor]  # SGD momentum buffers, by parameter name
+    history: list[EpochRecord]
+    diverged: dict | None  # {"epoch", "batch", "loss"} once the member has stopped
+
+
 class Reporter(Protocol):
     """What the trainer tells whoever is watching; the CLI draws a progress bar from it."""
 
-    def epoch_started(self, epoch: int, steps: int) -> None: ...
+    def run_started(
+        self, label: str, members: int, epochs: int, steps: int, first_epoch: int
+    ) -> None: ...
+    def epoch_started(self, epoch: int, running_loss: Callable[[], float | None]) -> None: ...
     def step_done(self) -> None: ...
-    def epoch_finished(self, record: EpochRecord, epochs: int) -> None: ...
+    def testing(self) -> None: ...
+    def epoch_finished(self, epoch: int, records: list, notes: list[str]) -> None: ...
+
+
+class StopFlag:
+    """Set (by a signal handler) to ask the trainer to stop at the next batch boundary."""
+
+    signal_number: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks cuda, then mps, then cpu; an explicit choice must be available."""
-    if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    try:
+        name = Device(name).value
+    except ValueError:
+        choices = ", ".join(Device)
+        raise UsageError(f"unknown device {name!r}; choose one of {choices}") from None
     available = {
         "cuda": torch.cuda.is_available(),
         "mps": torch.backends.mps.is_available(),
@@ -67,191 +110,417 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_schedule(optimizer, config: TrainConfig, steps_per_epoch: int):
+def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
+    """Learning rate and momentum at every step 0..T (T = all steps), read off PyTorch's own
+    scheduler so that a grouped member follows exactly the schedule it would follow alone."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=config.lr, momentum=config.momentum)
+    total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.lr,
+            total_steps=total,
+            base_momentum=max(0.0, config.momentum - 0.05),
+            max_momentum=config.momentum + 0.05,
         )
-    # step: x0.1 after each third of the run, stepped per batch like one-cycle
-    third = max(1, config.epochs * steps_per_epoch // 3)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=third, gamma=0.1)
+    else:  # step: x0.1 after each third of the run, stepped per batch like one-cycle
+        third = max(1, total // 3)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=third, gamma=0.1)
+    lrs, momenta = [], []
+    for _ in range(total + 1):
+        group = optimizer.param_groups[0]
+        lrs.append(group["lr"])
+        momenta.append(group["momentum"])
+        if len(lrs) <= total:
+            optimizer.step()
+            schedule.step()
+    return lrs, momenta
 
 
-@dataclass
-class Run:
-    """Everything one training run owns; an epoch of it is `train_epoch(run)`."""
+class GroupTrainer:
+    """K configs as one grouped network on one device: fixed buffers, one step function."""
 
-    config: TrainConfig
-    device: torch.device
-    model: Net
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LRScheduler
-    rotate: RandomRotation
-    generator: torch.Generator  # shuffling order and rotation angles
-    train_data: Split  # torch tensors on `device`
-    test_data: Split  # numpy, scored in batches after each epoch
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.train_data) // self.config.batch_size)
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly where this run is (plain tensors and numbers)."""
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "generator": self.generator.get_state(),
-            "cpu_rng": torch.get_rng_state(),
-        }
+    def __init__(
+        self,
+        configs: list[TrainConfig],
+        train_split: Split,
+        test_split: Split,
+        device: torch.device,
+        *,
+        resume: list[MemberState] | None = None,
+        deterministic: bool = True,
+        graphs: bool | None = None,
+    ):
+        if len({group_key(c) for c in configs}) != 1:
+            raise UsageError(
+                "the members of one training group must share epochs, batch size, "
+                "dropout, rotation and data limits"
+            )
+        self.configs, self.device = configs, torch.device(device)
+        self.members = k = len(configs)
+        first = configs[0]
+        self.epochs, self.batch_size = first.epochs, first.batch_size
         if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cudnn.benchmark = not deterministic
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["cpu_rng"])
-        if "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        train = train_split.head(first.limit_train)
+        self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(self.device)
+        self.labels = torch.from_numpy(np.ascontiguousarray(train.labels)).to(self.device)
+        self.test = test_split.head(first.limit_test)
+        self.test_images = torch.from_numpy(np.ascontiguousarray(self.test.images)).to(self.device)
+        self.size = n = len(train)
+        self.full_steps, self.tail = divmod(n, self.batch_size)
+        self.steps_per_epoch = self.full_steps + (self.tail > 0)
+
+        self.net = Net(first.dropout, members=k).to(self.device)
+        states = [m.weights for m in resume] if resume else [initial_state(c) for c in configs]
+        self.net.load_state_dict(pack(states))
+        self.params = FlatParameters(self.net, configs)
+        self.momentum = torch.zeros_like(self.params.vector.detach())
+        if resume:
+            self.momentum.copy_(self.params.flatten(pack([m.momentum for m in resume])))
+        tables = [schedule_table(c, self.steps_per_epoch) for c in configs]
+        self.lr_table = torch.tensor([t[0] for t in tables], device=self.device).T.contiguous()
+        self.momentum_table = torch.tensor(
+            [t[1] for t in tables], device=self.device
+        ).T.contiguous()
+        self.rotate = RandomRotation(first.max_rotation, self.device)
+
+        done = len(resume[0].history) if resume else 0
+        as_long = {"dtype": torch.long, "device": self.device}
+        self.step_count = torch.full((1,), done * self.steps_per_epoch, **as_long)
+        self.epoch_step = torch.zeros(1, **as_long)
+        self.order = torch.zeros(k, n, **as_long)  # this epoch's data order, per member
+        self.angles = torch.zeros(k, n, **as_long)  # this epoch's rotation angle indices
+        self.sums = torch.zeros(k, 3, dtype=torch.float64, device=self.device)  # loss, penalty, ok
+        self.alive = torch.ones(k, dtype=torch.bool, device=self.device)
+        self.diverged_step = torch.full((k,), -1, **as_long)
+        self.diverged_loss = torch.zeros(k, device=self.device)
+        if resume:
+            for i, member in enumerate(resume):
+                if member.diverged:
+                    self.alive[i] = False
+        self.batches = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
+        self.positions = {size: torch.arange(size, **as_long) for size in set(self.batches)}
+        self.scales = {  # a step's (mean loss, mean penalty, correct count) -> epoch sums
+            size: torch.tensor([size, size, 1], dtype=torch.float64, device=self.device)
+            for size in self.positions
+        }
+        self.captured: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
+
+    # --- the step --------------------------------------------------------------------------
+
+    def step(self, batch: int) -> None:
+        """One optimizer step of every member on its next `batch` images (capturable)."""
+        k = self.members
+        where = self.positions[batch] + self.epoch_step * self.batch_size
+        indices = self.order.index_select(1, where).flatten()  # [K*batch], member-major
+        choice = self.angles.index_select(1, where).flatten()
+        images = self.rotate.rotate(self.images.index_select(0, indices), choice)
+        x = images.view(k, batch, SIDE, SIDE).transpose(0, 1).contiguous()  # [batch, K, 28, 28]
+        y = self.labels.index_select(0, indices).view(k, batch).T  # [batch, K]
+        views = self.params.views()
+        logits = functional_call(self.net, views, (x,)).view(batch, k, NUM_CLASSES)
+        cross_entropy = F.cross_entropy(
+            logits.reshape(batch * k, NUM_CLASSES), y.reshape(batch * k), reduction="none"
+        )
+        data_loss = cross_entropy.view(batch, k).mean(0)  # [K]: each member's own mean
+        # gradients of the views themselves (not of the flat leaf, which would add a full-size
+        # zero-and-copy per parameter), laid end to end in the vector's order
+        grads = torch.autograd.grad(data_loss.sum(), list(views.values()))
+        with torch.no_grad():
+            gradient = torch.cat([g.reshape(-1) for g in grads])
+            self.update(gradient, data_loss, logits, y, batch)
+
+    def update(self, gradient, data_loss, logits, y, batch: int) -> None:
+        """Divergence bookkeeping, then SGD with momentum, per-member lr, L1 and weight decay.
+
+        Few, fused kernels: on a GPU a step is bound by how many kernels it launches.
+        """
+        p = self.params
+        w = p.vector.detach()
+        penalty = p.member_sums(w.abs() * p.l1)  # [K]
+        bad = ~(data_loss <= DIVERGED_LOSS)  # NaN compares false: bad too
+        newly = bad & self.alive
+        torch.where(newly, self.step_count, self.diverged_step, out=self.diverged_step)
+        torch.where(newly, data_loss + penalty, self.diverged_loss, out=self.diverged_loss)
+        self.alive.logical_and_(~bad)
+        lr = self.lr_table.index_select(0, self.step_count).view(-1)  # [K]
+        momentum = self.momentum_table.index_select(0, self.step_count).view(-1)
+        owner = p.member_of
+        keep = self.alive.index_select(0, owner)
+        # torch.optim.SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf
+        # (the L1 term's gradient is l1 * sign(w), as autograd gives for l1 * |w|)
+        d = torch.addcmul(torch.addcmul(gradient, p.l1, w.sign()), p.weight_decay, w)
+        buffer = torch.addcmul(d, momentum.index_select(0, owner), self.momentum)
+        step = torch.addcmul(w, lr.index_select(0, owner), buffer, value=-1)
+        torch.where(keep, buffer, self.momentum, out=self.momentum)
+        torch.where(keep, step, w, out=w)
+        correct = (logits.argmax(2) == y).sum(0)
+        sums = torch.stack([data_loss, penalty, correct.float()], 1).double()
+        self.sums.addcmul_(sums, self.scales[batch])  # loss and penalty x batch, correct x 1
+        self.step_count.add_(1)
+        self.epoch_step.add_(1)
+
+    # --- CUDA graphs -----------------------------------------------------------------------
+
+    def mutable(self) -> list[torch.Tensor]:
+        """Every tensor a step writes, to undo the warm-up steps before capture."""
+        buffers = [b for b in self.net.buffers()]
+        return [
+            self.params.vector.detach(),
+            self.momentum,
+            *buffers,
+            self.step_count,
+            self.epoch_step,
+            self.sums,
+            self.alive,
+            self.diverged_step,
+            self.diverged_loss,
+        ]
+
+    def capture(self) -> None:
+        """Warm up eagerly on a side stream, then capture one graph per batch size; the warm-up
+        steps are undone. If capture fails, training goes on eagerly (and says why)."""
+        saved = [t.clone() for t in self.mutable()]
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(WARMUP_STEPS):
+                    for batch in self.positions:
+                        self.epoch_step.zero_()
+                        self.step(batch)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            pool = None
+            for batch in sorted(self.positions, reverse=True):
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    self.step(batch)
+                pool = graph.pool()
+                self.captured[batch] = graph
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as error:  # an op that cannot be captured: correct, only slower
+            self.captured.clear()
+            self.graphs = False
+            self.graph_error = first_line(error)
+        finally:
+            torch.cuda.synchronize(self.device)
+            for tensor, value in zip(self.mutable(), saved, strict=True):
+                tensor.copy_(value)
+
+    def run_step(self, batch: int) -> None:
+        if self.graphs:
+            self.captured[batch].replay()
+        else:
+            self.step(batch)
+
+    # --- epochs ----------------------------------------------------------------------------
+
+    def draw_epoch(self, epoch: int) -> None:
+        """This epoch's data order and rotation angles per member, and the dropout seed."""
+        orders, angles = [], []
+        for config in self.configs:
+            generator = torch.Generator().manual_seed(derived_seed(config.seed, epoch, "data"))
+            orders.append(torch.randperm(self.size, generator=generator))
+            angles.append(torch.randint(len(self.rotate.angles), (self.size,), generator=generator))
+        self.order.copy_(torch.stack(orders))
+        self.angles.copy_(torch.stack(angles))
+        torch.manual_seed(derived_seed([c.seed for c in self.configs], epoch, "dropout"))
+
+    def train_epoch(
+        self, epoch: int, reporter: Reporter | None = None, stop: StopFlag | None = None
+    ):
+        """One pass; returns per-member sums (data loss, penalty, correct) as a numpy [K, 3]."""
+        self.net.train()
+        if self.graphs and not self.captured:
+            self.capture()  # before the epoch's seeds: warm-up draws must not shift them
+        self.draw_epoch(epoch)
+        self.epoch_step.zero_()
+        self.sums.zero_()
+        reader = RunningLoss(self)
+        if reporter:
+            reporter.epoch_started(epoch, reader.read)
+        for number, batch in enumerate(self.batches, 1):
+            if stop is not None and stop.signal_number is not None:
+                message = f"stopped in epoch {epoch} at batch {number}/{len(self.batches)}"
+                raise Interrupted(message, stop.signal_number)
+            self.run_step(batch)
+            reader.stepped(number)
+            if reporter:
+                reporter.step_done()
+        return self.sums.cpu().numpy()
+
+    def test_logits(self) -> np.ndarray:
+        """Logits [N, K, 10] of every member on the test images, in eval mode and in chunks."""
+        self.net.eval()
+        k, n = self.members, len(self.test_images)
+        per_image = k * 16 * SIDE * SIDE  # the widest activation, elements per test image
+        chunk = max(1, min(EVAL_BATCH, CUDA_ELEMENTS_LIMIT // per_image))
+        views = self.params.views()
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, chunk):
+                pixels = self.test_images[start : start + chunk].float() * UNIT
+                x = pixels.unsqueeze(1).expand(-1, k, -1, -1).contiguous()
+                out.append(functional_call(self.net, views, (x,)).view(-1, k, NUM_CLASSES).cpu())
+        return torch.cat(out).numpy()
+
+    def member_states(
+        self, histories: list[list[EpochRecord]], diverged: list
+    ) -> list[MemberState]:
+        """Each member's weights and momentum as ordinary Net-shaped dicts, on the CPU."""
+        state = {**self.net.state_dict(), **self.params.unflatten(self.params.vector)}
+        weights = unpack({k: v.cpu() for k, v in state.items()}, self.members)
+        momentum = self.params.unflatten(self.momentum)
+        momenta = unpack({k: v.cpu() for k, v in momentum.items()}, self.members)
+        return [
+            MemberState(w, m, list(h), d)
+            for w, m, h, d in zip(weights, momenta, histories, diverged, strict=True)
+        ]
 
 
-def start_run(config: TrainConfig, train_split: Split, test_split: Split, device) -> Run:
-    """A fresh, seeded Net with its optimizer and schedule, the data already on `device`."""
-    device = torch.device(device)
-    torch.manual_seed(config.seed)  # weights and dropout
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True  # same seed, same device: same metrics
-        torch.backends.cudnn.benchmark = False
-    model = Net(config.dropout).to(device)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, config.weight_decay, config.reg_scope),
-        lr=config.lr,
-        momentum=config.momentum,
-    )
-    train_data = on_device(train_split.head(config.limit_train), device)
-    steps = -(-len(train_data) // config.batch_size)
-    return Run(
-        config=config,
-        device=device,
-        model=model,
-        optimizer=optimizer,
-        schedule=build_schedule(optimizer, config, steps),
-        rotate=RandomRotation(config.max_rotation, device),
-        generator=torch.Generator(device=device).manual_seed(config.seed),
-        train_data=train_data,
-        test_data=test_split.head(config.limit_test),
-    )
+class RunningLoss:
+    """The mean data loss of the epoch so far (over the members still training), for a progress
+    bar, without a host sync: on CUDA the sums are copied to pinned memory asynchronously every
+    few steps and read once the copy has landed; on a CPU they are simply read."""
+
+    EVERY = 20  # steps between two copies
+
+    def __init__(self, trainer: GroupTrainer):
+        self.trainer = trainer
+        self.cuda = trainer.device.type == "cuda"
+        self.host = torch.zeros(2, dtype=torch.float64, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.value: float | None = None
+        self.pending = False
+
+    def totals(self) -> torch.Tensor:
+        t = self.trainer
+        alive = t.alive.double()
+        loss = torch.where(t.alive, t.sums[:, 0], 0.0).sum()
+        seen = t.epoch_step.double()[0] * t.batch_size * alive.sum()
+        return torch.stack([loss, seen])
+
+    def stepped(self, number: int) -> None:
+        if self.cuda and number % self.EVERY == 0 and not self.pending:
+            self.host.copy_(self.totals(), non_blocking=True)
+            self.event.record()
+            self.pending = True
+
+    def read(self) -> float | None:
+        if not self.cuda:
+            self.host.copy_(self.totals())
+        elif not (self.pending and self.event.query()):
+            return self.value
+        loss, seen = self.host.tolist()
+        self.value, self.pending = (loss / seen if seen else None), False
+        return self.value
 
 
-def on_device(split: Split, device: torch.device) -> Split:
-    """The split's arrays as torch tensors on `device`, where the trainer indexes them."""
-    return Split(
-        torch.from_numpy(split.images).to(device), torch.from_numpy(split.labels).to(device)
-    )
+def penalty_dominates(record: EpochRecord) -> bool:
+    return record.penalty > PENALTY_DOMINATES * max(record.train_loss, 1e-12)
 
 
-class StopFlag:
-    """Set (by a signal handler) to ask the trainer to stop at the next batch boundary."""
-
-    signal_number: int | None = None
-
-
-def train(
-    config: TrainConfig,
+def train_group(
+    configs: list[TrainConfig],
     train_split: Split,
     test_split: Split,
     device: torch.device,
+    *,
     reporter: Reporter | None = None,
-    resume: dict | None = None,
-    on_epoch: Callable[[Run, list[EpochRecord]], None] | None = None,
+    resume: list[MemberState] | None = None,
+    on_epoch: Callable[[list[MemberState]], None] | None = None,
     stop: StopFlag | None = None,
-) -> tuple[Net, list[EpochRecord]]:
-    """Train a Net under `config`; return it with one record per epoch.
+    deterministic: bool = True,
+    graphs: bool | None = None,
+    label: str = "",
+) -> tuple[list[MemberState], dict]:
+    """Train every config to its last epoch (or until every member has diverged).
 
-    `resume` is what `on_epoch` was given to save ({"run": run.state_dict(), "history": ...});
-    training continues after its last epoch, bit for bit as if it had never stopped (same device).
+    `resume` is what `on_epoch` was given after the last completed epoch; training continues
+    from there. Returns each member's final state and history (diverged members: up to their
+    last good epoch, with `diverged` saying where), and how the group was trained.
     """
-    run = start_run(config, train_split, test_split, device)
-    history = []
-    if resume is not None:
-        run.load_state_dict(resume["run"])
-        history = [EpochRecord(**r) for r in resume["history"]]
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        started = time.perf_counter()
-        if reporter:
-            reporter.epoch_started(epoch, run.steps_per_epoch)
-        data_loss, penalty, correct = train_epoch(run, epoch, reporter, stop).tolist()
-        test = score(torch_predictor(run.model), run.test_data)
-        seen = len(run.train_data)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=data_loss / seen,
-            penalty=penalty / seen,
-            train_accuracy=correct / seen,
-            test_loss=test.loss,
-            test_accuracy=test.accuracy,
-            lr=run.optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - started,
-        )
-        history.append(record)
-        if on_epoch:
-            on_epoch(run, history)
-        if reporter:
-            reporter.epoch_finished(record, config.epochs)
-    return run.model, history
-
-
-def train_epoch(
-    run: Run, epoch: int = 1, reporter: Reporter | None = None, stop: StopFlag | None = None
-) -> torch.Tensor:
-    """One pass in random order; returns the sums of (data loss, penalty, correct) on the CPU.
-
-    Per-step statistics stay on the device and are read only every DIVERGENCE_CHECK_STEPS steps
-    and at the end of the epoch, to catch a diverging loss without a host sync per step.
-    """
-    model, data, config = run.model, run.train_data, run.config
-    model.train()
-    order = torch.randperm(len(data), generator=run.generator, device=run.device)
-    batches = order.split(config.batch_size)
-    sizes = torch.tensor([len(b) for b in batches], dtype=torch.float64)
-    steps = torch.zeros(len(batches), 3, dtype=torch.float64, device=run.device)
-    for step, batch in enumerate(batches):
-        if stop is not None and stop.signal_number is not None:
-            message = f"stopped in epoch {epoch} at batch {step + 1}/{len(batches)}"
-            raise Interrupted(message, stop.signal_number)
-        images = run.rotate(data.images[batch], run.generator)
-        labels = data.labels[batch]
-        logits = model(images)
-        data_loss = F.cross_entropy(logits, labels)
-        penalty = l1_penalty(model, config.l1, config.reg_scope)
-        run.optimizer.zero_grad(set_to_none=True)
-        (data_loss + penalty).backward()
-        run.optimizer.step()
-        run.schedule.step()
-        with torch.no_grad():
-            correct = (logits.argmax(1) == labels).sum()
-            steps[step] = torch.stack([data_loss.detach(), penalty.detach(), correct])
-        if reporter:
-            reporter.step_done()
-        if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
-            check_divergence(steps[: step + 1].cpu(), epoch)
-    steps = steps.cpu()
-    check_divergence(steps, epoch)
-    return torch.stack(
-        [(steps[:, 0] * sizes).sum(), (steps[:, 1] * sizes).sum(), steps[:, 2].sum()]
+    trainer = GroupTrainer(
+        configs,
+        train_split,
+        test_split,
+        device,
+        resume=resume,
+        deterministic=deterministic,
+        graphs=graphs,
     )
-
-
-def check_divergence(steps: torch.Tensor, epoch: int) -> None:
-    """Raise Diverged naming the first step whose loss (data + penalty) is out of bounds."""
-    total = steps[:, 0] + steps[:, 1]
-    bad = ~torch.isfinite(total) | (total > DIVERGED_LOSS)
-    if bad.any():
-        step = int(bad.nonzero()[0])
-        raise Diverged(
-            f"training diverged in epoch {epoch} at batch {step + 1}: loss {float(total[step]):.4g}"
-            "; try a smaller --lr, --l1 or --weight-decay"
-        )
+    k = len(configs)
+    histories = [list(m.history) for m in resume] if resume else [[] for _ in configs]
+    diverged = [m.diverged for m in resume] if resume else [None] * k
+    done = len(histories[0])
+    warned = set()  # members whose penalty was reported as dominating
+    if reporter:
+        reporter.run_started(label, k, trainer.epochs, trainer.steps_per_epoch, done + 1)
+    for epoch in range(done + 1, trainer.epochs + 1):
+        if all(diverged):
+            break
+        started = time.perf_counter()
+        sums = trainer.train_epoch(epoch, reporter, stop)
+        if reporter:
+            reporter.testing()
+        logits = trainer.test_logits()
+        lrs = trainer.lr_table[trainer.step_count.item()].tolist()
+        alive = trainer.alive.tolist()
+        steps, losses = trainer.diverged_step.tolist(), trainer.diverged_loss.tolist()
+        seconds = time.perf_counter() - started
+        records, notes = [], []
+        for i in range(k):
+            if diverged[i]:
+                records.append(None)
+                continue
+            if not alive[i]:
+                batch = steps[i] - (epoch - 1) * trainer.steps_per_epoch + 1
+                loss = losses[i]
+                diverged[i] = {
+                    "epoch": epoch,
+                    "batch": batch,
+                    "loss": loss if math.isfinite(loss) else str(loss),
+                }
+                records.append(None)
+                continue
+            data_loss, penalty, correct = sums[i] / trainer.size
+            test = score_logits(logits[:, i], trainer.test.labels)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=float(data_loss),
+                penalty=float(penalty),
+                train_accuracy=float(correct),
+                test_loss=test.loss,
+                test_accuracy=test.accuracy,
+                lr=lrs[i],
+                seconds=seconds,
+            )
+            histories[i].append(record)
+            records.append(record)
+            if penalty_dominates(record) and i not in warned:
+                warned.add(i)
+                notes.append(
+                    f"{'' if k == 1 else f'member {i + 1}: '}the L1 penalty "
+                    f"({record.penalty:.3g}) dwarfs the data term ({record.train_loss:.3g}): "
+                    f"--l1 {configs[i].l1:g} leaves the data almost no say; try a smaller --l1"
+                )
+        if trainer.graph_error and epoch == done + 1:
+            notes.append(f"CUDA graph capture failed ({trainer.graph_error}); trained eagerly")
+        if reporter:
+            reporter.epoch_finished(epoch, records, notes)
+        states = trainer.member_states(histories, diverged)
+        if on_epoch:
+            on_epoch(states)
+    info = {
+        "group_size": k,
+        "cuda_graphs": trainer.graphs and bool(trainer.captured),
+        "deterministic": deterministic if trainer.device.type == "cuda" else True,
+    }
+    return trainer.member_states(histories, diverged), info

@@ -9,21 +9,19 @@ weights of the whole network, no retraining): a network with many near-zero weig
 import copy
 from pathlib import Path
 
-import onnx
 import torch
-from matplotlib.figure import Figure
-from onnx import numpy_helper
 
-from regcli.artifacts import ONNX_NAME, model_label
+from regcli.artifacts import ONNX_NAME, model_group, model_label
 from regcli.backends import current_onnx, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
+from regcli.config import Backend
 from regcli.errors import RegcliError, UsageError
-from regcli.scoring import score
 from regcli.model import torch_predictor
-from regcli.plots import save_figure
 from regcli.regularization import regularized_parameters
+from regcli.scoring import score
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)  # |w| below each of these counts as "small"
+NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
 
 
 def prunable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -40,30 +38,17 @@ def weight_stats(model: torch.nn.Module) -> dict:
         "l1_norm": float(flat.abs().sum()),
         "l2_norm": float(flat.norm()),
         **{f"below_{t:g}": float((flat.abs() < t).float().mean()) for t in THRESHOLDS},
-        "values": flat,
+        "values": flat.numpy(),
     }
 
 
-def weights_figure(stats: list[dict]) -> Figure:
-    """Histograms of weight values, one outline per model, counts on a log scale."""
-    figure = Figure(figsize=(9, 4.5))
-    axes = figure.subplots()
-    largest = max(float(s["values"].abs().max()) for s in stats)
-    bins = torch.linspace(-largest, largest, 121).numpy()
-    for i, s in enumerate(stats):
-        axes.hist(
-            s["values"].numpy(),
-            bins=bins,
-            histtype="step",
-            linewidth=1.4,
-            color=f"C{i % 10}",
-            label=s["model"],
-        )
-    axes.set_yscale("log")
-    axes.set(title="Conv weight values", xlabel="weight", ylabel="count (log scale)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, ncols=2 if len(stats) > 5 else 1)
-    return figure
+def model_weights(model_dir: Path) -> dict:
+    """A model's weight statistics, labelled for tables and figures."""
+    return {
+        "model": model_label(model_dir),
+        "group": model_group(model_dir),
+        **weight_stats(load_model(model_dir)[0]),
+    }
 
 
 def parse_sparsities(text: str) -> list[float]:
@@ -91,19 +76,22 @@ def pruned_state(model: torch.nn.Module, sparsity: float) -> dict[str, torch.Ten
     return pruned
 
 
-def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str):
+def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str, device: str = "cpu"):
     """A function from pruned weights to a predictor with those weights in place.
 
     The ONNX file is checked and read once; each call only swaps its weights.
     """
-    if backend == "torch":
+    if backend == Backend.torch:
 
         def torch_with(state: dict):
             pruned = copy.deepcopy(model)
             pruned.load_state_dict({**model.state_dict(), **state})
-            return torch_predictor(pruned.eval())
+            return torch_predictor(pruned.eval().to(device))
 
         return torch_with
+    import onnx
+    from onnx import numpy_helper
+
     current_onnx(model_dir)  # exists, loads, and matches model.pt
     onnx_path = Path(model_dir) / ONNX_NAME
     graph = onnx.load(str(onnx_path))
@@ -114,55 +102,24 @@ def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str):
             if name not in initializers:
                 raise RegcliError(f"{onnx_path}: no weight named {name}; export it again")
             initializers[name].CopyFrom(numpy_helper.from_array(value.numpy(), name))
-        return onnx_predictor(open_onnx(graph.SerializeToString(), onnx_path))
+        return onnx_predictor(open_onnx(graph.SerializeToString(), onnx_path), onnx_path)
 
     return onnx_with
 
 
-def prune_curve(model_dir: Path, sparsities: list[float], backend: str, test) -> dict:
+def prune_curve(
+    model_dir: Path, sparsities: list[float], backend: str, test, device: str = "cpu"
+) -> dict:
     """Test accuracy of the model after magnitude pruning at each sparsity."""
     model, _ = load_model(model_dir)
-    predictor_with = pruned_predictors(model_dir, model, backend)
+    predictor_with = pruned_predictors(model_dir, model, backend, device)
     points = []
     for sparsity in sparsities:
         accuracy = score(predictor_with(pruned_state(model, sparsity)), test).accuracy
         points.append({"sparsity": sparsity, "accuracy": accuracy})
-    return {"model": model_label(model_dir), "backend": backend, "points": points}
-
-
-def pruning_figure(curves: list[dict]) -> Figure:
-    figure = Figure(figsize=(8, 4.5))
-    axes = figure.subplots()
-    for i, curve in enumerate(curves):
-        axes.plot(
-            [100 * p["sparsity"] for p in curve["points"]],
-            [100 * p["accuracy"] for p in curve["points"]],
-            marker="o",
-            color=f"C{i % 10}",
-            linestyle=["-", "--", "-.", ":"][(i // 10) % 4],
-            label=curve["model"],
-        )
-    axes.set(
-        title="Magnitude pruning without retraining",
-        xlabel="weights set to zero (%)",
-        ylabel="test accuracy (%)",
-    )
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, ncols=2 if len(curves) > 5 else 1)
-    return figure
-
-
-def compare_weights(model_dirs: list[Path], figure_path: Path) -> list[dict]:
-    """Weight statistics of each model (values included) and their histograms in one figure."""
-    stats = [{"model": model_label(d), **weight_stats(load_model(d)[0])} for d in model_dirs]
-    save_figure(weights_figure(stats), figure_path)
-    return stats
-
-
-def compare_pruning(
-    model_dirs: list[Path], sparsities: list[float], backend: str, test, figure_path: Path
-) -> list[dict]:
-    """Each model's accuracy-versus-sparsity curve, all in one figure."""
-    curves = [prune_curve(d, sparsities, backend, test) for d in model_dirs]
-    save_figure(pruning_figure(curves), figure_path)
-    return curves
+    return {
+        "model": model_label(model_dir),
+        "group": model_group(model_dir),
+        "backend": backend,
+        "points": points,
+    }

@@ -1,0 +1,128 @@
+"""`regcli report`: every figure and table of a study, from the models on disk (no training).
+
+For the models chosen: each model's history and misclassified figures, the comparison figure,
+the weights and pruning figures (one model per configuration: the single runs), and the results
+tables; for a sweep, its path figures and table. A README is touched only when one is given, and
+it is checked (file and markers) before any work, so a bad README costs nothing.
+"""
+
+from pathlib import Path
+
+from regcli import compare, paths
+from regcli.artifacts import (
+    FIGURES,
+    check_readme,
+    figure_path,
+    load_metrics,
+    seed_number,
+    update_readme,
+)
+from regcli.data import load_split
+from regcli.inference import misclassified
+from regcli.plots import (
+    compare_figure,
+    path_figure,
+    pruning_figure,
+    save_figure,
+    strength_pruning_figure,
+    weights_figure,
+)
+from regcli.runs import plot_history
+from regcli.weights import model_weights, prune_curve
+
+REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
+MISCLASSIFIED_COUNT = 25  # digits per misclassified grid
+REPORT_BACKEND = "torch"  # the figures' numbers come from the checkpoints themselves
+
+
+def report(
+    model_dirs: list[Path],
+    *,
+    images_dir: Path,
+    data_dir: Path | None,
+    readme: Path | None = None,
+    sweep: Path | None = None,
+    device: str = "cpu",
+    advance=lambda name="": None,
+) -> list[Path]:
+    """Write every figure (and the README's tables if `readme`); returns the figures written."""
+    if readme is not None:
+        check_readme(readme, *compare.README_SECTION)
+        if sweep is not None:
+            check_readme(readme, *paths.README_SECTION)
+    test = load_split(data_dir, "test")
+    images_dir = Path(images_dir)
+    written = []
+    for model_dir in model_dirs:
+        written.append(plot_history(model_dir, images_dir))
+        target = figure_path(images_dir, model_dir, "misclassified")
+        misclassified(model_dir, REPORT_BACKEND, test, MISCLASSIFIED_COUNT, target)
+        written.append(target)
+        advance(model_dir.name)
+    rows = [compare.summarize(d) for d in model_dirs]
+    written.append(save(compare_figure(compare.series(rows)), images_dir / FIGURES["compare"]))
+    # one model per configuration keeps these two figures readable
+    singles = [d for d in model_dirs if seed_number(d) is None] or model_dirs
+    stats = [{**model_weights(d), "single": False} for d in singles]
+    written.append(save(weights_figure(stats), images_dir / FIGURES["weights"]))
+    curves = [prune_curve(d, REPORT_SPARSITIES, REPORT_BACKEND, test) for d in singles]
+    written.append(save(pruning_figure(curves), images_dir / FIGURES["pruning"]))
+    path_markdown = None
+    if sweep is not None:
+        cells = paths.path_stats(sweep, test, REPORT_BACKEND, device, advance)
+        written += path_figures(cells, Path(sweep).name, images_dir)
+        path_markdown = path_section(cells, Path(sweep))
+    if readme is not None:
+        update_readme(readme, *compare.README_SECTION, compare.results_markdown(rows))
+        if path_markdown is not None:
+            update_readme(readme, *paths.README_SECTION, path_markdown)
+    return written
+
+
+def save(figure, target: Path) -> Path:
+    save_figure(figure, target)
+    return target
+
+
+def path_figures(cells: list[dict], name: str, images_dir: Path) -> list[Path]:
+    """<sweep>_path.png (four quantities against strength) and <sweep>_pruning.png."""
+    title = f"Regularization path ({name}: {cells[0]['seeds']} seeds per cell)"
+    return [
+        save(path_figure(cells, title), Path(images_dir) / f"{name}_path.png"),
+        save(strength_pruning_figure(cells, title), Path(images_dir) / f"{name}_pruning.png"),
+    ]
+
+
+def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
+    """How the sweep was trained, from its models' run records: machine, groups, seconds."""
+    groups, machine, epochs = {}, None, None
+    for folder in sorted(Path(sweep).glob("*/seed-*")):
+        try:
+            metrics = load_metrics(folder)
+        except Exception:
+            continue
+        run = metrics.get("run") or {}
+        group = run.get("group") or {}
+        key = tuple(group.get("members", [str(folder)]))
+        groups[key] = run.get("seconds") or 0.0
+        info = run.get("machine") or {}
+        machine = info.get("gpu") or info.get("cpu") or machine
+        epochs = metrics["config"]["epochs"]
+    if not groups or machine is None:
+        return None
+    return {
+        "models": sum(c["seeds"] for c in cells),
+        "cells": len(cells),
+        "seeds": max(c["seeds"] for c in cells),
+        "epochs": epochs,
+        "machine": machine,
+        "seconds": sum(groups.values()),
+        "groups": len(groups),
+        "largest_group": max(len(k) for k in groups),
+    }
+
+
+def path_section(cells: list[dict], sweep: Path) -> str:
+    """The README's path section: findings computed from the numbers, then the table."""
+    sentences = paths.findings(cells, sweep_runs(sweep, cells))
+    return "\n".join(f"- {s}" for s in sentences) + "\n\n" + paths.path_table(cells, markdown=True)

@@ -1,0 +1,202 @@
+"""`regcli sweep`: a grid of strengths x seeds, each an ordinary model folder, trained as groups.
+
+The grid: the L1 path (weight decay 0) and the L2 path (l1 0) by default, or every combination
+with --grid product; the unregularized cell is always there (it is the baseline every point is
+compared with) and shared by both paths. Cells live in <models-dir>/<name>/<cell>/seed-<k>/.
+Finished cells of the identical configuration are reused, interrupted ones resumed, and a cell
+whose saved configuration differs is an error naming the difference. A cell that diverges is a
+result: it is recorded as diverged and drawn so. No per-model figures are written.
+"""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from regcli.config import Grid, TrainConfig
+from regcli.errors import RegcliError, UsageError
+from regcli.paths import cell_name
+from regcli.runs import Request
+
+# Training throughput (images per second per model) used to estimate a sweep's time before any
+# of its models exist; a sweep's own finished models give a better estimate once there are some.
+ESTIMATED_IMAGES_PER_SECOND = {"cpu": 2_700, "mps": 5_000, "cuda": 30_000}
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+
+
+def parse_strengths(text: str, option: str) -> list[float]:
+    """'0,1e-5,1e-4' or a log-spaced range 'low:high:count' (e.g. 1e-6:1e-3:7, rounded to
+    3 significant digits); every value finite and >= 0."""
+    values = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            if ":" in part:
+                low, high, count = part.split(":")
+                low, high, count = float(low), float(high), int(count)
+                if not (0 < low <= high and count >= 1):
+                    raise ValueError
+                exponents = [
+                    math.log10(low) + i * (math.log10(high) - math.log10(low)) / max(count - 1, 1)
+                    for i in range(count)
+                ]
+                values += [float(f"{10**e:.3g}") for e in exponents]
+            else:
+                values.append(float(part))
+        except ValueError:
+            raise UsageError(
+                f"{option} {text!r}: give strengths like 0,1e-5,1e-4 or a range like 1e-6:1e-3:7"
+            ) from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UsageError(f"{option} {text!r}: every strength must be a finite number >= 0")
+    return sorted(set(values))
+
+
+def grid_cells(
+    l1s: list[float], weight_decays: list[float], grid: str
+) -> list[tuple[float, float]]:
+    """The (l1, weight decay) pairs of the grid, the unregularized one first."""
+    l1s, weight_decays = sorted({0.0, *l1s}), sorted({0.0, *weight_decays})
+    if grid == Grid.product:
+        pairs = [(a, b) for a in l1s for b in weight_decays]
+    else:
+        pairs = [(a, 0.0) for a in l1s] + [(0.0, b) for b in weight_decays if b > 0]
+    return sorted(set(pairs), key=lambda p: (p[0] > 0 and p[1] > 0, p[1] > 0, p[0], p[1]))
+
+
+def sweep_requests(
+    base: TrainConfig, name: str, cells: list[tuple[float, float]], seeds: int
+) -> list[Request]:
+    """One seed group per cell: <name>/<cell>/seed-<k>, k = 0..seeds-1."""
+    if seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    return [
+        Request(
+            replace(base, l1=l1, weight_decay=wd, seed=seed),
+            f"{name}/{cell_name(l1, wd)}",
+            seeded=True,
+        )
+        for l1, wd in cells
+        for seed in range(seeds)
+    ]
+
+
+def estimate_seconds(
+    config: TrainConfig, models: int, device: str, measured: float | None
+) -> float:
+    """Rough training time of `models` runs: images seen / images per second per model."""
+    per_model = (config.limit_train or TRAIN_IMAGES) + (config.limit_test or TEST_IMAGES)
+    rate = measured or ESTIMATED_IMAGES_PER_SECOND.get(device, 2_700)
+    return models * config.epochs * per_model / rate
+
+
+def measured_rate(outcomes_dirs: list[Path]) -> float | None:
+    """Images per second per model, from finished models' run records (if any recorded it)."""
+    from regcli.artifacts import load_metrics
+
+    rates = []
+    for model_dir in outcomes_dirs:
+        try:
+            metrics = load_metrics(model_dir)
+        except RegcliError:
+            continue
+        run = metrics.get("run") or {}
+        seconds, config = run.get("seconds"), metrics["config"]
+        size = (run.get("group") or {}).get("size", 1)
+        if seconds:
+            images = len(metrics["epochs"]) * (
+                (config.get("limit_train") or TRAIN_IMAGES)
+                + (config.get("limit_test") or TEST_IMAGES)
+            )
+            rates.append(images * size / seconds)
+    return sum(rates) / len(rates) if rates else None
+
+
+def preview(requests: list[Request], models_dir: Path, *, force: bool, device: str) -> dict:
+    """What a sweep would do, without locking or writing anything: per cell how many seeds are
+    reused, resumed or trained, and an estimate of the training time."""
+    from regcli.paths import parse_cell
+    from regcli.runs import member_dir, plan_run
+
+    cells: dict[str, dict] = {}
+    finished = []
+    for request in requests:
+        model_dir = member_dir(models_dir, request)
+        plan = plan_run(model_dir, request.config, force=force, resume=False, reuse=True)
+        cell = request.name.split("/", 1)[1]
+        l1, weight_decay = parse_cell(cell)
+        entry = cells.setdefault(
+            cell,
+            {
+                "cell": cell,
+                "l1": l1,
+                "weight_decay": weight_decay,
+                "reuse": 0,
+                "resume": 0,
+                "train": 0,
+            },
+        )
+        entry[plan.action] += 1
+        if plan.action == "reuse":
+            finished.append(model_dir)
+    pending = sum(c["train"] + c["resume"] for c in cells.values())
+    rate = measured_rate(finished)
+    seconds = estimate_seconds(requests[0].config, pending, device, rate)
+    return {
+        "cells": list(cells.values()),
+        "models": len(requests),
+        "reuse": sum(c["reuse"] for c in cells.values()),
+        "resume": sum(c["resume"] for c in cells.values()),
+        "train": sum(c["train"] for c in cells.values()),
+        "estimate_seconds": seconds,
+        "estimate_from": "this sweep's finished models" if rate else f"a typical {device} rate",
+    }
+
+
+def train_sweep(
+    requests: list[Request],
+    *,
+    models_dir: Path,
+    data_dir: Path | None,
+    device_name: str,
+    group_size: int | None,
+    deterministic: bool,
+    force: bool,
+    reporter,
+    command: list[str],
+    on_cell_done,
+):
+    """Claim every cell's seed folders, then train the pending ones (as groups on a GPU); calls
+    on_cell_done(cell, done, total) as each cell's last seed is saved."""
+    from regcli.runs import claim, member_dir, train_plans
+
+    cell_of = {member_dir(models_dir, r): member_dir(models_dir, r).parent for r in requests}
+    seeds_left: dict[Path, int] = {}
+    for cell in cell_of.values():
+        seeds_left[cell] = seeds_left.get(cell, 0) + 1
+    total, done = len(seeds_left), 0
+
+    def saved(model_dir: Path) -> None:
+        nonlocal done
+        cell = cell_of[Path(model_dir)]
+        seeds_left[cell] -= 1
+        if seeds_left[cell] == 0:
+            done += 1
+            on_cell_done(cell.name, done, total)
+
+    with claim(
+        requests, models_dir, auto_name=False, force=force, resume=False, purpose="regcli sweep"
+    ) as plans:
+        for plan in plans:
+            if plan.action == "reuse":
+                saved(plan.model_dir)
+        return train_plans(
+            plans,
+            models_dir=models_dir,
+            images_dir=None,
+            data_dir=data_dir,
+            device_name=device_name,
+            group_size=group_size,
+            deterministic=deterministic,
+            reporter=reporter,
+            command=command,
+            on_saved=lambda outcome: saved(outcome.model_dir),
+        )

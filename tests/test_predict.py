@@ -1,0 +1,449 @@
+"""`regcli predict` as a batch job (regcli.predict): many inputs, some broken or hostile.
+
+The predictor is the committed models/none/model.onnx through onnxruntime, so predictions are
+real and no PyTorch is loaded.
+"""
+
+import csv
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import EpsImagePlugin, Image
+
+from regcli import predict as predict_module
+from regcli.data import load_split
+from regcli.errors import RegcliError, UsageError
+from regcli.predict import WORKING_SIDE, predict_files, terminal_safe
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"
+MODEL = ROOT / "models" / "none" / "model.onnx"
+SAMPLES = ROOT / "samples"
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {"image": images})[0]
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_split(DATA_DIR, "test")
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging (opening a FIFO for reading blocks until a writer comes)."""
+
+    def expire(signum, frame):  # pytest.fail: no `except OSError` or `except Exception` stops it
+        pytest.fail(f"still running after {seconds} s (blocked on a FIFO?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def photo(digit: np.ndarray, size=(120, 90)) -> Image.Image:
+    """An MNIST digit as a photo: dark ink on light, noisy paper, larger and not square."""
+    width, height = size
+    side = min(width, height)
+    glyph = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
+    coverage = np.zeros((height, width))
+    left, top = (width - side) // 2, (height - side) // 2
+    coverage[top : top + side, left : left + side] = glyph / 255
+    noise = np.random.default_rng(0).normal(0, 0.02, (height, width))
+    gray = 0.9 - 0.75 * coverage + noise
+    return Image.fromarray((gray.clip(0, 1) * 255).round().astype(np.uint8)).convert("RGB")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header declares width x height gray pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * (width + 1) * 8)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 28 28
+%%EndComments
+newpath 4 4 moveto 24 24 lineto stroke
+showpage
+%%EOF
+"""
+
+
+def run(predictor, paths, out=None, **options):
+    """predict_files, collecting what it reports; (predicted, failed, rows, failures)."""
+    rows, failures = [], []
+    with deadline(20):
+        counts = predict_files(
+            predictor, paths, out, on_row=rows.append,
+            on_failure=lambda path, message: failures.append((path, message)), **options,
+        )  # fmt: skip
+    return *counts, rows, failures
+
+
+def read_out(out: Path) -> list[dict]:
+    """One dict per input row of a CSV or JSON result file."""
+    if out.suffix == ".json":
+        data = json.loads(out.read_text(encoding="utf-8"))
+        return data["predictions"] + data["failures"]
+    with out.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
+    """Every good input predicted, every bad one a one-line failure with its reason."""
+    folder = tmp_path / "inputs"
+    (folder / "deeper").mkdir(parents=True)
+    images = test_split.images
+    photo(images[0]).save(folder / "seven.png")
+    photo(images[1], (90, 140)).save(folder / "deeper" / "two.JPG", quality=90)
+    sixteen_bit = ((255 - images[2].astype(np.uint16)) * 257).astype(np.uint16)  # a 1, 16-bit
+    Image.fromarray(sixteen_bit).save(folder / "one_16bit.png")
+    np.save(folder / "digits.npy", images[3:6])  # 0, 4, 1
+    (folder / "notes.txt").write_text("not an input: a folder search skips it")
+    good_png = png_bytes(photo(images[0]))
+    (tmp_path / "seven.dat").write_bytes(good_png)  # named explicitly: content decides
+    bad = {
+        "text.png": "not a PNG, JPEG or BMP image",
+        "truncated.png": "cannot decode the image",
+        "bomb.png": "13000 x 13000 pixels is over the 40-megapixel limit",
+        "huge-bomb.png": "over the 40-megapixel limit",
+        "eps.png": "not a PNG, JPEG or BMP image",
+        "pipe.png": "not a regular file (a FIFO)",
+        "gone.png": "dangling symlink",
+        "archive.npy": "an .npz archive, not a .npy array",
+        "bool.npy": "dtype bool is not pixel values",
+        "complex.npy": "dtype complex128 is not pixel values",
+        "nan.npy": "contains NaN or infinite values",
+        "object.npy": "dtype object is not pixel values",
+        "shape.npy": "array of shape (2, 27, 27), expected (N, 28, 28) or (28, 28)",
+        "../named-pipe": "not a regular file (a FIFO)",
+        "../missing.png": "no such file",
+    }
+    (folder / "text.png").write_text("hello, I am text\n")
+    (folder / "truncated.png").write_bytes(good_png[: len(good_png) // 2])
+    (folder / "bomb.png").write_bytes(png_declaring(13_000, 13_000))
+    (folder / "huge-bomb.png").write_bytes(png_declaring(20_000, 20_000))  # Pillow refuses too
+    (folder / "eps.png").write_bytes(EPS)
+    with Image.open(folder / "eps.png") as image:  # really EPS, which Pillow would open
+        assert image.format == "EPS"
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(tmp_path / "named-pipe")
+    (folder / "gone.png").symlink_to(tmp_path / "no-such-target.png")
+    with (folder / "archive.npy").open("wb") as f:
+        np.savez(f, images=images[:2])
+    np.save(folder / "bool.npy", images[:2] > 128)
+    np.save(folder / "complex.npy", images[:2].astype(np.complex128))
+    nan = images[:2] / 255.0
+    nan[1, 5, 5] = np.nan
+    np.save(folder / "nan.npy", nan)
+    np.save(folder / "object.npy", np.array([images[0], None], dtype=object), allow_pickle=True)
+    np.save(folder / "shape.npy", np.zeros((2, 27, 27), np.uint8))
+    eps_opened = []
+    original_open = EpsImagePlugin.EpsImageFile._open
+
+    def spy(self):  # were Pillow to try EPS, this would see it (and Ghostscript could follow)
+        eps_opened.append(self)
+        return original_open(self)
+
+    EpsImagePlugin.EpsImageFile._open = spy
+    try:
+        out = tmp_path / f"results{suffix}"
+        paths = [folder, tmp_path / "seven.dat", tmp_path / "named-pipe", tmp_path / "missing.png"]
+        predicted, failed, rows, failures = run(predictor, paths, out)
+    finally:
+        EpsImagePlugin.EpsImageFile._open = original_open
+
+    assert not eps_opened
+    predictions = {Path(r["path"]).name: r["prediction"] for r in rows}
+    assert predictions == {
+        "seven.png": 7,
+        "two.JPG": 2,
+        "one_16bit.png": 1,
+        "digits.npy[0]": 0,
+        "digits.npy[1]": 4,
+        "digits.npy[2]": 1,
+        "seven.dat": 7,
+    }
+    assert (predicted, failed) == (7, len(bad))
+    reasons = {os.path.relpath(path, folder): message for path, message in failures}
+    assert set(reasons) == set(bad)
+    for name, reason in bad.items():
+        message = reasons[name]
+        assert reason in message and str(folder / name).replace("inputs/../", "") in message
+        assert "\n" not in message
+    assert [r["path"] for r in rows][:3] == [
+        str(folder / "deeper" / "two.JPG"),  # sorted: deeper/ before digits.npy
+        *(f"{folder / 'digits.npy'}[{i}]" for i in range(2)),
+    ]
+    written = read_out(out)
+    assert len(written) == predicted + failed
+    assert {r["path"] for r in written} == {r["path"] for r in rows} | {p for p, _ in failures}
+    statuses = {r["path"]: r["status"] for r in written}
+    assert all(statuses[r["path"]] == "ok" for r in rows)
+    assert all(statuses[p] == "error" for p, _ in failures)
+    if suffix == ".json":
+        assert json.loads(out.read_text(encoding="utf-8"))["complete"] is True
+    by_path = {r["path"]: r for r in written}
+    assert by_path[str(folder / "nan.npy")]["error"].endswith("contains NaN or infinite values")
+
+
+def test_exif_orientation_is_applied(predictor, test_split, tmp_path):
+    """A phone photo stored sideways with orientation 6 is read upright."""
+    seven = photo(test_split.images[0], (160, 120))
+    seven.save(tmp_path / "upright.png")
+    sideways = seven.transpose(Image.Transpose.ROTATE_90)  # a viewer turns it back clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "phone.jpg", quality=90, exif=exif.tobytes())
+    sideways.save(tmp_path / "untagged.jpg", quality=90)
+    paths = [tmp_path / name for name in ("upright.png", "phone.jpg", "untagged.jpg")]
+    _, _, rows, _ = run(predictor, paths)
+    upright, phone, untagged = (r["prediction"] for r in rows)
+    assert upright == phone == 7
+    assert untagged != 7  # the tag is what makes the difference
+
+
+def test_large_images_are_reduced_first(predictor, test_split, tmp_path, monkeypatch):
+    """A big photo is decoded small (JPEG) or box-reduced (palette PNG), and still read right."""
+    seven = photo(test_split.images[0], (2400, 1800))
+    seven.save(tmp_path / "big.jpg", quality=85)
+    seven.resize((2100, 2100)).quantize(16).save(tmp_path / "big-palette.png")
+    sizes = []
+    real_to_gray = predict_module.to_gray
+
+    def spy(image):
+        sizes.append((image.mode, image.size))
+        return real_to_gray(image)
+
+    monkeypatch.setattr(predict_module, "to_gray", spy)
+    paths = [tmp_path / "big.jpg", tmp_path / "big-palette.png"]
+    predicted, failed, rows, _ = run(predictor, paths)
+    assert (predicted, failed) == (2, 0) and [r["prediction"] for r in rows] == [7, 7]
+    assert all(max(size) < 2 * WORKING_SIDE for _, size in sizes)
+    assert sizes[1][0] == "RGBA"  # palette indices are converted, not averaged
+
+
+def test_csv_cells_cannot_start_a_formula(predictor, test_split, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: the cell starts with the file's name
+    photo(test_split.images[0]).save("=cmd.png")
+    Path("+evil.png").write_text("=HYPERLINK(...)")
+    run(predictor, [Path("=cmd.png"), Path("+evil.png")], Path("results.csv"))
+    ok, failed = read_out(Path("results.csv"))
+    assert (ok["path"], ok["status"], ok["prediction"]) == ("'=cmd.png", "ok", "7")
+    assert (failed["path"], failed["status"]) == ("'+evil.png", "error")
+    assert failed["error"].startswith("'+evil.png: not a PNG, JPEG or BMP image")
+    run(predictor, [Path("=cmd.png")], Path("results.json"))
+    assert read_out(Path("results.json"))[0]["path"] == "=cmd.png"  # JSON keeps the name
+
+
+def test_terminal_safe_escapes_controls(predictor, tmp_path):
+    assert terminal_safe("digit_7.png") == "digit_7.png"
+    assert terminal_safe("ünïcode 七.png") == "ünïcode 七.png"
+    assert terminal_safe("a\x1b[2Jb\nc\rd\te\x7f\x9b") == "a\\x1b[2Jb\\x0ac\\x0dd\\x09e\\x7f\\x9b"
+    assert terminal_safe("evil\u202egnp.exe") == "evil\\u202egnp.exe"
+    name = "bad\n\x1b[31mname.png"
+    (tmp_path / name).write_text("not an image")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"), "wb") as f:
+        f.write(b"not UTF-8, not an image")  # a Latin-1 name: its path is no UTF-8 text
+    out = tmp_path / "results.json"
+    _, failed, _, failures = run(predictor, [tmp_path], out)
+    assert failed == 2
+    (path, message), (latin1_path, _) = failures
+    assert path == str(tmp_path / name)  # the row keeps the real name
+    assert "\n" not in message and "\x1b" not in message
+    assert "bad\\x0a\\x1b[31mname.png: not a PNG, JPEG or BMP image" in message
+    assert latin1_path == f"{tmp_path}/caf\\xe9.png"
+    assert [r["path"] for r in read_out(out)] == [path, latin1_path]
+
+
+def test_samples_are_predicted_correctly(predictor, test_split, tmp_path):
+    """make_samples.py writes what is committed, and models/none reads the samples right."""
+    made = tmp_path / "samples"
+    script = SAMPLES / "make_samples.py"
+    command = [sys.executable, str(script), "--out", str(made), "--data-dir", str(DATA_DIR)]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=60)
+    committed = sorted(p.relative_to(SAMPLES) for p in (SAMPLES / "photos").iterdir())
+    assert len(committed) == 10
+    made_files = sorted(p.relative_to(made) for p in made.rglob("*") if p.is_file())
+    assert made_files == sorted([*committed, Path("digits.npy")])
+    for name in committed:  # the same pixels (JPEG bytes may differ across libjpeg versions)
+        new, old = (np.asarray(Image.open(d / name), dtype=float) for d in (made, SAMPLES))
+        assert new.shape == old.shape and np.abs(new - old).mean() < 1
+    assert np.array_equal(np.load(made / "digits.npy"), np.load(SAMPLES / "digits.npy"))
+    assert sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file()) < 200_000
+
+    predicted, failed, rows, _ = run(predictor, [SAMPLES])
+    assert failed == 0 and predicted == len(committed) + 8
+    truth = {
+        **{str(SAMPLES / p): NAMES.index(p.name.split("_")[0]) for p in committed},
+        **{f"{SAMPLES / 'digits.npy'}[{i}]": int(test_split.labels[i]) for i in range(8)},
+    }
+    correct = [r["prediction"] == truth[r["path"]] for r in rows]
+    assert sum(correct) >= 0.9 * len(correct)
+
+
+def test_rows_stream_before_later_inputs_are_read(predictor, test_split, tmp_path):
+    """Rows leave batch by batch: the first rows arrive before the last files are even named."""
+    for i in range(6):
+        photo(test_split.images[i]).save(tmp_path / f"{i}.png")
+    rows_seen_when_named = []
+    rows, batches = [], []
+
+    def paths():
+        for i in range(6):
+            rows_seen_when_named.append(len(rows))
+            yield tmp_path / f"{i}.png"
+
+    def spy(images):
+        batches.append(len(images))
+        return predictor(images)
+
+    counts = predict_files(spy, paths(), None, on_row=rows.append, batch_size=2)
+    assert counts == (6, 0)
+    assert batches == [2, 2, 2]
+    assert rows_seen_when_named == [0, 0, 2, 2, 4, 4]
+    assert [r["prediction"] for r in rows] == test_split.labels[:6].tolist()
+
+
+def test_a_large_array_is_streamed_not_loaded(tmp_path):
+    """A .npy is memory-mapped and converted a chunk at a time: memory stays far below its size."""
+    count = 12_000  # 9.4 MB as uint8 on disk, 37.6 MB as float32
+    path = tmp_path / "many.npy"
+    np.save(path, np.full((count, 28, 28), 200, dtype=np.uint8))
+    predicted = []
+    tracemalloc.start()
+    try:
+        counts = predict_files(
+            lambda images: np.zeros((len(images), 10), np.float32),
+            [path], None, on_row=lambda row: predicted.append(1), batch_size=64,
+        )  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert counts == (count, 0) and len(predicted) == count
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_ctrl_c_keeps_the_rows_so_far(predictor, test_split, tmp_path, suffix):
+    for i in range(6):
+        photo(test_split.images[i]).save(tmp_path / f"{i}.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    out = tmp_path / "out" / f"results{suffix}"
+    out.parent.mkdir()
+    out.write_text("an older result, to be replaced")
+    seen = []
+
+    def interrupt_at_third(row):
+        seen.append(row)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    paths = [tmp_path / "bad.png", *(tmp_path / f"{i}.png" for i in range(6))]
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(predictor, paths, out, on_row=interrupt_at_third, batch_size=2)
+    written = read_out(out)
+    assert [r["path"] for r in written if r["status"] == "ok"] == [r["path"] for r in seen]
+    assert sorted(r["status"] for r in written) == ["error", "ok", "ok", "ok"]
+    if suffix == ".json":
+        assert json.loads(out.read_text())["complete"] is False
+    assert os.listdir(out.parent) == [out.name]  # no temporary file left behind
+
+
+def test_no_input_found_is_a_usage_error(predictor, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "unsupported").mkdir()
+    (tmp_path / "unsupported" / "notes.txt").write_text("text")
+    (tmp_path / "unsupported" / "scan.tiff").write_bytes(b"II*\0")
+    out = tmp_path / "results.csv"
+    for paths, says in [
+        ([tmp_path / "empty"], "no input found in"),
+        ([tmp_path / "unsupported", tmp_path / "empty"], "no input found in"),
+        ([], "no input given"),
+    ]:
+        with pytest.raises(UsageError, match=says):
+            predict_files(predictor, paths, out)
+    assert not out.exists()
+    # a file named explicitly that cannot be read is a failure (exit 1), not a usage error
+    assert run(predictor, [tmp_path / "missing.png"], out)[:2] == (0, 1)
+    assert read_out(out)[0]["status"] == "error"
+
+
+def test_out_is_checked_before_any_work(tmp_path):
+    def never(images):
+        raise AssertionError("predicted despite a bad --out")
+
+    (tmp_path / "a.png").write_text("x")
+    with pytest.raises(UsageError, match="--out .*results.txt: use a .csv or .json"):
+        predict_files(never, [tmp_path], tmp_path / "results.txt")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        predict_files(never, [tmp_path], tmp_path / "folder.csv")
+
+
+def test_folder_loops_are_reported_once(predictor, test_split, tmp_path):
+    photo(test_split.images[0]).save(tmp_path / "seven.png")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # sub/up/sub/up/... forever
+    predicted, failed, rows, failures = run(predictor, [tmp_path])
+    assert (predicted, failed) == (1, 1)
+    assert "folder loop" in failures[0][1] and failures[0][0] == str(tmp_path / "sub" / "up")
+
+
+def test_a_model_gone_wrong_is_reported_per_row(test_split, tmp_path):
+    np.save(tmp_path / "two.npy", test_split.images[:2])
+
+    def half_nan(images):
+        logits = np.zeros((len(images), 10), np.float32)
+        logits[1] = np.nan
+        return logits
+
+    predicted, failed, _, failures = run(half_nan, [tmp_path / "two.npy"])
+    assert (predicted, failed) == (1, 1) and "NaN or infinite" in failures[0][1]
+    with pytest.raises(RegcliError, match="logits of shape"):
+        predict_files(lambda images: np.zeros((len(images), 3)), [tmp_path / "two.npy"])
+
+
+def test_a_speck_of_noise_does_not_shrink_the_digit(predictor, test_split):
+    """Cropping ignores isolated specks far from the digit (noise, dust on the lens)."""
+    from regcli.preprocess import mnist_style, to_gray
+
+    clean = photo(test_split.images[0], (200, 150))
+    specked = np.asarray(clean).copy()
+    specked[5, 5] = 0  # one black pixel in the corner
+    a, b = (mnist_style(to_gray(image)) for image in (clean, Image.fromarray(specked)))
+    assert np.abs(a - b).max() < 0.05
