@@ -47,6 +47,7 @@ from regcli.train import EpochRecord, MemberState, Reporter, StopFlag, resolve_d
 CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped ran ~0.55x as fast (bench)
 GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
 MAX_GROUP_SIZE = 256  # cuDNN's 32-bit index limits come into view well above this
+MAX_SEEDS = 1_000  # seeds per configuration; more is a typo, not a study
 
 
 def folder_state(model_dir: Path) -> str:
@@ -549,8 +550,8 @@ def requests_for(
 ) -> list[Request]:
     """The runs one `regcli train` asks for: one model, seeds 0..N-1, or several variants (each
     its strengths from --l1 / --weight-decay), each variant with its seeds."""
-    if seeds is not None and seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     if variants:
         if name is not None:
             raise UsageError("--variants names each model after its variant; drop --name")

@@ -66,8 +66,10 @@ def sweep_requests(
     base: TrainConfig, name: str, cells: list[tuple[float, float]], seeds: int
 ) -> list[Request]:
     """One seed group per cell: <name>/<cell>/seed-<k>, k = 0..seeds-1."""
-    if seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    from regcli.runs import MAX_SEEDS
+
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     return [
         Request(
             replace(base, l1=l1, weight_decay=wd, seed=seed),

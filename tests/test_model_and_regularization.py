@@ -3,11 +3,9 @@ import torch
 from torch import nn
 
 from regcli.augment import RandomRotation
-from regcli.config import TrainConfig
-from regcli.errors import UsageError
-from regcli.scoring import to_unit
 from regcli.model import Dropout, Net, count_parameters, layer_summary
-from regcli.regularization import l1_penalty, parameter_groups, regularized_parameters
+from regcli.regularization import regularized_parameters
+from regcli.scoring import to_unit
 
 
 class Tiny(nn.Module):
@@ -16,68 +14,22 @@ class Tiny(nn.Module):
         self.conv = nn.Conv2d(1, 2, 2, bias=True)
         self.bn = nn.BatchNorm2d(2)
         self.fc = nn.Linear(2, 1, bias=True)
-        with torch.no_grad():
-            self.conv.weight.copy_(
-                torch.tensor([1.0, -2.0, 3.0, -4.0, 0.5, 0.5, 0.5, -0.5]).view(2, 1, 2, 2)
-            )
-            self.conv.bias.fill_(10.0)
-            self.fc.weight.copy_(torch.tensor([[-1.5, 2.5]]))
-            self.fc.bias.fill_(-7.0)
 
 
-def test_l1_penalty_matches_a_hand_computed_value():
+def test_scope_weights_is_conv_and_linear_weights_only():
     model = Tiny()
-    # conv |w| = 1+2+3+4+0.5*4 = 12, fc |w| = 4: weights only -> 16
-    assert l1_penalty(model, 0.01, "weights").item() == pytest.approx(0.16)
-    # all: + conv bias 2*10 + bn weight 2*1 + bn bias 0 + fc bias 7 = 16 + 29 = 45
-    assert l1_penalty(model, 0.01, "all").item() == pytest.approx(0.45)
-    assert l1_penalty(model, 0.0, "weights").item() == 0.0
+    assert [id(p) for p in regularized_parameters(model, "weights")] == [
+        id(model.conv.weight),
+        id(model.fc.weight),
+    ]
+    net = Net()
+    convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [id(p) for p in regularized_parameters(net, "weights")] == [id(w) for w in convs]
 
 
-def test_l1_penalty_has_the_sign_gradient():
+def test_scope_all_is_every_parameter():
     model = Tiny()
-    l1_penalty(model, 0.1, "weights").backward()
-    assert torch.allclose(model.conv.weight.grad, 0.1 * model.conv.weight.sign())
-    assert model.conv.bias.grad is None and model.bn.weight.grad is None
-
-
-def test_weight_decay_groups_exclude_batchnorm_and_biases_by_default():
-    model = Net()
-    groups = parameter_groups(model, 1e-4, "weights")
-    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert decayed == {id(c.weight) for c in convs}
-    assert not decayed & {id(p) for bn in norms for p in bn.parameters()}
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-
-
-def test_scope_all_decays_every_parameter():
-    model = Tiny()
-    groups = parameter_groups(model, 1e-4, "all")
-    assert len(groups) == 1 and groups[0]["weight_decay"] == 1e-4
-    assert len(groups[0]["params"]) == len(list(model.parameters()))
-    assert len(regularized_parameters(model, "weights")) == 2
-
-
-@pytest.mark.parametrize(
-    "l1, wd, mode", [(0, 0, "none"), (1e-5, 0, "l1"), (0, 1e-4, "l2"), (1e-5, 1e-4, "l1_l2")]
-)
-def test_mode_follows_the_non_zero_strengths(l1, wd, mode):
-    assert TrainConfig(l1=l1, weight_decay=wd).mode == mode
-
-
-@pytest.mark.parametrize(
-    "bad", [{"l1": -1e-5}, {"weight_decay": -1.0}, {"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}]
-)
-def test_config_rejects_nonsense(bad):
-    with pytest.raises(UsageError):
-        TrainConfig(**bad)
-
-
-def test_config_round_trips_as_plain_data():
-    config = TrainConfig(l1=1e-5, weight_decay=1e-4, seed=3, limit_train=100)
-    assert TrainConfig.from_dict(config.as_dict()) == config
+    assert len(regularized_parameters(model, "all")) == len(list(model.parameters())) == 6
 
 
 def test_model_is_under_ten_thousand_parameters_and_maps_to_ten_logits():
