@@ -1,5 +1,5 @@
 # regcli: every target builds .venv first (via the stamp file), so a fresh clone needs only
-# `make train` or `make test`.
+# `make all-variants` or `make test`.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,18 +12,21 @@ REGCLI ?= $(BIN)/regcli
 PYTHON_BIN ?= $(BIN)/python
 VARIANTS := none l1 l2 l1_l2
 
-# regularization strengths and run length for train / all-variants
+# regularization strengths and run length for train / all-variants / sweep
 L1 ?= 1e-5
 WD ?= 1e-4
 EPOCHS ?= 15
 SEED ?= 1
-# SEEDS=N trains seeds 0..N-1 per variant into models/<variant>/seed-<k>/, reusing finished ones;
-# without it, one run per variant with SEED, replacing the previous one.
+# SEEDS=N trains seeds 0..N-1 per variant into models/<variant>/seed-<k>/, reusing finished ones
+# of the same settings; without it, one run per variant with SEED, replacing the previous one.
 SEEDS ?=
 SEED_ARGS = $(if $(SEEDS),--seeds $(SEEDS),--seed $(SEED) --force)
+# the four-variant study that `make report` draws and tabulates: each variant and its seeds
+STUDY = $(foreach v,$(VARIANTS),models/$(v) $(sort $(wildcard models/$(v)/seed-*)))
+SWEEP := models/sweep
 
 .DEFAULT_GOAL := help
-.PHONY: help install train all-variants report bench test lint format clean
+.PHONY: help install train all-variants study-onnx sweep report bench bench-readme test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,33 +41,43 @@ install: $(STAMP) ## build .venv and install regcli (editable) with the dev tool
 train: $(SETUP) ## train one model: make train L1=1e-5 WD=1e-4 (EPOCHS, SEED)
 	$(REGCLI) train --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) --force
 
-all-variants: $(SETUP) ## the study: train none/l1/l2/l1_l2 (SEEDS=5 for seeds 0..4), export, evaluate, report
-	$(REGCLI) train --name none --epochs $(EPOCHS) $(SEED_ARGS)
-	$(REGCLI) train --name l1 --l1 $(L1) --epochs $(EPOCHS) $(SEED_ARGS)
-	$(REGCLI) train --name l2 --weight-decay $(WD) --epochs $(EPOCHS) $(SEED_ARGS)
-	$(REGCLI) train --name l1_l2 --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) $(SEED_ARGS)
-	$(REGCLI) export
-	$(REGCLI) evaluate --backend torch
-	$(REGCLI) evaluate --backend onnx
+all-variants: $(SETUP) ## the study: none/l1/l2/l1_l2 trained together (SEEDS=5: seeds 0..4), exported, evaluated, reported
+	$(REGCLI) train --variants $(subst $() ,$(comma),$(VARIANTS)) --l1 $(L1) --weight-decay $(WD) \
+		--epochs $(EPOCHS) $(SEED_ARGS)
+	$(MAKE) --no-print-directory study-onnx report SETUP=$(SETUP) REGCLI="$(REGCLI)"
+
+study-onnx: $(SETUP)  # (a separate make: STUDY then sees the seeds just trained)
+	$(REGCLI) export $(STUDY)
+	$(REGCLI) evaluate $(STUDY) --backend torch --quiet
+	$(REGCLI) evaluate $(STUDY) --backend onnx --quiet
+
+sweep: $(SETUP) ## the regularization path: 14 strengths x 5 seeds x EPOCHS (for a GPU), exported, reported
+	$(REGCLI) sweep --name $(notdir $(SWEEP)) --seeds 5 --epochs $(EPOCHS)
+	$(REGCLI) export --models-dir $(SWEEP)
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
-report: $(SETUP) ## rebuild figures, the comparison and the README table from models/ (no training)
-	$(REGCLI) report
-	$(REGCLI) compare
+report: $(SETUP) ## every figure and the README's result tables, from the study's models (no training)
+	$(REGCLI) report $(STUDY) $(if $(wildcard $(SWEEP)),--sweep $(SWEEP)) --readme README.md
 
-bench: $(SETUP) ## training and inference speed vs the classic pipeline and the limit
+bench: $(SETUP) ## measure training and inference speed (CPU, or the GPU studies on CUDA), then judge
 	$(PYTHON_BIN) benchmarks/bench.py
+	$(MAKE) --no-print-directory bench-readme SETUP=$(SETUP)
+
+bench-readme: $(SETUP) ## the README's speed sections and targets, from benchmarks/results*.json
+	$(PYTHON_BIN) benchmarks/judge.py
 
 test: lint ## ruff, then the whole test suite
 	$(BIN)/pytest -q
 
 lint: $(SETUP) ## ruff check and format check
-	$(BIN)/ruff check regcli tests benchmarks
-	$(BIN)/ruff format --check regcli tests benchmarks
+	$(BIN)/ruff check regcli tests benchmarks samples
+	$(BIN)/ruff format --check regcli tests benchmarks samples
 
 format: $(SETUP) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix regcli tests benchmarks
-	$(BIN)/ruff format regcli tests benchmarks
+	$(BIN)/ruff check --fix regcli tests benchmarks samples
+	$(BIN)/ruff format regcli tests benchmarks samples
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+comma := ,

@@ -53,8 +53,12 @@ INFERENCE_BATCHES = (1, 64, 256, 10_000)
 INFERENCE_IMAGES = 10_000  # images per timed inference repeat (at least one batch)
 GROUPED = 4  # models in the CPU grouped-versus-one-at-a-time comparison
 STUDY_L1, STUDY_WD = 1e-5, 1e-4  # the four-variant study's strengths (make all-variants)
-VARIANTS = {"none": (0.0, 0.0), "l1": (STUDY_L1, 0.0), "l2": (0.0, STUDY_WD),
-            "l1_l2": (STUDY_L1, STUDY_WD)}
+VARIANTS = {
+    "none": (0.0, 0.0),
+    "l1": (STUDY_L1, 0.0),
+    "l2": (0.0, STUDY_WD),
+    "l1_l2": (STUDY_L1, STUDY_WD),
+}
 
 
 def interleaved_rates(runs: dict, images: int, repeats: int = REPEATS) -> dict[str, float]:
@@ -100,7 +104,10 @@ def classic_pipeline(root: Path, workers: int):
     )
     dataset = datasets.MNIST(str(root), train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+        dataset,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
         persistent_workers=workers > 0,
     )
     model = notebook_net().train()
@@ -168,7 +175,10 @@ def cpu_training(root: Path, splits) -> dict:
     }
     rates = interleaved_rates(runs, TRAIN_STEPS * BATCH)
     grouped = interleaved_rates(
-        {"grouped": regcli_trainer(splits, GROUPED), "one_at_a_time": one_at_a_time(splits, GROUPED)},
+        {
+            "grouped": regcli_trainer(splits, GROUPED),
+            "one_at_a_time": one_at_a_time(splits, GROUPED),
+        },
         GROUPED * TRAIN_STEPS * BATCH,
         repeats=3,
     )
@@ -250,8 +260,17 @@ def measure_cpu() -> dict:
         scratch = Path(scratch)
         training = cpu_training(raw_idx_folder(scratch / "torchvision"), splits)
         model_dir = exported_model(scratch)
-        evaluate = [sys.executable, "-m", "regcli", "evaluate", str(model_dir), "--backend",
-                    "onnx", "--data-dir", str(REPO / "data")]
+        evaluate = [
+            sys.executable,
+            "-m",
+            "regcli",
+            "evaluate",
+            str(model_dir),
+            "--backend",
+            "onnx",
+            "--data-dir",
+            str(REPO / "data"),
+        ]
         return {
             "settings": {"batch": BATCH, "train_steps": TRAIN_STEPS, "repeats": REPEATS},
             "training": training,
@@ -268,8 +287,9 @@ def study(configs: list[TrainConfig], splits, device, *, group_size: int, determ
     started = time.perf_counter()
     accuracies, graphs = [], []
     for i in range(0, len(configs), group_size):
-        states, info = train_group(configs[i : i + group_size], *splits, device,
-                                   deterministic=deterministic)
+        states, info = train_group(
+            configs[i : i + group_size], *splits, device, deterministic=deterministic
+        )
         accuracies += [s.history[-1].test_accuracy for s in states]
         graphs.append(info["cuda_graphs"])
     synchronize(device)
@@ -313,8 +333,11 @@ def measure_gpu(device, base: TrainConfig) -> dict:
         "one_model": study(four[3:], splits, device, group_size=1, deterministic=True),
         "four_one_at_a_time": study(four, splits, device, group_size=1, deterministic=True),
     }
-    return {"variants": list(VARIANTS), "strengths": {"l1": STUDY_L1, "weight_decay": STUDY_WD},
-            "studies": studies}
+    return {
+        "variants": list(VARIANTS),
+        "strengths": {"l1": STUDY_L1, "weight_decay": STUDY_WD},
+        "studies": studies,
+    }
 
 
 def main():

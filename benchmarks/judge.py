@@ -53,8 +53,13 @@ GPU_TARGETS = {
 
 def verdict(target: Target, value: float, why: str) -> dict:
     met = target.met(value)
-    return {"target": target.text, "measured": value, "unit": target.unit, "met": met,
-            **({} if met else {"why": why})}
+    return {
+        "target": target.text,
+        "measured": value,
+        "unit": target.unit,
+        "met": met,
+        **({} if met else {"why": why}),
+    }
 
 
 def judge_cpu(r: dict) -> list[dict]:
@@ -66,23 +71,39 @@ def judge_cpu(r: dict) -> list[dict]:
     ratios = {b: v["onnx"] / v["torch"] for b, v in inf.items()}
     spread = f"{min(ratios.values()):.2f}-{max(ratios.values()):.2f}x"
     out = [
-        verdict(CPU_TARGETS["trainer_vs_limit"], t["regcli"] / t["limit"],
-                f"the batch pipeline costs {model_ms * (t['limit'] / t['regcli'] - 1):.1f} ms "
-                f"per batch on top of the model's {model_ms:.1f} ms"),
-        verdict(CPU_TARGETS["trainer_vs_classic"], t["regcli"] / best,
-                f"here the classic pipeline adds only {pipeline_ms:.1f} ms per batch to the "
-                f"notebook model's own {notebook_ms:.1f} ms; regcli's model step takes "
-                f"{model_ms:.1f} ms, so even a free pipeline (the limit) is only "
-                f"{t['limit'] / best:.2f}x the classic one: the model, not the data pipeline, is "
-                "the bottleneck on this machine"),
+        verdict(
+            CPU_TARGETS["trainer_vs_limit"],
+            t["regcli"] / t["limit"],
+            f"the batch pipeline costs {model_ms * (t['limit'] / t['regcli'] - 1):.1f} ms "
+            f"per batch on top of the model's {model_ms:.1f} ms",
+        ),
+        verdict(
+            CPU_TARGETS["trainer_vs_classic"],
+            t["regcli"] / best,
+            f"here the classic pipeline adds only {pipeline_ms:.1f} ms per batch to the "
+            f"notebook model's own {notebook_ms:.1f} ms; regcli's model step takes "
+            f"{model_ms:.1f} ms, so even a free pipeline (the limit) is only "
+            f"{t['limit'] / best:.2f}x the classic one: the model, not the data pipeline, is "
+            "the bottleneck on this machine",
+        ),
     ]
     for batch in ("64", "256"):
         v = inf[batch]
-        out.append(verdict(CPU_TARGETS[f"onnx_{batch}"], ratios[batch],
-                           f"onnxruntime {v['onnx']:,.0f} vs PyTorch {v['torch']:,.0f} images/s "
-                           f"in this run, where the ratio over all batch sizes spans {spread}"))
-    out.append(verdict(CPU_TARGETS["evaluate"], r["evaluate_onnx_seconds"],
-                       f"importing PyTorch alone takes {r['torch_import_seconds']:.2f} s here"))
+        out.append(
+            verdict(
+                CPU_TARGETS[f"onnx_{batch}"],
+                ratios[batch],
+                f"onnxruntime {v['onnx']:,.0f} vs PyTorch {v['torch']:,.0f} images/s "
+                f"in this run, where the ratio over all batch sizes spans {spread}",
+            )
+        )
+    out.append(
+        verdict(
+            CPU_TARGETS["evaluate"],
+            r["evaluate_onnx_seconds"],
+            f"importing PyTorch alone takes {r['torch_import_seconds']:.2f} s here",
+        )
+    )
     return out
 
 
@@ -137,7 +158,9 @@ def target_table(verdicts: list[dict]) -> list[str]:
     lines = ["| target | measured | |", "| --- | ---: | --- |"]
     for v in verdicts:
         value = f"{v['measured']:.2f}{'x' if v['unit'] == 'x' else ' s'}"
-        lines.append(f"| {v['target']} | {value} | {'met' if v['met'] else '**missed**: ' + v['why']} |")
+        lines.append(
+            f"| {v['target']} | {value} | {'met' if v['met'] else '**missed**: ' + v['why']} |"
+        )
     return lines
 
 
@@ -162,13 +185,15 @@ def accuracy_checks(r: dict) -> list[dict]:
         grouped = finals[i :: len(variants)]
         alone = committed_seeds(variant)
         difference = welch(grouped, alone) if alone else None
-        checks.append({
-            "variant": variant,
-            "grouped": grouped,
-            "alone": alone,
-            "verdict": difference.verdict() if difference else "no committed seeds",
-            "within_noise": bool(difference) and difference.low <= 0 <= difference.high,
-        })
+        checks.append(
+            {
+                "variant": variant,
+                "grouped": grouped,
+                "alone": alone,
+                "verdict": difference.verdict() if difference else "no committed seeds",
+                "within_noise": bool(difference) and difference.low <= 0 <= difference.high,
+            }
+        )
     return checks
 
 
@@ -179,30 +204,49 @@ def judge_gpu(r: dict) -> list[dict]:
     for key, target in GPU_TARGETS.items():
         study = s[key]
         alone = s["four_one_at_a_time"]["seconds"] / 4
-        why = (f"{study['images_per_second']:,.0f} images/s over {study['models']} model(s) "
-               f"({study['seconds'] / study['models']:.1f} s per model; one model alone "
-               f"{alone:.1f} s)")
+        why = (
+            f"{study['images_per_second']:,.0f} images/s over {study['models']} model(s) "
+            f"({study['seconds'] / study['models']:.1f} s per model; one model alone "
+            f"{alone:.1f} s)"
+        )
         if key == "four_variants":
-            why += (f"; with --no-deterministic (cuDNN's fastest kernels) the same group took "
-                    f"{fast:.1f} s")
+            why += (
+                f"; with --no-deterministic (cuDNN's fastest kernels) the same group took "
+                f"{fast:.1f} s"
+            )
         if not study["cuda_graphs"]:
             why += "; CUDA graph capture failed, so it ran eagerly"
         out.append(verdict(target, study["seconds"], why))
     checks = accuracy_checks(r)
     lowest = min(100 * a for st in s.values() for a in st["final_test_accuracy"])
     noisy = [c["variant"] for c in checks if not c["within_noise"]]
-    out.append({
-        "target": f"every model >= {MIN_ACCURACY}% final test accuracy",
-        "measured": lowest, "unit": "%", "met": lowest >= MIN_ACCURACY,
-        **({} if lowest >= MIN_ACCURACY else {"why": f"the lowest reached {lowest:.2f}%"}),
-    })
-    out.append({
-        "target": "each variant's 5-seed mean within noise of the committed one-at-a-time seeds",
-        "measured": len(checks) - len(noisy), "unit": f"of {len(checks)}", "met": not noisy,
-        **({} if not noisy else {"why": "outside the 95% Welch interval: " + ", ".join(noisy)
-            + " (one in four intervals misses zero by chance about one time in five: train "
-            "more seeds of it both ways before concluding)"}),
-    })
+    out.append(
+        {
+            "target": f"every model >= {MIN_ACCURACY}% final test accuracy",
+            "measured": lowest,
+            "unit": "%",
+            "met": lowest >= MIN_ACCURACY,
+            **({} if lowest >= MIN_ACCURACY else {"why": f"the lowest reached {lowest:.2f}%"}),
+        }
+    )
+    out.append(
+        {
+            "target": "each variant's 5-seed mean within noise of the committed one-at-a-time seeds",
+            "measured": len(checks) - len(noisy),
+            "unit": f"of {len(checks)}",
+            "met": not noisy,
+            **(
+                {}
+                if not noisy
+                else {
+                    "why": "outside the 95% Welch interval: "
+                    + ", ".join(noisy)
+                    + " (one in four intervals misses zero by chance about one time in five: train "
+                    "more seeds of it both ways before concluding)"
+                }
+            ),
+        }
+    )
     return out
 
 
@@ -230,26 +274,41 @@ def gpu_section(r: dict) -> str:
     for key, label in STUDY_LABELS.items():
         st = s[key]
         accuracies = [100 * a for a in st["final_test_accuracy"]]
-        span = (f"{min(accuracies):.2f}" if len(accuracies) == 1
-                else f"{min(accuracies):.2f}-{max(accuracies):.2f}")
-        lines.append(f"| {label} | {st['models']} | {st['seconds']:.1f} s | "
-                     f"{st['images_per_second']:,.0f} | {span} |")
+        span = (
+            f"{min(accuracies):.2f}"
+            if len(accuracies) == 1
+            else f"{min(accuracies):.2f}-{max(accuracies):.2f}"
+        )
+        lines.append(
+            f"| {label} | {st['models']} | {st['seconds']:.1f} s | "
+            f"{st['images_per_second']:,.0f} | {span} |"
+        )
     checks = accuracy_checks(r)
     lines += [
         "",
         "| variant | grouped, 5 seeds: mean % | committed one at a time: mean % | "
         "grouped vs alone (95% Welch interval) |",
         "| --- | ---: | ---: | ---: |",
-        *(f"| {c['variant']} | {statistics.mean(c['grouped']):.3f} | "
-          f"{statistics.mean(c['alone']):.3f} | {c['verdict']} |" for c in checks if c["alone"]),
+        *(
+            f"| {c['variant']} | {statistics.mean(c['grouped']):.3f} | "
+            f"{statistics.mean(c['alone']):.3f} | {c['verdict']} |"
+            for c in checks
+            if c["alone"]
+        ),
         "",
     ]
     verdicts = judge_gpu(r)
     table = ["| target | measured | |", "| --- | ---: | --- |"]
     for v in verdicts:
         unit = {"s": " s", "%": "%"}.get(v["unit"], f" {v['unit']}")
-        value = f"{v['measured']:.2f}{unit}" if isinstance(v["measured"], float) else f"{v['measured']}{unit}"
-        table.append(f"| {v['target']} | {value} | {'met' if v['met'] else '**missed**: ' + v['why']} |")
+        value = (
+            f"{v['measured']:.2f}{unit}"
+            if isinstance(v["measured"], float)
+            else f"{v['measured']}{unit}"
+        )
+        table.append(
+            f"| {v['target']} | {value} | {'met' if v['met'] else '**missed**: ' + v['why']} |"
+        )
     return "\n".join(lines + table)
 
 
@@ -262,8 +321,10 @@ def gpu_results() -> list[dict]:
 def gpu_sections() -> str:
     found = gpu_results()
     if not found:
-        return ("No GPU measurement of this code yet: run `make bench` on a machine with a CUDA "
-                "GPU (it writes `benchmarks/results-<gpu>.json`), then `make bench-readme`.")
+        return (
+            "No GPU measurement of this code yet: run `make bench` on a machine with a CUDA "
+            "GPU (it writes `benchmarks/results-<gpu>.json`), then `make bench-readme`."
+        )
     return "\n\n".join(gpu_section(r) for r in found)
 
 

@@ -66,7 +66,7 @@ def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
 
 def checkpoint_config(payload: dict, path: Path | str = CHECKPOINT_NAME) -> TrainConfig:
     try:
-        return TrainConfig.from_dict(payload.get("config"), str(path))
+        return TrainConfig.from_dict(payload.get("config"), "config")
     except (UsageError, TypeError) as error:
         raise RegcliError(f"{path}: invalid config ({error})") from None
 
@@ -87,13 +87,32 @@ def model_from_checkpoint(payload: dict, path: Path | str = CHECKPOINT_NAME) -> 
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RegcliError(f"{path}: holds no weights")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:  # missing or extra keys, other shapes: another network
-        raise RegcliError(
-            f"{path}: weights do not fit regcli's network ({first_line(error).rstrip(':.')})"
-        ) from None
+    if not state:
+        raise RegcliError(f"{path}: holds no weights")
+    problem = state_dict_problem(model, state)
+    if problem:
+        raise RegcliError(f"{path}: weights do not fit regcli's network ({problem})")
+    model.load_state_dict(state)
     return model.eval()
+
+
+def state_dict_problem(model: torch.nn.Module, state: dict, what: str = "weights") -> str | None:
+    """Why `state` cannot be `model`'s (missing or extra keys, other shapes), or None."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return f"no {what}"
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        parts = [
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(extra[:3])}" if extra else "",
+        ]
+        return "; ".join(p for p in parts if p) + (" ..." if len(missing) + len(extra) > 6 else "")
+    for key, shape in expected.items():
+        if state[key].shape != shape:
+            return f"{key} has shape {tuple(state[key].shape)}, not {tuple(shape)}"
+    return None
 
 
 def load_model(model: Path | str) -> tuple[Net, dict]:
@@ -163,24 +182,53 @@ def save_run_state(model_dir: Path, state: dict) -> None:
     )
 
 
+EPOCH_FIELDS = (
+    "epoch",
+    "train_loss",
+    "penalty",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "lr",
+    "seconds",
+)
+
+
 def load_run_state(model_dir: Path) -> dict:
-    """last.pt, checked to hold what a resume needs; one clear line if it does not."""
+    """last.pt, checked to hold everything a resume needs; one clear line if it does not."""
     path = Path(model_dir) / LAST_NAME
     try:
         state, _ = read_payload(path, RUN_STATE_FORMAT)
-        config = TrainConfig.from_dict(state.get("config"), str(path))
+    except RegcliError as error:
+        if "newer regcli" in str(error):  # a newer regcli can resume it: keep it
+            raise
+        raise RegcliError(f"{error}; start over with --force") from None
+    try:
+        config = TrainConfig.from_dict(state.get("config"), "config")
+        net = Net(config.dropout)
+        problem = state_dict_problem(net, state.get("weights"))
+        parameters = dict(net.named_parameters())
+        momentum = state.get("momentum")
+        if problem is None and not (
+            isinstance(momentum, dict)
+            and set(momentum) == set(parameters)
+            and all(
+                isinstance(momentum[k], torch.Tensor) and momentum[k].shape == p.shape
+                for k, p in parameters.items()
+            )
+        ):
+            problem = "no optimizer state for every weight"
         history = state.get("history")
-        weights, momentum = state.get("weights"), state.get("momentum")
-        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-            raise RegcliError("no epoch history")
-        for part in (weights, momentum):
-            if not isinstance(part, dict) or not all(
-                isinstance(v, torch.Tensor) for v in part.values()
-            ):
-                raise RegcliError("no weights or optimizer state")
-        if not isinstance(state.get("group"), dict):
-            raise RegcliError("no record of its training group")
-    except (RegcliError, UsageError) as error:
-        message = str(error).removeprefix(f"{path}: ")
-        raise RegcliError(f"{path}: cannot resume ({message}); start over with --force") from None
+        if problem is None and not (
+            isinstance(history, list)
+            and all(isinstance(r, dict) and set(r) == set(EPOCH_FIELDS) for r in history)
+        ):
+            problem = "no complete epoch history"
+        for part in ("group", "run"):
+            if problem is None and not isinstance(state.get(part), dict):
+                problem = f"no record of its {'training group' if part == 'group' else 'run'}"
+    except UsageError as error:
+        problem = f"invalid config: {error}"
+    if problem:
+        raise RegcliError(f"{path}: cannot resume ({problem}); start over with --force")
     return {**state, "config": config}

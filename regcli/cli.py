@@ -396,9 +396,10 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool) -> None:
         if outcome.diverged:
             d = outcome.diverged
             loss = d["loss"] if isinstance(d["loss"], str) else f"{d['loss']:.4g}"
+            which = "test loss" if d.get("during") == "test" else "loss"
             diverged.append(
                 f"{outcome.model_dir}: training diverged in epoch {d['epoch']} at batch "
-                f"{d['batch']} (loss {loss}); try a smaller --lr, --l1 or --weight-decay"
+                f"{d['batch']} ({which} {loss}); try a smaller --lr, --l1 or --weight-decay"
             )
         elif outcome.action != "reused":
             say(f"saved {outcome.model_dir} (test acc {100 * final['test_accuracy']:.2f}%)", quiet)
@@ -903,19 +904,27 @@ def sweep(
         )
         show_preview(plan, sweep_dir, seeds, json_output)
         return
-    with TrainingReporter(quiet, base.batch_size) as reporter:
-        outcomes = grid_search.train_sweep(
-            requests,
-            models_dir=models_dir,
-            data_dir=data_dir,
-            device_name=device.value,
-            group_size=group_size,
-            deterministic=deterministic,
-            force=force,
-            reporter=reporter,
-            command=["regcli", *invocation.get()],
-            on_cell_done=lambda cell, done, total: say(f"cell {cell} done ({done}/{total})", quiet),
-        )
+    args = list(invocation.get())
+    try:
+        with TrainingReporter(quiet, base.batch_size) as reporter:
+            outcomes = grid_search.train_sweep(
+                requests,
+                models_dir=models_dir,
+                data_dir=data_dir,
+                device_name=device.value,
+                group_size=group_size,
+                deterministic=deterministic,
+                force=force,
+                reporter=reporter,
+                command=["regcli", *args],
+                on_cell_done=lambda cell, done, total: say(
+                    f"cell {cell} done ({done}/{total})", quiet
+                ),
+                announce=lambda message: say(message, quiet),
+            )
+    except Interrupted as stopped:  # finished cells are kept, interrupted ones resume
+        stopped.args = (f"{stopped}; continue with: {again(args)}",)
+        raise
     diverged = sum(1 for o in outcomes if o.diverged)
     trained = sum(1 for o in outcomes if o.action != "reused")
     say(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regcli.artifacts import load_metrics, model_group, model_label, seed_number
+from regcli.artifacts import checkpoint_path, load_metrics, model_group, model_label, seed_number
 from regcli.checkpoints import checkpoint_config, load_checkpoint, model_from_checkpoint
 from regcli.config import differences
 from regcli.errors import RegcliError
@@ -46,12 +46,13 @@ SEED_HEADERS = [
 def summarize(model_dir: Path) -> dict:
     """One row of the comparison, from metrics.json and model.pt."""
     metrics = load_metrics(model_dir)
-    payload = load_checkpoint(model_dir)
-    config = checkpoint_config(payload, model_dir)
+    path = checkpoint_path(model_dir)
+    payload = load_checkpoint(path)
+    config = checkpoint_config(payload, path)
     history = metrics["epochs"]
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
-    weights = weight_stats(model_from_checkpoint(payload, model_dir))
+    weights = weight_stats(model_from_checkpoint(payload, path))
     return {
         "model": model_label(model_dir),
         "group": model_group(model_dir),

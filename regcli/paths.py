@@ -159,6 +159,12 @@ def summarize_cell(cell: dict, members: list[dict], baseline: list[float] | None
                 f"cell {cell['name']} mixes configurations: {other['dir']} differs in "
                 + ", ".join(c.replace("(asked", "(vs") for c in changes)
             )
+    if (first.l1, first.weight_decay) != (cell["l1"], cell["weight_decay"]):
+        raise RegcliError(
+            f"cell {cell['name']}: its name says l1 {cell['l1']:g}, weight decay "
+            f"{cell['weight_decay']:g}, its models were trained with l1 {first.l1:g}, weight "
+            f"decay {first.weight_decay:g}"
+        )
     good = [m for m in members if not m["diverged"]]
     strength = {"l1": cell["l1"], "l2": cell["weight_decay"]}.get(cell["path"], 0.0)
     out = {

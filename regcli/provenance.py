@@ -7,8 +7,8 @@ so a number can always be traced to the machine and the code that produced it.
 import os
 import platform
 import subprocess
-from contextlib import suppress
 import sys
+from contextlib import suppress
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path

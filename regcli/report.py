@@ -52,6 +52,8 @@ def report(
             check_readme(readme, *paths.README_SECTION)
     test = load_split(data_dir, "test")
     images_dir = Path(images_dir)
+    rows = [compare.summarize(d) for d in model_dirs]  # every model readable before any figure
+    series = compare.series(rows)
     written = []
     for model_dir in model_dirs:
         written.append(plot_history(model_dir, images_dir))
@@ -59,8 +61,7 @@ def report(
         misclassified(model_dir, REPORT_BACKEND, test, MISCLASSIFIED_COUNT, target)
         written.append(target)
         advance(model_dir.name)
-    rows = [compare.summarize(d) for d in model_dirs]
-    written.append(save(compare_figure(compare.series(rows)), images_dir / FIGURES["compare"]))
+    written.append(save(compare_figure(series), images_dir / FIGURES["compare"]))
     # one model per configuration keeps these two figures readable
     singles = [d for d in model_dirs if seed_number(d) is None] or model_dirs
     stats = [{**model_weights(d), "single": False} for d in singles]

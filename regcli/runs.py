@@ -146,10 +146,13 @@ class Request:
 
 def member_dir(models_dir: Path, request: Request) -> Path:
     """models_dir/<name>[/seed-<k>]; a sweep's name has two parts, <sweep>/<cell>."""
-    group = Path(models_dir)
-    for part in request.name.split("/"):
-        group = check_name(part, group)
-    return group / f"{SEED_PREFIX}{request.config.seed}" if request.seeded else group
+    folder = Path(models_dir)
+    parts = request.name.split("/") + (
+        [f"{SEED_PREFIX}{request.config.seed}"] if request.seeded else []
+    )
+    for part in parts:
+        folder = check_name(part, folder)  # each part one plain folder inside the last
+    return folder
 
 
 def versioned(stem: str) -> Iterator[str]:
@@ -312,10 +315,11 @@ def train_plans(
             raise UsageError(f"--group-size must be >= 1, got {group_size}")
         size = group_size or default_group_size(device)
         splits = load_split(data_dir, "train"), load_split(data_dir, "test")
-        for folder in {p.model_dir for p in pending} | (
-            {Path(images_dir)} if images_dir else set()
-        ):
+        folders = {p.model_dir for p in pending} | ({Path(images_dir)} if images_dir else set())
+        for folder in folders:
             ensure_writable(folder)  # fail now, not after the whole run
+        for plan in pending:
+            remove_stale_temporaries(plan.model_dir)
         groups = resume_groups([p for p in pending if p.action == "resume"], models_dir)
         groups += fresh_groups([p for p in pending if p.action == "train"], size)
         with StopSignals() as stop:
@@ -335,6 +339,13 @@ def train_plans(
                     if on_saved:
                         on_saved(outcome.result)
     return [outcomes[id(p)] for p in plans]
+
+
+def remove_stale_temporaries(model_dir: Path) -> None:
+    """Temporary files a killed writer left in this run's own folder (it holds the lock)."""
+    for leftover in Path(model_dir).glob(".*.tmp"):
+        with suppress(OSError):
+            leftover.unlink()
 
 
 def reused(plan: Plan) -> Outcome:
@@ -610,9 +621,7 @@ def train_job(
                 f"{models_dir / requests[0].name} is taken; training into "
                 f"{models_dir / group_name(plans[0].model_dir, requests[0])}"
             )
-        for plan in plans:
-            if plan.action != "train":
-                announce(f"{'reusing' if plan.action == 'reuse' else 'resuming'} {plan.model_dir}")
+        announce_plans(plans, models_dir, announce)
         try:
             return train_plans(
                 plans,
@@ -627,8 +636,16 @@ def train_job(
             )
         except Interrupted as stopped:  # what the CLI needs to say how to go on
             stopped.folder = group_name(plans[0].model_dir, requests[0])
-            stopped.needs_force = any(p.previous in ("finished", "diverged") for p in plans)
+            stopped.needs_force = any(p.previous != "empty" for p in plans)
             raise
+
+
+def announce_plans(plans: list[Plan], models_dir: Path, announce: Callable[[str], None]) -> None:
+    """Say what is reused and resumed, once the resumed runs are known to be resumable."""
+    resume_groups([p for p in plans if p.action == "resume"], models_dir)
+    for plan in plans:
+        if plan.action != "train":
+            announce(f"{'reusing' if plan.action == 'reuse' else 'resuming'} {plan.model_dir}")
 
 
 def group_name(model_dir: Path, request: Request) -> str:

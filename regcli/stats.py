@@ -16,8 +16,8 @@ def mean(values: list[float]) -> float:
 
 def sample_std(values: list[float]) -> float:
     """Standard deviation with Bessel's correction; 0 for a single value."""
-    if len(values) < 2:
-        return 0.0
+    if len(values) < 2 or min(values) == max(values):
+        return 0.0  # exactly: rounding in the mean must not invent a spread
     centre = mean(values)
     return math.sqrt(sum((v - centre) ** 2 for v in values) / (len(values) - 1))
 

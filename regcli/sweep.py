@@ -15,12 +15,21 @@ from pathlib import Path
 from regcli.config import Grid, TrainConfig
 from regcli.errors import RegcliError, UsageError
 from regcli.paths import cell_name
-from regcli.runs import Request
+from regcli.runs import (
+    MAX_SEEDS,
+    Request,
+    announce_plans,
+    claim,
+    member_dir,
+    plan_run,
+    train_plans,
+)
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
 # of its models exist; a sweep's own finished models give a better estimate once there are some.
 ESTIMATED_IMAGES_PER_SECOND = {"cpu": 2_700, "mps": 5_000, "cuda": 30_000}
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+MAX_POINTS = 100  # strengths in one range form; more is a typo, not a sweep
 
 
 def parse_strengths(text: str, option: str) -> list[float]:
@@ -32,7 +41,7 @@ def parse_strengths(text: str, option: str) -> list[float]:
             if ":" in part:
                 low, high, count = part.split(":")
                 low, high, count = float(low), float(high), int(count)
-                if not (0 < low <= high and count >= 1):
+                if not (0 < low <= high and 1 <= count <= MAX_POINTS):
                     raise ValueError
                 exponents = [
                     math.log10(low) + i * (math.log10(high) - math.log10(low)) / max(count - 1, 1)
@@ -43,7 +52,8 @@ def parse_strengths(text: str, option: str) -> list[float]:
                 values.append(float(part))
         except ValueError:
             raise UsageError(
-                f"{option} {text!r}: give strengths like 0,1e-5,1e-4 or a range like 1e-6:1e-3:7"
+                f"{option} {text!r}: give strengths like 0,1e-5,1e-4 or a range like 1e-6:1e-3:7 "
+                f"(low <= high, 1..{MAX_POINTS} points)"
             ) from None
     if not values or not all(math.isfinite(v) and v >= 0 for v in values):
         raise UsageError(f"{option} {text!r}: every strength must be a finite number >= 0")
@@ -66,8 +76,6 @@ def sweep_requests(
     base: TrainConfig, name: str, cells: list[tuple[float, float]], seeds: int
 ) -> list[Request]:
     """One seed group per cell: <name>/<cell>/seed-<k>, k = 0..seeds-1."""
-    from regcli.runs import MAX_SEEDS
-
     if not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     return [
@@ -116,7 +124,6 @@ def preview(requests: list[Request], models_dir: Path, *, force: bool, device: s
     """What a sweep would do, without locking or writing anything: per cell how many seeds are
     reused, resumed or trained, and an estimate of the training time."""
     from regcli.paths import parse_cell
-    from regcli.runs import member_dir, plan_run
 
     cells: dict[str, dict] = {}
     finished = []
@@ -165,11 +172,10 @@ def train_sweep(
     reporter,
     command: list[str],
     on_cell_done,
+    announce=lambda message: None,
 ):
     """Claim every cell's seed folders, then train the pending ones (as groups on a GPU); calls
     on_cell_done(cell, done, total) as each cell's last seed is saved."""
-    from regcli.runs import claim, member_dir, train_plans
-
     cell_of = {member_dir(models_dir, r): member_dir(models_dir, r).parent for r in requests}
     seeds_left: dict[Path, int] = {}
     for cell in cell_of.values():
@@ -187,6 +193,7 @@ def train_sweep(
     with claim(
         requests, models_dir, auto_name=False, force=force, resume=False, purpose="regcli sweep"
     ) as plans:
+        announce_plans(plans, models_dir, announce)
         for plan in plans:
             if plan.action == "reuse":
                 saved(plan.model_dir)

@@ -487,11 +487,22 @@ def train_group(
                     "epoch": epoch,
                     "batch": batch,
                     "loss": loss if math.isfinite(loss) else str(loss),
+                    "during": "training",
                 }
                 records.append(None)
                 continue
             data_loss, penalty, correct = sums[i] / trainer.size
             test = score_logits(logits[:, i], trainer.test.labels)
+            if not test.loss <= DIVERGED_LOSS:  # finite training loss, blown-up predictions
+                diverged[i] = {
+                    "epoch": epoch,
+                    "batch": trainer.steps_per_epoch,
+                    "loss": test.loss if math.isfinite(test.loss) else str(test.loss),
+                    "during": "test",
+                }
+                trainer.alive[i] = False
+                records.append(None)
+                continue
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=float(data_loss),

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -5,21 +6,14 @@ import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from rich.console import Console
 
 from regcli import __version__
 from regcli.checkpoints import load_checkpoint
-from regcli.cli import app
-from tests.conftest import DATA_DIR, REPO, snapshot
-
-runner = CliRunner()
+from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def test_train_writes_every_artifact(tmp_path):
+def test_train_writes_every_artifact_with_its_run_record(tmp_path):
     models, images = tmp_path / "models", tmp_path / "images"
     result = invoke(
         "train",
@@ -45,14 +39,23 @@ def test_train_writes_every_artifact(tmp_path):
     assert result.exit_code == 0, result.output
     model_dir = models / "l1_l2"
     assert "epoch  2/2" in result.stderr  # one summary line per epoch, even without a TTY
+    assert f"saved {model_dir}" in result.stderr and result.stdout == ""
     payload = torch.load(model_dir / "model.pt", weights_only=True)
-    assert payload["mode"] == "l1_l2" and payload["l1"] == 1e-5
-    assert payload["weight_decay"] == 1e-4 and payload["reg_scope"] == "weights"
-    assert payload["seed"] == 3 and payload["epochs"] == 2 and payload["parameters"] < 10_000
+    config = payload["config"]
+    assert (config["l1"], config["weight_decay"], config["reg_scope"]) == (1e-5, 1e-4, "weights")
+    assert config["seed"] == 3 and payload["epochs"] == 2 and payload["parameters"] < 10_000
+    assert "mode" not in payload and "l1" not in payload  # the config is stored once
     assert payload["normalization"] == {"mean": 0.1307, "std": 0.3081, "inside_model": True}
-    assert payload["versions"]["torch"] == torch.__version__
     assert 0 < payload["final"]["test_accuracy"] <= payload["best"]["test_accuracy"] <= 1
     metrics = json.loads((model_dir / "metrics.json").read_text())
+    run = metrics["run"]
+    assert run == payload["run"] and metrics["status"] == "finished"
+    assert run["command"][:3] == ["regcli", "train", "--l1"] and "--seed" in run["command"]
+    assert run["started"] <= run["finished"] and run["finished"].endswith("Z")
+    assert run["machine"]["cores"] == os.cpu_count() and run["machine"]["cpu"]
+    assert run["versions"]["torch"] == torch.__version__ and run["versions"]["regcli"]
+    assert run["code"]["git_commit"] and isinstance(run["code"]["dirty"], bool)
+    assert run["group"] == {"size": 1, "index": 0, "members": ["l1_l2"]}
     assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
     assert metrics["config"]["limit_train"] == 1000
     csv_lines = (model_dir / "metrics.csv").read_text().splitlines()
@@ -60,43 +63,40 @@ def test_train_writes_every_artifact(tmp_path):
     png = (images / "l1_l2_history.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".write-test"))
+    assert not list(tmp_path.rglob(".lock"))
 
 
-def test_existing_model_needs_force(tmp_path, quick_model):
+def test_a_named_model_that_exists_needs_force(quick_model):
     models = quick_model.parent
     before = snapshot(models)
     result = invoke("train", "--name", "quick", "--models-dir", models, "--epochs", "1")
-    assert result.exit_code == 2
-    assert "--force" in result.stderr
+    one_line_error(result, 2, "pass --force to replace it")
     assert snapshot(models) == before
 
 
-@pytest.mark.parametrize(
-    "args, exit_code, message",
-    [
-        (["--l1", "-1e-5"], 2, "--l1 must be >= 0"),
-        (["--weight-decay", "x"], 2, "--weight-decay"),
-        (["--epochs", "0"], 2, "--epochs must be >= 1"),
-        (["--batch-size", "-4"], 2, "--batch-size"),
-        (["--device", "tpu"], 2, "--device"),
-        (["--name", "../escape"], 2, "--name"),
-        (["--data-dir", "/nonexistent/mnist", "--limit-train", "10"], 1, "MNIST not found"),
-    ],
-)
-def test_bad_usage_is_one_line_and_changes_nothing(args, exit_code, message, tmp_path, monkeypatch):
-    monkeypatch.setattr("regcli.data._download", _offline)
-    result = invoke("train", "--models-dir", tmp_path / "m", "--images-dir", tmp_path / "i", *args)
-    assert result.exit_code == exit_code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert "Traceback" not in result.output
-    assert snapshot(tmp_path) == {}
-
-
-def _offline(root):
-    from regcli.data import RegcliError
-
-    raise RegcliError(f"MNIST not found in {root} and the download failed (offline)")
+def test_train_json_prints_the_final_records(tmp_path):
+    result = invoke(
+        "train",
+        *TINY,
+        "--seeds",
+        "2",
+        "--models-dir",
+        tmp_path / "m",
+        "--images-dir",
+        tmp_path / "i",
+        "--data-dir",
+        DATA_DIR,
+        "--json",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["model"].rsplit("/", 2)[-2:] for r in records] == [
+        ["none", "seed-0"],
+        ["none", "seed-1"],
+    ]
+    assert all(r["action"] == "trained" and r["final"]["epoch"] == 1 for r in records)
+    assert result.stderr == ""  # --quiet: no epoch lines, no "saved"
 
 
 def test_summary_prints_the_layers_and_total():
@@ -104,7 +104,9 @@ def test_summary_prints_the_layers_and_total():
     assert result.exit_code == 0
     assert "global average pool" in result.stdout
     total = result.stdout.strip().splitlines()[-1]
-    assert total.startswith("total") and int(total.split()[-1].replace(",", "")) < 10_000
+    assert total.startswith("total") and int(total.split()[-1].replace(",", "")) == 8_986
+    data = json.loads(invoke("summary", "--json").stdout)
+    assert data["parameters"] == 8_986 and sum(r["parameters"] for r in data["layers"]) == 8_986
 
 
 def test_version_and_module_entry_point():
@@ -125,6 +127,129 @@ def test_debug_shows_the_traceback(tmp_path):
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "RegcliError" in loud.stderr
 
 
-def test_checkpoint_is_plain_data(quick_model):
-    payload = load_checkpoint(quick_model)
-    assert isinstance(payload["config"], dict) and isinstance(payload["state_dict"], dict)
+def test_bare_regcli_prints_help_and_no_error():
+    done = subprocess.run(
+        [sys.executable, "-m", "regcli"], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0 and "error" not in done.stderr
+    assert "Commands" in done.stdout + done.stderr and "sweep" in done.stdout + done.stderr
+
+
+def test_help_shows_flags_as_flags():
+    text = invoke("evaluate", "--help").stdout
+    assert "--json" in text and "<bool>" not in text and "list[Path]" not in text
+    assert "<torch|onnx>" in text
+
+
+def test_shell_completion_is_on_and_completes_model_folders(monkeypatch):
+    from regcli.cli import complete_models
+
+    assert invoke("--show-completion", "bash").exit_code == 0
+    monkeypatch.chdir(REPO)
+    assert "models/l1_l2" in complete_models("models/l1")
+    assert all(c.startswith("models/l1") for c in complete_models("models/l1"))
+
+
+def test_print_config_then_config_repeats_the_settings(tmp_path):
+    printed = invoke(
+        "train", "--l1", "3e-5", "--momentum", "0.8", "--dropout", "0.1", "--print-config"
+    )
+    assert printed.exit_code == 0 and not (REPO / "models" / "l1-1").exists()
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text(printed.stdout)
+    again = invoke("train", "--config", run_toml, "--print-config")
+    assert again.stdout == printed.stdout
+    # the command line wins over the file; untouched settings come from the file
+    override = invoke("train", "--config", run_toml, "--l1", "1e-4", "--print-config").stdout
+    assert "l1 = 0.0001" in override and "momentum = 0.8" in override
+    trained = invoke(
+        "train",
+        "--config",
+        run_toml,
+        *TINY,
+        "--models-dir",
+        tmp_path / "m",
+        "--images-dir",
+        tmp_path / "i",
+        "--data-dir",
+        DATA_DIR,
+        "--quiet",
+    )
+    assert trained.exit_code == 0, trained.output
+    saved = json.loads((tmp_path / "m" / "l1" / "metrics.json").read_text())["config"]
+    assert (saved["l1"], saved["momentum"], saved["dropout"], saved["epochs"]) == (
+        3e-5,
+        0.8,
+        0.1,
+        1,
+    )
+    # a saved model's folder repeats its settings
+    repeated = invoke("train", "--config", tmp_path / "m" / "l1", "--print-config").stdout
+    assert "limit_train = 256" in repeated and "momentum = 0.8" in repeated
+
+
+def test_a_config_file_with_an_unknown_setting_is_refused(tmp_path):
+    (tmp_path / "run.toml").write_text("lr = 0.1\nlearning_rate = 0.2\n")
+    result = invoke("train", "--config", tmp_path / "run.toml", "--models-dir", tmp_path / "m")
+    one_line_error(result, 2, "unknown setting 'learning_rate'")
+    assert not (tmp_path / "m").exists()
+
+
+def test_json_is_compact_a_confusion_matrix_row_per_line(exported):
+    result = invoke("evaluate", exported, "--json", "--data-dir", DATA_DIR, "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) < 40  # ten rows of the matrix, not a hundred numbers
+    (entry,) = json.loads(result.stdout)
+    assert sum(map(sum, entry["confusion"])) == 10_000
+
+
+def test_training_progress_on_a_terminal(tmp_path, monkeypatch):
+    """On a terminal: epoch k/N, images/s, running loss, time left, and the test pass labelled."""
+    import regcli.console as console
+    from regcli.config import TrainConfig
+    from regcli.runs import Request, train_job
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=160, highlight=False)
+    monkeypatch.setattr(console, "stderr", terminal)
+    seen = []
+
+    class Watching(console.TrainingReporter):
+        def step_done(self):
+            super().step_done()
+            seen.append(self.progress.tasks[0].fields["info"])
+
+        def testing(self):
+            super().testing()
+            seen.append(str(self.progress.tasks[0].description))
+
+    config = TrainConfig(epochs=2, limit_train=640, limit_test=128)
+    with Watching() as reporter:
+        train_job(
+            [Request(config, "watched")],
+            models_dir=tmp_path,
+            images_dir=None,
+            data_dir=DATA_DIR,
+            auto_name=False,
+            force=False,
+            resume=False,
+            device_name="cpu",
+            reporter=reporter,
+        )
+    assert any("img/s" in s and "loss" in s and "left" in s for s in seen)
+    assert "watched epoch 2/2 testing" in seen
+    assert "watched epoch  2/2" in screen.getvalue()  # the summary line stays for logs
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "compare", "weights"])
+def test_quiet_silences_progress_and_wrote_lines(exported_copy, tmp_path, command):
+    extra = {
+        "evaluate": ["--data-dir", DATA_DIR],
+        "export": ["--data-dir", DATA_DIR],
+        "compare": ["--images-dir", tmp_path],
+        "weights": ["--images-dir", tmp_path],
+    }
+    result = invoke(command, exported_copy, *extra[command], "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""

@@ -1,24 +1,25 @@
+import json
 import shutil
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from regcli.artifacts import find_models, model_group, readme_markers
+from regcli.artifacts import find_models, readme_markers, seed_dirs
+from regcli.backends import is_current
 from regcli.checkpoints import load_checkpoint, model_from_checkpoint
-from regcli.cli import app
-from regcli.compare import README_SECTION, results_markdown, seed_summary, summarize
+from regcli.compare import README_SECTION, results_markdown, seed_summary, series, summarize
+from regcli.data import load_split
 from regcli.inference import evaluate_model
 from regcli.regularization import regularized_parameters
-from tests.conftest import DATA_DIR, REPO
+from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, snapshot
 
 README_START, README_END = readme_markers(*README_SECTION)
-runner = CliRunner()
-VARIANTS = {"none", "l1", "l2", "l1_l2"}
+VARIANTS = ("none", "l1", "l2", "l1_l2")
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def study_models():
+    """The four-variant study as `make report` names it: each variant and its seeds."""
+    return [d for v in VARIANTS for d in (REPO / "models" / v, *seed_dirs(REPO / "models" / v))]
 
 
 def test_summary_numbers_come_from_the_files(quick_model):
@@ -34,7 +35,7 @@ def test_summary_numbers_come_from_the_files(quick_model):
     assert row["gap"] == pytest.approx(row["final_train_accuracy"] - row["final_test_accuracy"])
 
 
-def test_compare_cli_draws_every_model_and_prints_a_table(quick_model, tmp_path):
+def test_compare_cli_draws_every_model_and_prints_tables(quick_model, tmp_path):
     models = tmp_path / "models"
     for name in ("a", "b", "c"):
         shutil.copytree(quick_model, models / name)
@@ -46,13 +47,51 @@ def test_compare_cli_draws_every_model_and_prints_a_table(quick_model, tmp_path)
     assert lines[0].startswith("| model | params | l1 | weight decay") and len(lines) == 5
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["a", "b", "c"]
     assert Image.open(tmp_path / "images" / "model_compare.png").size[0] > 800
+    assert result.stderr.strip() == f"wrote {tmp_path / 'images' / 'model_compare.png'}"
+    data = json.loads(
+        invoke(
+            "compare",
+            "--models-dir",
+            models,
+            "--images-dir",
+            tmp_path / "images",
+            "--json",
+            "--quiet",
+        ).stdout
+    )
+    assert [m["model"] for m in data["models"]] == ["a", "b", "c"] and data["seed_groups"] == []
 
 
-def test_report_refreshes_only_the_generated_table(quick_model, tmp_path):
+def test_report_touches_a_readme_only_when_given_one(quick_model, tmp_path, monkeypatch):
     models = tmp_path / "models"
     shutil.copytree(quick_model, models / "quick")
     readme = tmp_path / "README.md"
     readme.write_text(f"# intro\n\n{README_START}\nold table\n{README_END}\n\nreading\n")
+    monkeypatch.chdir(tmp_path)  # a README.md in the working folder is not for report to touch
+    options = ["--models-dir", models, "--images-dir", tmp_path / "images", "--data-dir", DATA_DIR]
+    assert invoke("report", *options, "--quiet").exit_code == 0
+    assert "old table" in readme.read_text()
+    result = invoke("report", *options, "--readme", readme)
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert text.startswith("# intro\n") and text.endswith("\n\nreading\n")
+    assert results_markdown([summarize(models / "quick")]) in text and "old table" not in text
+    for figure in (
+        "quick_history.png",
+        "quick_misclassified.png",
+        "model_compare.png",
+        "weights_compare.png",
+        "pruning_compare.png",
+    ):
+        assert (tmp_path / "images" / figure).is_file()
+
+
+def test_report_checks_the_readme_before_any_work(quick_model, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(quick_model, models / "quick")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_END}\nold\n{README_START}\n")  # markers out of order
+    before = snapshot(tmp_path)
     result = invoke(
         "report",
         "--models-dir",
@@ -64,39 +103,8 @@ def test_report_refreshes_only_the_generated_table(quick_model, tmp_path):
         "--readme",
         readme,
     )
-    assert result.exit_code == 0, result.output
-    text = readme.read_text()
-    assert text.startswith("# intro\n") and text.endswith("\n\nreading\n")
-    assert results_markdown([summarize(models / "quick")]) in text and "old table" not in text
-    for figure in ("quick_history.png", "quick_misclassified.png", "model_compare.png"):
-        assert (tmp_path / "images" / figure).is_file()
-
-
-committed = pytest.mark.skipif(
-    not (REPO / "models" / "l1_l2" / "model.pt").is_file(), reason="no committed study yet"
-)
-
-
-@committed
-def test_readme_table_matches_the_committed_models():
-    dirs = find_models(REPO / "models")
-    assert {model_group(d) for d in dirs} == VARIANTS
-    readme = (REPO / "README.md").read_text()
-    generated = readme.split(README_START)[1].split(README_END)[0].strip()
-    assert generated == results_markdown([summarize(d) for d in dirs])
-
-
-@committed
-def test_committed_models_evaluate_through_onnx_as_recorded(mnist):
-    for name in sorted(VARIANTS):
-        model_dir = REPO / "models" / name
-        summary, _ = evaluate_model(model_dir, "onnx", mnist[1])
-        payload = load_checkpoint(model_dir)
-        assert payload["epochs"] == 15
-        # recorded on the training device; the CPU may differ on a handful of borderline digits
-        assert summary["accuracy"] == pytest.approx(payload["final"]["test_accuracy"], abs=5e-4)
-        assert (REPO / "images" / f"{name}_history.png").is_file()
-        assert (REPO / "images" / f"{name}_misclassified.png").is_file()
+    one_line_error(result, 1, "markers once each, start before end")
+    assert snapshot(tmp_path) == before and not (tmp_path / "images").exists()
 
 
 def test_seed_groups_of_identical_runs_have_zero_spread(quick_model, tmp_path):
@@ -116,34 +124,70 @@ def test_seed_groups_of_identical_runs_have_zero_spread(quick_model, tmp_path):
     assert "twin/seed-2" in result.stdout and "within noise" in result.stdout
 
 
-def test_train_seeds_lays_out_and_reuses(tmp_path):
-    args = [
-        "train",
-        "--seeds",
-        "2",
-        "--epochs",
-        "1",
-        "--limit-train",
-        "256",
-        "--limit-test",
-        "128",
-        "--models-dir",
-        tmp_path / "models",
-        "--images-dir",
-        tmp_path / "images",
-        "--data-dir",
-        DATA_DIR,
-        "--device",
-        "cpu",
-        "--quiet",
+def test_a_model_far_below_the_rest_still_shows_in_the_figure(quick_model, tmp_path):
+    rows = [summarize(quick_model)]
+    weak = {
+        **rows[0],
+        "model": "weak",
+        "group": "weak",
+        "history": [{**r, "test_accuracy": 0.5} for r in rows[0]["history"]],
+    }
+    drawn = series([*rows, weak])
+    assert [s["accuracy"]["mean"][-1] for s in drawn] == [
+        100 * rows[0]["history"][-1]["test_accuracy"],
+        50.0,
     ]
-    first = invoke(*args)
-    assert first.exit_code == 0, first.output
-    seeds = [load_checkpoint(tmp_path / "models" / "none" / f"seed-{k}")["seed"] for k in (0, 1)]
-    assert seeds == [0, 1]
-    assert (tmp_path / "images" / "none_seed-1_history.png").is_file()
-    before = (tmp_path / "models" / "none" / "seed-0" / "model.pt").read_bytes()
-    again = invoke(*args[:2], "3", *args[3:])
-    assert again.exit_code == 0, again.output
-    assert again.stdout.count("reusing") == 2 and "seed-2" in again.stdout
-    assert (tmp_path / "models" / "none" / "seed-0" / "model.pt").read_bytes() == before
+    from regcli.plots import compare_figure
+
+    axes = compare_figure(drawn).axes[0]
+    low, high = axes.get_ylim()
+    assert low <= 50 < high and low < high
+
+
+# --- the committed study ----------------------------------------------------------------------
+
+committed = pytest.mark.skipif(
+    not (REPO / "models" / "l1_l2" / "model.pt").is_file(), reason="no committed study yet"
+)
+
+
+@committed
+def test_readme_table_matches_the_committed_models():
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(README_START)[1].split(README_END)[0].strip()
+    assert generated == results_markdown([summarize(d) for d in study_models()])
+
+
+@committed
+def test_readme_path_section_matches_the_committed_sweep():
+    from regcli import paths
+    from regcli.report import path_section
+
+    start, end = readme_markers(*paths.README_SECTION)
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(start)[1].split(end)[0].strip()
+    sweep = REPO / "models" / "sweep"
+    cells = paths.path_stats(sweep, load_split(DATA_DIR, "test"))  # pruning from the caches
+    assert generated == path_section(cells, sweep).strip()
+    assert len(cells) == 14 and all(c["seeds"] == 5 and c["epochs"] == 15 for c in cells)
+
+
+@committed
+def test_committed_models_evaluate_through_onnx_as_recorded(mnist):
+    for name in VARIANTS:
+        model_dir = REPO / "models" / name
+        summary, _ = evaluate_model(model_dir, "onnx", mnist[1])
+        payload = load_checkpoint(model_dir)
+        assert payload["epochs"] == 15
+        # recorded on the training device; the CPU may differ on a handful of borderline digits
+        assert summary["accuracy"] == pytest.approx(payload["final"]["test_accuracy"], abs=5e-4)
+        assert (REPO / "images" / f"{name}_history.png").is_file()
+        assert (REPO / "images" / f"{name}_misclassified.png").is_file()
+
+
+@committed
+def test_every_committed_model_has_its_current_onnx_export():
+    models = find_models(REPO / "models")
+    assert len(models) >= 94  # 4 variants, 20 seeds, 70 sweep models
+    stale = [str(d) for d in models if not is_current(d)]
+    assert stale == []

@@ -44,13 +44,17 @@ def run(configs, **options):
 
 
 def strip(states):
-    return [[{k: v for k, v in r.as_dict().items() if k != "seconds"} for r in s.history]
-            for s in states]
+    return [
+        [{k: v for k, v in r.as_dict().items() if k != "seconds"} for r in s.history]
+        for s in states
+    ]
 
 
 def same_weights(a, b) -> bool:
     return all(
-        torch.equal(x.weights[k], y.weights[k]) for x, y in zip(a, b, strict=True) for k in x.weights
+        torch.equal(x.weights[k], y.weights[k])
+        for x, y in zip(a, b, strict=True)
+        for k in x.weights
     )
 
 
@@ -117,13 +121,16 @@ def test_a_member_steps_as_it_would_alone():
         net.load_state_dict(initial_state(config))
         scope = {id(p) for p in regularized_parameters(net, config.reg_scope)}
         groups = [
-            {"params": [p for p in net.parameters() if id(p) in scope],
-             "weight_decay": config.weight_decay},
+            {
+                "params": [p for p in net.parameters() if id(p) in scope],
+                "weight_decay": config.weight_decay,
+            },
             {"params": [p for p in net.parameters() if id(p) not in scope], "weight_decay": 0.0},
         ]
         lr, momentum = schedule_table(config, 2)
-        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=lr[0],
-                                    momentum=momentum[0])
+        optimizer = torch.optim.SGD(
+            [g for g in groups if g["params"]], lr=lr[0], momentum=momentum[0]
+        )
         penalty = config.l1 * sum(p.abs().sum() for p in net.parameters() if id(p) in scope)
         (F.cross_entropy(net.train()(images), labels) + penalty).backward()
         optimizer.step()

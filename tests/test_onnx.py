@@ -1,5 +1,4 @@
 import json
-import shutil
 import subprocess
 import sys
 
@@ -8,31 +7,13 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from regcli.artifacts import sha256_file
+from regcli.artifacts import sha256_bytes
 from regcli.backends import open_predictor
 from regcli.checkpoints import load_model
-from regcli.cli import app
-from regcli.scoring import to_unit
-from regcli.export import export
 from regcli.inference import evaluate_model
-from tests.conftest import DATA_DIR, snapshot
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="session")
-def exported(quick_model, tmp_path_factory):
-    """A copy of the quick model with its model.onnx."""
-    model_dir = tmp_path_factory.mktemp("exported") / "quick"
-    shutil.copytree(quick_model, model_dir)
-    export(model_dir, DATA_DIR)
-    return model_dir
+from regcli.scoring import to_unit
+from tests.conftest import DATA_DIR, invoke, one_line_error, snapshot
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -72,7 +53,6 @@ print((everything.argmax(1) == np.load({str(exported.parent / "labels.npy")!r}))
     np.save(exported.parent / "labels.npy", mnist[1].labels)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    _, payload = load_model(exported)
     assert float(done.stdout) == pytest.approx(
         evaluate_model(exported, "torch", mnist[1])[0]["accuracy"]
     )
@@ -84,12 +64,19 @@ def test_metadata_round_trips(exported):
     onnx.checker.check_model(proto, full_check=True)
     props = {p.key: p.value for p in proto.metadata_props}
     _, payload = load_model(exported)
-    assert props["mode"] == payload["mode"] == "none"
-    assert float(props["l1"]) == payload["l1"] and float(props["weight_decay"]) == 0.0
-    assert props["reg_scope"] == "weights"
+    assert props["mode"] == "none" and json.loads(props["config"]) == payload["config"]
+    assert float(props["l1"]) == payload["config"]["l1"] and float(props["weight_decay"]) == 0.0
+    assert props["reg_scope"] == "weights" and props["seed"] == str(payload["config"]["seed"])
     assert props["class_labels"].split(",") == [str(i) for i in range(10)]
     assert float(props["test_accuracy"]) == payload["final"]["test_accuracy"]
-    assert props["source_sha256"] == sha256_file(exported / "model.pt")
+    assert props["test_images"] == "2000"  # QUICK_CONFIG tests on the first 2,000
+    assert props["source_sha256"] == sha256_bytes((exported / "model.pt").read_bytes())
+    # provenance: the training run's record and the export's own
+    run, export = json.loads(props["training_run"]), json.loads(props["export"])
+    assert run == payload["run"] and run["device"] == "cpu" and run["group"]["size"] == 1
+    assert export["machine"]["cores"] >= 1 and export["versions"]["regcli"]
+    assert proto.doc_string.startswith("regcli MNIST digit classifier (none: l1 0, weight decay 0")
+    assert "on 2,000 MNIST test images" in proto.doc_string
     assert "0.1307" in props["normalization"] and "0.3081" in props["normalization"]
     assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
     (graph_input,) = proto.graph.input
@@ -146,64 +133,6 @@ def test_misclassified_grid_is_the_same_through_both_backends(exported, tmp_path
     assert all(true != predicted for _, true, predicted in listings[0])
 
 
-def digit_pngs(folder, test, count):
-    """MNIST test digits as a person might photograph them: 84x84 RGB, every third inverted."""
-    folder.mkdir()
-    for i in range(count):
-        pixels = test.images[i]
-        if i % 3 == 0:
-            pixels = 255 - pixels
-        image = Image.fromarray(pixels).resize((84, 84), Image.Resampling.BILINEAR)
-        image.convert("RGB").save(folder / f"{i:04d}.png")
-
-
-def test_predict_on_real_images_agrees_with_evaluate(exported, mnist, tmp_path):
-    count = 300
-    digit_pngs(tmp_path / "digits", mnist[1], count)
-    out = tmp_path / "results.json"
-    result = invoke("predict", exported, tmp_path / "digits", "--backend", "onnx", "--out", out)
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["predictions"]
-    assert len(rows) == count and len(result.stdout.strip().splitlines()) == count
-    _, scores = evaluate_model(exported, "onnx", mnist[1])
-    predicted = np.array([r["prediction"] for r in sorted(rows, key=lambda r: r["path"])])
-    agreement = (predicted == scores.predicted[:count]).mean()
-    assert agreement >= 0.98
-    assert all(len(r["top3"]) == 3 and r["top3"][0][0] == r["prediction"] for r in rows)
-
-
-def test_predict_npy_and_csv_output(exported, mnist, tmp_path):
-    np.save(tmp_path / "batch.npy", mnist[1].images[:5])
-    np.save(tmp_path / "one.npy", mnist[1].images[5].astype(np.float32) / 255)
-    out = tmp_path / "results.csv"
-    result = invoke("predict", exported, tmp_path / "batch.npy", tmp_path / "one.npy", "--out", out)
-    assert result.exit_code == 0, result.output
-    lines = out.read_text().splitlines()
-    assert lines[0] == "path,prediction,probability,top3" and len(lines) == 7
-    _, scores = evaluate_model(exported, "torch", mnist[1].head(6))
-    assert [int(line.split(",")[1]) for line in lines[1:]] == scores.predicted.tolist()
-
-
-def test_unreadable_inputs_are_reported_and_the_rest_predicted(exported, mnist, tmp_path):
-    Image.fromarray(mnist[1].images[0]).save(tmp_path / "good.png")
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    np.save(tmp_path / "wrong.npy", np.zeros((3, 32, 32), dtype=np.uint8))
-    result = invoke(
-        "predict",
-        exported,
-        tmp_path / "good.png",
-        tmp_path / "broken.png",
-        tmp_path / "wrong.npy",
-        tmp_path / "missing.png",
-    )
-    assert result.exit_code == 1
-    assert len(result.stdout.strip().splitlines()) == 1 and "good.png" in result.stdout
-    errors = result.stderr.strip().splitlines()
-    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
-    assert "broken.png" in errors[0] and "(N, 28, 28)" in errors[1] and "missing.png" in errors[2]
-    assert "Traceback" not in result.output
-
-
 def wrong_shape_onnx(path):
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Identity", ["x"], ["y"])],
@@ -224,9 +153,8 @@ def wrong_shape_onnx(path):
     ],
     ids=["missing", "corrupt", "wrong-input-shape", "corrupt-checkpoint"],
 )
-def test_bad_onnx_files_get_one_line_and_exit_1(exported, tmp_path, breakage, message):
-    model_dir = tmp_path / "broken"
-    shutil.copytree(exported, model_dir)
+def test_bad_onnx_files_get_one_line_and_exit_1(exported_copy, tmp_path, breakage, message):
+    model_dir = exported_copy
     breakage(model_dir)
     before = snapshot(tmp_path)
     result = invoke("evaluate", model_dir, "--backend", "onnx", "--data-dir", DATA_DIR)
@@ -236,9 +164,8 @@ def test_bad_onnx_files_get_one_line_and_exit_1(exported, tmp_path, breakage, me
     assert snapshot(tmp_path) == before
 
 
-def test_stale_export_is_refused(exported, quick_model, tmp_path):
-    model_dir = tmp_path / "stale"
-    shutil.copytree(exported, model_dir)
+def test_stale_export_is_refused(exported_copy):
+    model_dir = exported_copy
     payload = torch.load(model_dir / "model.pt", weights_only=True)
     payload["final"]["test_accuracy"] = 0.5  # any change to model.pt after the export
     torch.save(payload, model_dir / "model.pt")
@@ -249,7 +176,7 @@ def test_stale_export_is_refused(exported, quick_model, tmp_path):
 def test_export_skips_an_up_to_date_file(exported):
     before = (exported / "model.onnx").stat().st_mtime_ns
     result = invoke("export", exported, "--data-dir", DATA_DIR)
-    assert result.exit_code == 0 and "up to date" in result.stdout
+    assert result.exit_code == 0 and "up to date" in result.stderr and not result.stdout
     assert (exported / "model.onnx").stat().st_mtime_ns == before
 
 
@@ -276,3 +203,51 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
     assert '"accuracy"' in done.stdout and "digits.npy[2]" in done.stdout  # they all ran
     assert (tmp_path / "wrong.png").is_file()
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def without_provenance(path):
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != "source_sha256"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    path.write_bytes(proto.SerializeToString())
+
+
+@pytest.mark.parametrize("command", ["evaluate", "misclassified", "predict"])
+def test_an_onnx_file_of_unknown_origin_is_refused(exported_copy, tmp_path, command):
+    without_provenance(exported_copy / "model.onnx")
+    np.save(tmp_path / "digits.npy", np.zeros((2, 28, 28), dtype=np.uint8))
+    before = snapshot(exported_copy)
+    extra = [tmp_path / "digits.npy"] if command == "predict" else ["--data-dir", DATA_DIR]
+    result = invoke(command, exported_copy, *extra, "--backend", "onnx")
+    one_line_error(result, 1, "does not say which model.pt it came from; run `regcli export")
+    assert snapshot(exported_copy) == before
+    # export treats it as stale and replaces it
+    assert invoke("export", exported_copy, "--data-dir", DATA_DIR).exit_code == 0
+    assert (
+        invoke(
+            "evaluate", exported_copy, "--backend", "onnx", "--data-dir", DATA_DIR, "--quiet"
+        ).exit_code
+        == 0
+    )
+
+
+def test_export_hashes_exactly_the_bytes_it_loaded(exported_copy, monkeypatch):
+    """A retrain that replaces model.pt while export runs cannot pair old weights with the new
+    file's hash: the hash comes from the bytes that were loaded."""
+    import regcli.export as export_module
+
+    real = export_module.load_checkpoint_with_hash
+
+    def load_then_replace(path):
+        payload, sha256 = real(path)
+        path.write_bytes(path.read_bytes() + b"a retrain replaced me")
+        return payload, sha256
+
+    monkeypatch.setattr(export_module, "load_checkpoint_with_hash", load_then_replace)
+    assert invoke("export", exported_copy, "--force", "--data-dir", DATA_DIR).exit_code == 0
+    one_line_error(
+        invoke("evaluate", exported_copy, "--backend", "onnx", "--data-dir", DATA_DIR),
+        1,
+        "exported from an older model.pt",
+    )

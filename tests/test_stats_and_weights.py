@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+
 from regcli.checkpoints import load_model
 from regcli.errors import UsageError
 from regcli.scoring import score
