@@ -231,7 +231,8 @@ def judge_gpu(r: dict) -> list[dict]:
     )
     out.append(
         {
-            "target": "each variant's 5-seed mean within noise of the committed one-at-a-time seeds",
+            "target": "each variant's 5-seed mean within noise of the committed seeds "
+            "(trained one at a time)",
             "measured": len(checks) - len(noisy),
             "unit": f"of {len(checks)}",
             "met": not noisy,

@@ -58,10 +58,11 @@ def derived_seed(*parts) -> int:
 
 
 class FlatParameters:
-    """The parameters of a Net(members=K) as one flat leaf vector, with per-member bookkeeping.
+    """The parameters of a Net(members=K) stored in one flat vector, with per-member bookkeeping.
 
-    `views()` gives each parameter as a view of the vector, for torch.func.functional_call; the
-    gradient of a loss with respect to `vector` is then one flat tensor in the same layout.
+    Each nn.Parameter's storage becomes a view of `vector` (as FSDP's flat parameters do), so
+    the module runs as it is, an update written into the vector is the update of every
+    parameter, and the parameters' gradients laid end to end are the vector's gradient.
     """
 
     def __init__(self, net: Net, configs: list[TrainConfig]):
@@ -77,7 +78,10 @@ class FlatParameters:
         self.size = total
         self.per_member = total // k
         device = next(net.parameters()).device
-        self.vector = torch.cat([p.detach().flatten() for p in params.values()]).requires_grad_()
+        self.vector = torch.cat([p.detach().flatten() for p in params.values()])
+        self.parameters = list(params.values())
+        for p, view in zip(self.parameters, self.views().values(), strict=True):
+            p.data = view  # the parameter now lives in the vector
         # member_of[i]: which member owns element i (a parameter's K slices are contiguous)
         self.member_of = torch.cat(
             [
@@ -118,12 +122,6 @@ class FlatParameters:
     def member_sums(self, values: torch.Tensor) -> torch.Tensor:
         """Per-member sums [K] of a per-element vector."""
         return values.index_select(0, self.by_member).view(self.members, -1).sum(1)
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        """Set the vector from a (packed) state dict's parameters."""
-        with torch.no_grad():
-            for name, view in self.views().items():
-                view.copy_(state[name])
 
     def flatten(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """A packed, parameter-shaped dict (e.g. momentum buffers) as one flat vector."""

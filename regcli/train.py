@@ -29,7 +29,6 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from regcli.augment import RandomRotation
 from regcli.config import NUM_CLASSES, SIDE, UNIT, Device, TrainConfig, group_key
@@ -179,7 +178,7 @@ class GroupTrainer:
         states = [m.weights for m in resume] if resume else [initial_state(c) for c in configs]
         self.net.load_state_dict(pack(states))
         self.params = FlatParameters(self.net, configs)
-        self.momentum = torch.zeros_like(self.params.vector.detach())
+        self.momentum = torch.zeros_like(self.params.vector)
         if resume:
             self.momentum.copy_(self.params.flatten(pack([m.momentum for m in resume])))
         tables = [schedule_table(c, self.steps_per_epoch) for c in configs]
@@ -223,15 +222,13 @@ class GroupTrainer:
         images = self.rotate.rotate(self.images.index_select(0, indices), choice)
         x = images.view(k, batch, SIDE, SIDE).transpose(0, 1).contiguous()  # [batch, K, 28, 28]
         y = self.labels.index_select(0, indices).view(k, batch).T  # [batch, K]
-        views = self.params.views()
-        logits = functional_call(self.net, views, (x,)).view(batch, k, NUM_CLASSES)
+        logits = self.net(x).view(batch, k, NUM_CLASSES)
         cross_entropy = F.cross_entropy(
             logits.reshape(batch * k, NUM_CLASSES), y.reshape(batch * k), reduction="none"
         )
         data_loss = cross_entropy.view(batch, k).mean(0)  # [K]: each member's own mean
-        # gradients of the views themselves (not of the flat leaf, which would add a full-size
-        # zero-and-copy per parameter), laid end to end in the vector's order
-        grads = torch.autograd.grad(data_loss.sum(), list(views.values()))
+        # each parameter's gradient, laid end to end: the gradient of the flat vector
+        grads = torch.autograd.grad(data_loss.sum(), self.params.parameters)
         with torch.no_grad():
             gradient = torch.cat([g.reshape(-1) for g in grads])
             self.update(gradient, data_loss, logits, y, batch)
@@ -242,7 +239,7 @@ class GroupTrainer:
         Few, fused kernels: on a GPU a step is bound by how many kernels it launches.
         """
         p = self.params
-        w = p.vector.detach()
+        w = p.vector
         penalty = p.member_sums(w.abs() * p.l1)  # [K]
         bad = ~(data_loss <= DIVERGED_LOSS)  # NaN compares false: bad too
         newly = bad & self.alive
@@ -272,7 +269,7 @@ class GroupTrainer:
         """Every tensor a step writes, to undo the warm-up steps before capture."""
         buffers = [b for b in self.net.buffers()]
         return [
-            self.params.vector.detach(),
+            self.params.vector,
             self.momentum,
             *buffers,
             self.step_count,
@@ -362,20 +359,19 @@ class GroupTrainer:
         k, n = self.members, len(self.test_images)
         per_image = k * 16 * SIDE * SIDE  # the widest activation, elements per test image
         chunk = max(1, min(EVAL_BATCH, CUDA_ELEMENTS_LIMIT // per_image))
-        views = self.params.views()
         out = []
         with torch.no_grad():
             for start in range(0, n, chunk):
                 pixels = self.test_images[start : start + chunk].float() * UNIT
                 x = pixels.unsqueeze(1).expand(-1, k, -1, -1).contiguous()
-                out.append(functional_call(self.net, views, (x,)).view(-1, k, NUM_CLASSES).cpu())
+                out.append(self.net(x).view(-1, k, NUM_CLASSES).cpu())
         return torch.cat(out).numpy()
 
     def member_states(
         self, histories: list[list[EpochRecord]], diverged: list
     ) -> list[MemberState]:
         """Each member's weights and momentum as ordinary Net-shaped dicts, on the CPU."""
-        state = {**self.net.state_dict(), **self.params.unflatten(self.params.vector)}
+        state = self.net.state_dict()  # the parameters live in the flat vector
         weights = unpack({k: v.cpu() for k, v in state.items()}, self.members)
         momentum = self.params.unflatten(self.momentum)
         momenta = unpack({k: v.cpu() for k, v in momentum.items()}, self.members)

@@ -9,7 +9,6 @@ import torch
 from rich.console import Console
 
 from regcli import __version__
-from regcli.checkpoints import load_checkpoint
 from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot
 
 

@@ -1,5 +1,6 @@
 """K models as one grouped network: each member is the model it would be alone (CPU, small data)."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -162,3 +163,40 @@ def test_a_diverging_member_stops_and_the_others_go_on(mnist):
 def test_members_must_share_the_run_length_and_data():
     with pytest.raises(UsageError, match="share epochs"):
         GroupTrainer([BASE, replace(BASE, epochs=3)], None, None, CPU)
+
+
+def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
+    """Out of GPU memory before the first epoch: the group trains as two halves instead."""
+    import regcli.runs as runs
+    from regcli.runs import Request, train_job
+    from tests.conftest import DATA_DIR
+
+    real = runs.train_group
+    sizes = []
+
+    def tight_memory(configs, *args, **kwargs):
+        sizes.append(len(configs))
+        if len(configs) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(configs, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "train_group", tight_memory)
+    config = TrainConfig(epochs=1, limit_train=256, limit_test=128)
+    requests = [Request(replace(config, seed=k), "g", seeded=True) for k in range(4)]
+    outcomes = train_job(
+        requests,
+        models_dir=tmp_path,
+        images_dir=None,
+        data_dir=DATA_DIR,
+        auto_name=False,
+        force=False,
+        resume=False,
+        device_name="cpu",
+        group_size=4,
+    )
+    assert sizes == [4, 2, 2] and [o.action for o in outcomes] == ["trained"] * 4
+    groups = [
+        json.loads((o.model_dir / "metrics.json").read_text())["run"]["group"] for o in outcomes
+    ]
+    assert [g["size"] for g in groups] == [2, 2, 2, 2]
+    assert groups[0]["members"] == ["g/seed-0", "g/seed-1"]

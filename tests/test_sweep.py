@@ -240,3 +240,32 @@ def test_path_stats_refuse_a_cell_that_mixes_configurations(swept, tmp_path, mni
     shutil.copytree(models / CELLS[0], models / CELLS[1])  # both seeds agree, with the wrong l1
     with pytest.raises(RegcliError, match="its name says l1 0.001"):
         path_stats(models, mnist[1])
+
+
+def test_a_sweep_config_file_repeats_the_grid_and_the_settings(tmp_path):
+    printed = invoke(
+        "sweep",
+        "--l1",
+        "0,1e-4",
+        "--weight-decay",
+        "1e-3",
+        "--seeds",
+        "3",
+        "--epochs",
+        "2",
+        "--dropout",
+        "0.1",
+        "--print-config",
+    )
+    assert printed.exit_code == 0, printed.output
+    assert "[sweep]" in printed.stdout and "l1 = [0.0, 0.0001]" in printed.stdout
+    config = tmp_path / "sweep.toml"
+    config.write_text(printed.stdout)
+    assert invoke("sweep", "--config", config, "--print-config").stdout == printed.stdout
+    plan = json.loads(
+        invoke("sweep", "--config", config, "--dry-run", "--json", "--models-dir", tmp_path).stdout
+    )
+    assert [c["cell"] for c in plan["cells"]] == ["l1-0_wd-0", "l1-0.0001_wd-0", "l1-0_wd-0.001"]
+    assert plan["models"] == 9 and plan["train"] == 9
+    config.write_text(printed.stdout + "grids = 1\n")
+    one_line_error(invoke("sweep", "--config", config, "--dry-run"), 2, "unknown setting 'grids'")
