@@ -233,7 +233,7 @@ def exported_model(scratch: Path) -> Path:
 
     model_dir = scratch / "bench"
     save_run(model_dir, states[0].weights, config, [r.as_dict() for r in states[0].history], {})
-    export_model(model_dir, REPO / "data")
+    export_model(model_dir, data_dir=REPO / "data")
     return model_dir
 
 

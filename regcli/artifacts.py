@@ -192,6 +192,24 @@ def saved_config(model_dir: Path):
     return TrainConfig.from_dict(load_metrics(model_dir)["config"], str(path))
 
 
+def read_settings(path: Path, tables: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """`--config`: TrainConfig settings from a TOML file (and its allowed extra tables), or the
+    config of a saved run from its folder. Unknown settings are an error naming them."""
+    from regcli.config import FIELD_NAMES, check_keys, parse_toml
+
+    path = Path(path)
+    if path.is_dir():
+        return dict(load_metrics(path)["config"]), {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(f"--config {path}: cannot read ({reason})") from None
+    data = check_keys(parse_toml(text, str(path)), (*FIELD_NAMES, *tables), str(path))
+    extra = {table: data.pop(table, {}) for table in tables}
+    return data, extra
+
+
 # --- model folders and their names ----------------------------------------------------------
 
 

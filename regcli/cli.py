@@ -25,6 +25,7 @@ from regcli.artifacts import (
     model_dirs,
     model_label,
     natural_key,
+    read_settings,
     summary_figure,
     to_json,
 )
@@ -36,9 +37,7 @@ from regcli.config import (
     RegScope,
     Schedule,
     TrainConfig,
-    check_keys,
     config_toml,
-    parse_toml,
 )
 from regcli.console import TrainingReporter, model_progress, say, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
@@ -203,34 +202,19 @@ TRAINING_OPTIONS = (
 )
 
 
-def resolved_config(ctx: typer.Context, config_file: Path | None, given: dict) -> tuple[dict, dict]:
-    """TrainConfig settings: defaults, then the file, then the options typed on the command
-    line. Returns (settings, the file's [sweep] table)."""
-    settings = TrainConfig().as_dict()
-    sweep_table = {}
-    if config_file is not None:
-        from regcli.artifacts import load_metrics
+def resolved_config(
+    ctx: typer.Context, config_file: Path | None, given: dict, tables: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
+    """TrainConfig settings: the defaults, then --config, then the options typed on the command
+    line. Returns (settings, the file's extra tables)."""
+    from_file, extra = read_settings(config_file, tables) if config_file else ({}, {})
+    typed = {k: getattr(v, "value", v) for k, v in given.items() if typed_here(ctx, k)}
+    return {**TrainConfig().as_dict(), **from_file, **typed}, extra
 
-        if config_file.is_dir():
-            settings.update(load_metrics(config_file)["config"])
-        else:
-            try:
-                text = config_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise UsageError(f"--config {config_file}: cannot read ({error})") from None
-            data = parse_toml(text, str(config_file))
-            allowed = (
-                (*TrainConfig().as_dict(), "sweep")
-                if ctx.info_name == "sweep"
-                else tuple(TrainConfig().as_dict())
-            )
-            check_keys(data, allowed, str(config_file))
-            sweep_table = data.pop("sweep", {})
-            settings.update(data)
-    for name, value in given.items():
-        if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT"):
-            settings[name] = value.value if hasattr(value, "value") else value
-    return settings, sweep_table
+
+def typed_here(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was given on the command line (not left at its default)."""
+    return ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def again(args: list[str], *, name: str | None = None, add: tuple[str, ...] = ()) -> str:
@@ -381,33 +365,16 @@ def train(
 
 def report_outcomes(outcomes, json_output: bool, quiet: bool) -> None:
     """'saved' lines (stderr), the final records (--json), one error line per divergence."""
-    records, diverged = [], []
     for outcome in outcomes:
-        final = outcome.history[-1] if outcome.history else None
-        records.append(
-            {
-                "model": str(outcome.model_dir),
-                "action": outcome.action,
-                "config": outcome.config.as_dict(),
-                "final": final,
-                "diverged": outcome.diverged,
-            }
-        )
-        if outcome.diverged:
-            d = outcome.diverged
-            loss = d["loss"] if isinstance(d["loss"], str) else f"{d['loss']:.4g}"
-            which = "test loss" if d.get("during") == "test" else "loss"
-            diverged.append(
-                f"{outcome.model_dir}: training diverged in epoch {d['epoch']} at batch "
-                f"{d['batch']} ({which} {loss}); try a smaller --lr, --l1 or --weight-decay"
-            )
-        elif outcome.action != "reused":
-            say(f"saved {outcome.model_dir} (test acc {100 * final['test_accuracy']:.2f}%)", quiet)
+        if outcome.action in ("trained", "resumed"):
+            final = 100 * outcome.history[-1]["test_accuracy"]
+            say(f"saved {outcome.model_dir} (test acc {final:.2f}%)", quiet)
     if json_output:
-        print_json(records)
-    for line in diverged:
+        print_json([o.record() for o in outcomes])
+    lines = [o.divergence() for o in outcomes if o.diverged]
+    for line in lines:
         stderr.print(f"error: {line}", markup=False)
-    if diverged:
+    if lines:
         raise typer.Exit(1)
 
 
@@ -435,6 +402,30 @@ def summary(json_output: JsonFlag = False):
     stdout.print(render(["layer", "output", "params", "RF"], body), markup=False)
 
 
+def each_model(dirs: list[Path], what: str, quiet: bool, work) -> tuple[list, int]:
+    """work(model_dir) for every model, with a bar of models done / total and time left. A model
+    that fails is one error line and the others go on (a lone model's error is the command's).
+    Returns the results and how many failed."""
+    results, failed = [], 0
+    with model_progress(len(dirs), what, quiet) as advance:
+        for model_dir in dirs:
+            try:
+                results.append(work(model_dir))
+            except RegcliError as error:
+                if len(dirs) == 1:
+                    raise
+                failed += 1
+                stderr.print(f"error: {error}", markup=False)
+            finally:
+                advance(model_label(model_dir))
+    return results, failed
+
+
+def exit_if(failed: int) -> None:
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def export(
     models: ModelsArg = None,
@@ -447,27 +438,13 @@ def export(
     from regcli.backends import is_current
     from regcli.export import export_model
 
-    dirs = model_dirs(models, models_dir)
-    failed = 0
-    with model_progress(len(dirs), "exporting", quiet) as advance:
-        for model_dir in dirs:
-            try:
-                if is_current(model_dir) and not force:
-                    say(f"up to date: {model_dir / 'model.onnx'}", quiet)
-                else:
-                    target = export_model(model_dir, data_dir, ["regcli", *invocation.get()])
-                    say(f"exported {target}", quiet)
-            except RegcliError as error:
-                if len(dirs) == 1:
-                    raise
-                failed += 1
-                stderr.print(f"error: {error}", markup=False)
-            advance(model_label(model_dir))
-    if failed:
-        raise typer.Exit(1)
+    def export_one(model_dir: Path) -> None:
+        if is_current(model_dir) and not force:
+            return say(f"up to date: {model_dir / 'model.onnx'}", quiet)
+        command = ["regcli", *invocation.get()]
+        say(f"exported {export_model(model_dir, data_dir=data_dir, command=command)}", quiet)
 
-
-EVALUATE_COLUMNS = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
+    exit_if(each_model(model_dirs(models, models_dir), "exporting", quiet, export_one)[1])
 
 
 @app.command()
@@ -481,39 +458,36 @@ def evaluate(
 ):
     """Test loss, accuracy, per-class accuracy and confusion matrix on all 10,000 test images."""
     from regcli.data import load_split
-    from regcli.inference import evaluate_models
+    from regcli.inference import evaluate_model
     from regcli.tables import Streaming
 
     dirs = model_dirs(models, models_dir)
     test = load_split(data_dir, "test")
     widths = [max(len(model_label(d)) for d in dirs), 7, 9, 8, 13, 9]
-    table = None if json_output else Streaming(EVALUATE_COLUMNS, widths, print_line)
-    results, failed = [], 0
-    with model_progress(len(dirs), "evaluating", quiet) as advance:
-        for model_dir, r, error in evaluate_models(dirs, backend.value, test):
-            advance(model_label(model_dir))
-            if error is not None:
-                failed += 1
-                stderr.print(f"error: {error}", markup=False)
-                continue
-            results.append(r)
-            if table:
-                table.row(
-                    [
-                        r["model"],
-                        r["backend"],
-                        f"{100 * r['accuracy']:.2f}%",
-                        f"{r['loss']:.4f}",
-                        f"{r['correct']:,}/{r['total']:,}",
-                        f"{r['images_per_second']:,.0f}",
-                    ]
-                )
-                per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
-                print_line(f"  per class (%): {per_class}")
+    headers = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
+    table = None if json_output else Streaming(headers, widths, print_line)
+
+    def evaluate_one(model_dir: Path) -> dict:
+        r = evaluate_model(model_dir, backend.value, test)[0]
+        if table:  # each row as soon as it is scored
+            table.row(
+                [
+                    r["model"],
+                    r["backend"],
+                    f"{100 * r['accuracy']:.2f}%",
+                    f"{r['loss']:.4f}",
+                    f"{r['correct']:,}/{r['total']:,}",
+                    f"{r['images_per_second']:,.0f}",
+                ]
+            )
+            per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
+            print_line(f"  per class (%): {per_class}")
+        return r
+
+    results, failed = each_model(dirs, "evaluating", quiet, evaluate_one)
     if json_output:
         print_json(results)
-    if failed:
-        raise typer.Exit(1)
+    exit_if(failed)
 
 
 def print_line(text: str) -> None:
@@ -540,7 +514,7 @@ def misclassified(
 ):
     """Plot misclassified test digits with true label, prediction and confidence."""
     from regcli.data import load_split
-    from regcli.inference import misclassified as plot_misclassified
+    from regcli.inference import plot_misclassified
 
     dirs = model_dirs(models, models_dir)
     if out is not None and len(dirs) > 1:
@@ -549,28 +523,19 @@ def misclassified(
             "model, or use --images-dir"
         )
     test = load_split(data_dir, "test")
-    listing, failed = [], 0
-    with model_progress(len(dirs), "plotting", quiet) as advance:
-        for model_dir in dirs:
-            target = out or figure_path(images_dir, model_dir, "misclassified")
-            try:
-                rows = plot_misclassified(model_dir, backend.value, test, count, target)
-            except RegcliError as error:
-                if len(dirs) == 1:
-                    raise
-                failed += 1
-                stderr.print(f"error: {error}", markup=False)
-                continue
-            finally:
-                advance(model_label(model_dir))
-            listing.append(
-                {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
-            )
-            say(f"wrote {target} ({len(rows)} digits)", quiet)
+
+    def plot_one(model_dir: Path) -> dict:
+        target = out or figure_path(images_dir, model_dir, "misclassified")
+        rows = plot_misclassified(
+            model_dir, backend=backend.value, test=test, count=count, out=target
+        )
+        say(f"wrote {target} ({len(rows)} digits)", quiet)
+        return {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
+
+    listing, failed = each_model(dirs, "plotting", quiet, plot_one)
     if json_output:
         print_json(listing)
-    if failed:
-        raise typer.Exit(1)
+    exit_if(failed)
 
 
 @app.command()
@@ -748,30 +713,21 @@ def prune(
     headers = ["model", *(f"{100 * s:g}% zero" for s in levels)]
     widths = [max(len(model_label(d)) for d in dirs)] + [9] * len(levels)
     table = None if json_output else Streaming(headers, widths, print_line)
-    curves, failed = [], 0
-    with model_progress(len(dirs), "pruning", quiet) as advance:
-        for model_dir in dirs:
-            try:
-                curve = prune_curve(model_dir, levels, backend.value, test)
-            except RegcliError as error:
-                failed += 1
-                stderr.print(f"error: {error}", markup=False)
-                continue
-            finally:
-                advance(model_label(model_dir))
-            curves.append(curve)
-            if table:
-                table.row(
-                    [curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])]
-                )
+
+    def prune_one(model_dir: Path) -> dict:
+        curve = prune_curve(model_dir, levels, backend=backend.value, test=test)
+        if table:
+            table.row([curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])])
+        return curve
+
+    curves, failed = each_model(dirs, "pruning", quiet, prune_one)
     if curves:
         figure = summary_figure("pruning", images_dir, dirs if models else None, out)
         save_figure(pruning_figure(curves), figure)
         say(f"wrote {figure}", quiet)
     if json_output:
         print_json(curves)
-    if failed:
-        raise typer.Exit(1)
+    exit_if(failed)
 
 
 @app.command()
@@ -860,49 +816,43 @@ def sweep(
     from regcli import sweep as grid_search
 
     given = {k: v for k, v in locals().items() if k in TRAINING_OPTIONS}
-    settings, table = resolved_config(ctx, config, given)
-    check_keys(table, ("l1", "weight_decay", "grid", "seeds"), f"{config} [sweep]")
-    source = ctx.get_parameter_source
-    l1s = grid_search.parse_strengths(
-        l1 if source("l1").name == "COMMANDLINE" or "l1" not in table else list_text(table["l1"]),
-        "--l1",
+    settings, tables = resolved_config(ctx, config, given, tables=("sweep",))
+    typed = {
+        k: v
+        for k, v in dict(l1=l1, weight_decay=weight_decay, grid=grid.value, seeds=seeds).items()
+        if typed_here(ctx, k)
+    }
+    l1s, decays, grid, seeds = grid_search.resolve_grid(
+        typed,
+        tables.get("sweep", {}),
+        defaults=dict(l1=l1, weight_decay=weight_decay, grid=grid.value, seeds=seeds),
+        source=str(config),
     )
-    decays = grid_search.parse_strengths(
-        weight_decay
-        if source("weight_decay").name == "COMMANDLINE" or "weight_decay" not in table
-        else list_text(table["weight_decay"]),
-        "--weight-decay",
-    )
-    grid = Grid(table["grid"]) if "grid" in table and source("grid").name != "COMMANDLINE" else grid
-    if "seeds" in table and source("seeds").name != "COMMANDLINE":
-        seeds = table["seeds"]
-    settings.update(l1=0.0, weight_decay=0.0)
-    base = TrainConfig.from_dict(settings, "settings")
+    base = TrainConfig.from_dict({**settings, "l1": 0.0, "weight_decay": 0.0}, "settings")
     if print_config:
-        top = {k: v for k, v in base.as_dict().items() if k not in ("l1", "weight_decay", "seed")}
-        stdout.print(
-            config_toml(
-                top,
-                {"sweep": {"l1": l1s, "weight_decay": decays, "grid": grid.value, "seeds": seeds}},
-                title="regcli sweep --config <this file>",
-            ),
-            markup=False,
-            end="",
-        )
+        print_line(grid_search.config_text(base, l1s, decays, grid, seeds))
         return
-    sweep_dir = models_dir / name
     if report_only:
-        sweep_report(sweep_dir, images_dir, data_dir, device, json_output, quiet)
+        from regcli.report import sweep_report
+
+        total = sum(1 for _ in (models_dir / name).glob("*/seed-*"))
+        with model_progress(total, "reading the sweep", quiet) as advance:
+            cells, written = sweep_report(
+                models_dir / name,
+                images_dir=images_dir,
+                data_dir=data_dir,
+                device=device.value,
+                advance=advance,
+            )
+        print_json(cells) if json_output else print_line(grid_search.path_table(cells))
+        for figure in written:
+            say(f"wrote {figure}", quiet)
         return
-    cells = grid_search.grid_cells(l1s, decays, grid.value)
+    cells = grid_search.grid_cells(l1s, decays, grid)
     requests = grid_search.sweep_requests(base, name, cells, seeds)
     if dry_run:
-        from regcli.train import resolve_device
-
-        plan = grid_search.preview(
-            requests, models_dir, force=force, device=resolve_device(device.value).type
-        )
-        show_preview(plan, sweep_dir, seeds, json_output)
+        plan = grid_search.preview(requests, models_dir, force=force, device=device.value)
+        print_json(plan) if json_output else print_line(grid_search.preview_text(plan))
         return
     args = list(invocation.get())
     try:
@@ -917,89 +867,18 @@ def sweep(
                 force=force,
                 reporter=reporter,
                 command=["regcli", *args],
-                on_cell_done=lambda cell, done, total: say(
-                    f"cell {cell} done ({done}/{total})", quiet
+                on_cell_done=lambda cell, done, total: reporter.status(
+                    f"cell {cell} done ({done}/{total})"
                 ),
                 announce=lambda message: say(message, quiet),
             )
     except Interrupted as stopped:  # finished cells are kept, interrupted ones resume
         stopped.args = (f"{stopped}; continue with: {again(args)}",)
         raise
-    diverged = sum(1 for o in outcomes if o.diverged)
-    trained = sum(1 for o in outcomes if o.action != "reused")
-    say(
-        f"sweep {sweep_dir}: {len(cells)} cells x {seeds} seeds: {trained} trained, "
-        f"{len(outcomes) - trained} reused, {diverged} diverged (recorded as results)",
-        quiet,
-    )
+    say(grid_search.summary_line(models_dir / name, outcomes, len(cells), seeds), quiet)
     if json_output:
-        print_json(
-            [
-                {
-                    "model": str(o.model_dir),
-                    "action": o.action,
-                    "final": o.history[-1] if o.history else None,
-                    "diverged": o.diverged,
-                }
-                for o in outcomes
-            ]
-        )
+        print_json([o.record() for o in outcomes])
     say(f"the path: regcli sweep --name {name} --report", quiet)
-
-
-def show_preview(plan: dict, sweep_dir: Path, seeds: int, json_output: bool) -> None:
-    from regcli.console import clock
-    from regcli.tables import render
-
-    if json_output:
-        print_json(plan)
-        return
-    rows = [
-        [
-            c["cell"],
-            f"{c['l1']:g}",
-            f"{c['weight_decay']:g}",
-            str(c["reuse"]),
-            str(c["resume"]),
-            str(c["train"]),
-        ]
-        for c in plan["cells"]
-    ]
-    print_line(render(["cell", "l1", "weight decay", "reuse", "resume", "train"], rows))
-    print_line(
-        f"{sweep_dir}: {len(plan['cells'])} cells x {seeds} seeds = {plan['models']} models: "
-        f"{plan['reuse']} reused, {plan['resume']} resumed, {plan['train']} to train; about "
-        f"{clock(plan['estimate_seconds'])} of training (estimated from {plan['estimate_from']})"
-    )
-
-
-def list_text(values) -> str:
-    if not isinstance(values, list):
-        raise UsageError(f"--config: sweep strengths must be a list, got {values!r}")
-    return ",".join(str(v) for v in values)
-
-
-def sweep_report(sweep_dir: Path, images_dir: Path, data_dir, device, json_output, quiet) -> None:
-    from regcli import paths
-    from regcli.data import load_split
-    from regcli.report import path_figures
-
-    test = load_split(data_dir, "test")
-    total = sum(1 for _ in Path(sweep_dir).glob("*/seed-*"))
-    on = "cpu" if device == Device.auto else device.value
-    if device == Device.auto:
-        import torch
-
-        on = "cuda" if torch.cuda.is_available() else "cpu"
-    with model_progress(total, "reading the sweep", quiet) as advance:
-        cells = paths.path_stats(sweep_dir, test, "torch", on, advance)
-    written = path_figures(cells, Path(sweep_dir).name, images_dir)
-    if json_output:
-        print_json(cells)
-    else:
-        stdout.print(paths.path_table(cells), markup=False)
-    for figure in written:
-        say(f"wrote {figure}", quiet)
 
 
 def main():

@@ -95,6 +95,11 @@ class TrainingReporter:
         info = f"{images:,.0f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
         self.progress.update(self.task, advance=1, info=f"{info}  {clock(left)} left")
 
+    def status(self, text: str) -> None:
+        """A line about the whole job (e.g. a sweep's cells done), kept above the live bar."""
+        if not self.quiet:
+            stderr.print(text, markup=False)
+
     def testing(self) -> None:
         if self.progress:
             self.progress.update(

@@ -95,7 +95,7 @@ def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
     return program.model_proto
 
 
-def export_model(model_dir: Path, data_dir: Path | None = None, command: list[str] = ()) -> Path:
+def export_model(model_dir: Path, *, data_dir: Path | None = None, command: list[str] = ()) -> Path:
     """Write <model_dir>/model.onnx after checking it against PyTorch on real test images."""
     source = checkpoint_path(model_dir)
     started = utc_now()

@@ -4,13 +4,11 @@ numpy only: with the ONNX backend these commands never load PyTorch.
 """
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from regcli.artifacts import model_label
 from regcli.backends import open_predictor
 from regcli.data import Split
-from regcli.errors import RegcliError
 from regcli.scoring import Scores, score
 
 
@@ -36,19 +34,9 @@ def evaluate_model(model_dir: Path, backend: str, test: Split) -> tuple[dict, Sc
     return summary, scores
 
 
-def evaluate_models(
-    model_dirs: list[Path], backend: str, test: Split
-) -> Iterator[tuple[Path, dict | None, RegcliError | None]]:
-    """Each model's summary as soon as it is scored; a model that cannot be evaluated yields
-    its error instead, and the others still run."""
-    for model_dir in model_dirs:
-        try:
-            yield model_dir, evaluate_model(model_dir, backend, test)[0], None
-        except RegcliError as error:
-            yield model_dir, None, error
-
-
-def misclassified(model_dir: Path, backend: str, test: Split, count: int, out: Path) -> list[dict]:
+def plot_misclassified(
+    model_dir: Path, *, backend: str, test: Split, count: int, out: Path
+) -> list[dict]:
     """Plot the first `count` misclassified test digits (in test-set order) to `out`."""
     from regcli.plots import misclassified_figure, save_figure  # matplotlib: only when drawing
 

@@ -98,7 +98,7 @@ def finished_or_diverged(folder: Path) -> bool:
     return (folder / CHECKPOINT_NAME).is_file() or (folder / METRICS_NAME).is_file()
 
 
-def member_stats(model_dir: Path, test, backend: str, device: str) -> dict:
+def member_stats(model_dir: Path, test, *, backend: str, device: str) -> dict:
     """One seed's numbers: final accuracy, weights, pruned accuracies (cached); or diverged."""
     metrics = load_metrics(model_dir)
     config = TrainConfig.from_dict(metrics["config"], str(model_dir / METRICS_NAME))
@@ -199,7 +199,12 @@ def summarize_cell(cell: dict, members: list[dict], baseline: list[float] | None
 
 
 def path_stats(
-    sweep_dir: Path, test, backend: str = "torch", device: str = "cpu", advance=lambda name="": None
+    sweep_dir: Path,
+    test,
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    advance=lambda name="": None,
 ) -> list[dict]:
     """Every cell of the sweep, summarized; the unregularized cell is the baseline."""
     cells = read_cells(sweep_dir)
@@ -207,7 +212,7 @@ def path_stats(
     for cell in cells:
         members = []
         for seed_dir in cell["seeds"]:
-            members.append(member_stats(seed_dir, test, backend, device))
+            members.append(member_stats(seed_dir, test, backend=backend, device=device))
             advance(f"{cell['name']}/{seed_dir.name}")
         measured.append((cell, members))
     base = next((m for c, m in measured if c["path"] == "none"), None)
@@ -294,15 +299,15 @@ def findings(stats: list[dict], runs: dict | None = None) -> list[str]:
         )
         most = max(good, key=lambda c: c["near_zero_share"]) if good else None
         if sparse:
+            reach = (
+                f"; it reaches {most['near_zero_share']:.1f}% at {_fmt(path, most['strength'])}."
+                if most is not sparse
+                else "."
+            )
             said.append(
-                f"{name} first makes the weights sparse at {_fmt(path, sparse['strength'])}: "
-                f"{sparse['near_zero_share']:.1f}% of conv weights are near zero (|w| < "
-                f"{NEAR_ZERO:g}) against {base['near_zero_share']:.1f}% without regularization"
-                + (
-                    f", and {most['near_zero_share']:.1f}% at {_fmt(path, most['strength'])}."
-                    if most is not sparse
-                    else "."
-                )
+                f"{name} first doubles the share of near-zero conv weights (|w| < {NEAR_ZERO:g}) "
+                f"at {_fmt(path, sparse['strength'])}: {sparse['near_zero_share']:.1f}% against "
+                f"{base['near_zero_share']:.1f}% without regularization{reach}"
             )
         elif most:
             said.append(

@@ -115,11 +115,11 @@ def compare_figure(series: list[dict]) -> Figure:
     return figure
 
 
-def weights_figure(stats: list[dict]) -> Figure:
-    """Left: the share of conv weights with |w| below each value (cumulative, log axis), where
-    L1's extra near-zero weights show at a glance. Right: histograms of the values. Each stat:
-    model, group, values (numpy)."""
-    figure = Figure(figsize=(13, 4.5))
+def weights_figure(stats: list[dict], near_zero: float = 1e-3) -> Figure:
+    """Left: the share of conv weights with |w| below each value (cumulative, both axes log),
+    where L1's extra near-zero weights show at a glance. Right: histograms of the values. Each
+    stat: model, group, values (numpy)."""
+    figure = Figure(figsize=(13, 4.5), layout="constrained")
     cumulative, histogram = figure.subplots(1, 2)
     palette = colours([s["group"] for s in stats])
     magnitudes = [np.sort(np.abs(s["values"])) for s in stats]
@@ -130,11 +130,15 @@ def weights_figure(stats: list[dict]) -> Figure:
         share = 100 * np.arange(1, len(m) + 1) / len(m)
         cumulative.step(np.maximum(m, smallest), share, where="post", label=s["model"], **style)
     cumulative.set_xscale("log")
-    cumulative.set_xlim(smallest, largest)
+    cumulative.set_yscale("log")
+    cumulative.set_xlim(max(smallest, 1e-6), largest)
+    cumulative.set_ylim(0.01, 100)
+    cumulative.axvline(near_zero, color="black", linestyle=":", linewidth=1)
+    cumulative.text(near_zero, 0.012, f" |w| < {near_zero:g}: near zero", fontsize=8)
     cumulative.set(
-        title="Share of conv weights below |w|",
+        title="Share of conv weights below |w| (cumulative)",
         xlabel="|w| (log scale)",
-        ylabel="weights with a smaller magnitude (%)",
+        ylabel="weights with a smaller magnitude (%, log scale)",
     )
     bins = np.linspace(-largest, largest, 121)
     for s in stats:
@@ -226,7 +230,7 @@ def path_figure(cells: list[dict], title: str) -> Figure:
     seed mean and the half width of its 95% interval (key + "_half_width")."""
     baseline = next((c for c in cells if c["path"] == "none"), None)
     along = [c for c in cells if c["path"] in ("l1", "l2")]
-    figure = Figure(figsize=(13, 9))
+    figure = Figure(figsize=(13, 9), layout="constrained")
     (accuracy, sparse), (norm, pruned) = figure.subplots(2, 2)
     _path_panel(accuracy, along, "accuracy", baseline)
     accuracy.set(title="Final test accuracy (seed mean, 95% interval)", ylabel="accuracy (%)")
@@ -282,7 +286,7 @@ def strength_pruning_figure(cells: list[dict], title: str) -> Figure:
     along = [c for c in cells if c["path"] in ("l1", "l2") and c.get("pruned")]
     baseline = next((c for c in cells if c["path"] == "none" and c.get("pruned")), None)
     strengths = [c["strength"] for c in along]
-    figure = Figure(figsize=(13, 4.8))
+    figure = Figure(figsize=(13, 4.8), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
     if not strengths:
         return figure

@@ -8,6 +8,8 @@ it is checked (file and markers) before any work, so a bad README costs nothing.
 
 from pathlib import Path
 
+import torch
+
 from regcli import compare, paths
 from regcli.artifacts import (
     FIGURES,
@@ -18,7 +20,8 @@ from regcli.artifacts import (
     update_readme,
 )
 from regcli.data import load_split
-from regcli.inference import misclassified
+from regcli.errors import RegcliError
+from regcli.inference import plot_misclassified
 from regcli.plots import (
     compare_figure,
     path_figure,
@@ -54,11 +57,21 @@ def report(
     images_dir = Path(images_dir)
     rows = [compare.summarize(d) for d in model_dirs]  # every model readable before any figure
     series = compare.series(rows)
+    # each model on the test images its accuracy was measured on (all 10,000 unless limited)
+    tested = {
+        d: test.head(row["config"].limit_test) for d, row in zip(model_dirs, rows, strict=True)
+    }
     written = []
     for model_dir in model_dirs:
         written.append(plot_history(model_dir, images_dir))
         target = figure_path(images_dir, model_dir, "misclassified")
-        misclassified(model_dir, REPORT_BACKEND, test, MISCLASSIFIED_COUNT, target)
+        plot_misclassified(
+            model_dir,
+            backend=REPORT_BACKEND,
+            test=tested[model_dir],
+            count=MISCLASSIFIED_COUNT,
+            out=target,
+        )
         written.append(target)
         advance(model_dir.name)
     written.append(save(compare_figure(series), images_dir / FIGURES["compare"]))
@@ -66,11 +79,15 @@ def report(
     singles = [d for d in model_dirs if seed_number(d) is None] or model_dirs
     stats = [{**model_weights(d), "single": False} for d in singles]
     written.append(save(weights_figure(stats), images_dir / FIGURES["weights"]))
-    curves = [prune_curve(d, REPORT_SPARSITIES, REPORT_BACKEND, test) for d in singles]
+    curves = [
+        prune_curve(d, REPORT_SPARSITIES, backend=REPORT_BACKEND, test=tested[d]) for d in singles
+    ]
     written.append(save(pruning_figure(curves), images_dir / FIGURES["pruning"]))
     path_markdown = None
     if sweep is not None:
-        cells = paths.path_stats(sweep, test, REPORT_BACKEND, device, advance)
+        cells = paths.path_stats(
+            sweep, test, backend=REPORT_BACKEND, device=device, advance=advance
+        )
         written += path_figures(cells, Path(sweep).name, images_dir)
         path_markdown = path_section(cells, Path(sweep))
     if readme is not None:
@@ -94,13 +111,30 @@ def path_figures(cells: list[dict], name: str, images_dir: Path) -> list[Path]:
     ]
 
 
+def sweep_report(
+    sweep: Path,
+    *,
+    images_dir: Path,
+    data_dir: Path | None,
+    device: str = "auto",
+    advance=lambda name="": None,
+) -> tuple[list[dict], list[Path]]:
+    """`regcli sweep --report`: the path's cells and its two figures."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cells = paths.path_stats(
+        sweep, load_split(data_dir, "test"), backend=REPORT_BACKEND, device=device, advance=advance
+    )
+    return cells, path_figures(cells, Path(sweep).name, images_dir)
+
+
 def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
     """How the sweep was trained, from its models' run records: machine, groups, seconds."""
     groups, machine, epochs = {}, None, None
     for folder in sorted(Path(sweep).glob("*/seed-*")):
         try:
             metrics = load_metrics(folder)
-        except Exception:
+        except RegcliError:
             continue
         run = metrics.get("run") or {}
         group = run.get("group") or {}

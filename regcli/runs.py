@@ -266,6 +266,28 @@ class Outcome:
     history: list[dict] = field(default_factory=list)
     diverged: dict | None = None
 
+    def record(self) -> dict:
+        """As `--json` shows it."""
+        return {
+            "model": str(self.model_dir),
+            "action": self.action,
+            "config": self.config.as_dict(),
+            "final": self.history[-1] if self.history else None,
+            "diverged": self.diverged,
+        }
+
+    def divergence(self) -> str | None:
+        """One line saying where the run diverged (None if it did not)."""
+        d = self.diverged
+        if not d:
+            return None
+        loss = d["loss"] if isinstance(d["loss"], str) else f"{d['loss']:.4g}"
+        which = "test loss" if d.get("during") == "test" else "loss"
+        return (
+            f"{self.model_dir}: training diverged in epoch {d['epoch']} at batch {d['batch']} "
+            f"({which} {loss}); try a smaller --lr, --l1 or --weight-decay"
+        )
+
 
 class StopSignals:
     """SIGINT and SIGTERM set a flag the trainer checks between batches (a second one kills)."""
@@ -309,6 +331,9 @@ def train_plans(
     models_dir = Path(models_dir)
     pending = [p for p in plans if p.action != "reuse"]
     outcomes = {id(p): reused(p) for p in plans if p.action == "reuse"}
+    for outcome in outcomes.values():
+        if on_saved:
+            on_saved(outcome)
     if pending:
         device = resolve_device(device_name)
         if group_size is not None and group_size < 1:
@@ -323,21 +348,28 @@ def train_plans(
         groups = resume_groups([p for p in pending if p.action == "resume"], models_dir)
         groups += fresh_groups([p for p in pending if p.action == "train"], size)
         with StopSignals() as stop:
-            for group in groups:
-                for outcome in train_one_group(
-                    group,
-                    splits,
-                    device,
-                    models_dir=models_dir,
-                    images_dir=images_dir,
-                    deterministic=deterministic,
-                    reporter=reporter,
-                    command=command,
-                    stop=stop,
-                ):
-                    outcomes[id(outcome.plan)] = outcome.result
+            while groups:
+                group = groups.pop(0)
+                try:
+                    saved = train_one_group(
+                        group,
+                        splits,
+                        device,
+                        models_dir=models_dir,
+                        images_dir=images_dir,
+                        deterministic=deterministic,
+                        reporter=reporter,
+                        command=command,
+                        stop=stop,
+                    )
+                except GroupTooLarge:  # out of GPU memory before its first epoch: halve it
+                    torch.cuda.empty_cache()
+                    groups[:0] = [group[: len(group) // 2], group[len(group) // 2 :]]
+                    continue
+                for plan, outcome in saved:
+                    outcomes[id(plan)] = outcome
                     if on_saved:
-                        on_saved(outcome.result)
+                        on_saved(outcome)
     return [outcomes[id(p)] for p in plans]
 
 
@@ -355,10 +387,8 @@ def reused(plan: Plan) -> Outcome:
     )
 
 
-@dataclass
-class Saved:
-    plan: Plan
-    result: Outcome
+class GroupTooLarge(Exception):
+    """A group ran out of GPU memory before its first epoch: train it in halves instead."""
 
 
 def train_one_group(
@@ -372,8 +402,8 @@ def train_one_group(
     reporter: Reporter | None,
     command: list[str],
     stop: StopFlag,
-) -> list[Saved]:
-    """Train one group (splitting it if it does not fit in GPU memory) and save its members."""
+) -> list[tuple[Plan, Outcome]]:
+    """Train one group and save its members (GroupTooLarge if it does not fit in GPU memory)."""
     members = [relative(p.model_dir, models_dir) for p in group]
     resume = None
     started = utc_now()
@@ -418,22 +448,7 @@ def train_one_group(
             raise RegcliError(
                 f"out of GPU memory training {label}; try a smaller --group-size"
             ) from None
-        torch.cuda.empty_cache()
-        half = len(group) // 2
-        saved = []
-        for part in (group[:half], group[half:]):
-            saved += train_one_group(
-                part,
-                splits,
-                device,
-                models_dir=models_dir,
-                images_dir=images_dir,
-                deterministic=deterministic,
-                reporter=reporter,
-                command=command,
-                stop=stop,
-            )
-        return saved
+        raise GroupTooLarge from None
     except (Interrupted, Diverged) as stopped:
         where = group[0].model_dir / LAST_NAME if len(group) == 1 else f"each model's {LAST_NAME}"
         kept = (
@@ -456,7 +471,7 @@ def train_one_group(
             deterministic=info["deterministic"],
             cuda_graphs=info["cuda_graphs"],
         )
-        saved.append(Saved(plan, save_member(plan, state, record, images_dir)))
+        saved.append((plan, save_member(plan, state, record, images_dir)))
     return saved
 
 
@@ -602,15 +617,12 @@ def train_job(
     reporter: Reporter | None = None,
     command: list[str] = (),
     announce: Callable[[str], None] = lambda message: None,
+    on_saved: Callable[[Outcome], None] | None = None,
+    purpose: str = "regcli train",
 ) -> list[Outcome]:
     """Claim the folders, say what is reused or resumed, train the rest, save every model."""
     with claim(
-        requests,
-        models_dir,
-        auto_name=auto_name,
-        force=force,
-        resume=resume,
-        purpose="regcli train",
+        requests, models_dir, auto_name=auto_name, force=force, resume=resume, purpose=purpose
     ) as plans:
         if (
             auto_name
@@ -633,6 +645,7 @@ def train_job(
                 deterministic=deterministic,
                 reporter=reporter,
                 command=command,
+                on_saved=on_saved,
             )
         except Interrupted as stopped:  # what the CLI needs to say how to go on
             stopped.folder = group_name(plans[0].model_dir, requests[0])

@@ -12,18 +12,12 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from regcli.config import Grid, TrainConfig
+from regcli.config import Grid, TrainConfig, check_keys, config_toml
+from regcli.console import clock
 from regcli.errors import RegcliError, UsageError
-from regcli.paths import cell_name
-from regcli.runs import (
-    MAX_SEEDS,
-    Request,
-    announce_plans,
-    claim,
-    member_dir,
-    plan_run,
-    train_plans,
-)
+from regcli.paths import cell_name, parse_cell, path_table  # noqa: F401 (path_table: for the CLI)
+from regcli.runs import MAX_SEEDS, Request, member_dir, plan_run, train_job
+from regcli.tables import render
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
 # of its models exist; a sweep's own finished models give a better estimate once there are some.
@@ -123,8 +117,9 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
 def preview(requests: list[Request], models_dir: Path, *, force: bool, device: str) -> dict:
     """What a sweep would do, without locking or writing anything: per cell how many seeds are
     reused, resumed or trained, and an estimate of the training time."""
-    from regcli.paths import parse_cell
+    from regcli.train import resolve_device
 
+    device = resolve_device(device).type
     cells: dict[str, dict] = {}
     finished = []
     for request in requests:
@@ -150,6 +145,8 @@ def preview(requests: list[Request], models_dir: Path, *, force: bool, device: s
     rate = measured_rate(finished)
     seconds = estimate_seconds(requests[0].config, pending, device, rate)
     return {
+        "folder": str(Path(models_dir) / requests[0].name.split("/")[0]),
+        "seeds": len({r.config.seed for r in requests}),
         "cells": list(cells.values()),
         "models": len(requests),
         "reuse": sum(c["reuse"] for c in cells.values()),
@@ -174,38 +171,103 @@ def train_sweep(
     on_cell_done,
     announce=lambda message: None,
 ):
-    """Claim every cell's seed folders, then train the pending ones (as groups on a GPU); calls
-    on_cell_done(cell, done, total) as each cell's last seed is saved."""
+    """Train the grid's pending models (as groups on a GPU), reusing and resuming the rest;
+    calls on_cell_done(cell, done, total) as each cell's last seed is saved or reused."""
     cell_of = {member_dir(models_dir, r): member_dir(models_dir, r).parent for r in requests}
     seeds_left: dict[Path, int] = {}
     for cell in cell_of.values():
         seeds_left[cell] = seeds_left.get(cell, 0) + 1
     total, done = len(seeds_left), 0
 
-    def saved(model_dir: Path) -> None:
+    def saved(outcome) -> None:
         nonlocal done
-        cell = cell_of[Path(model_dir)]
+        cell = cell_of[Path(outcome.model_dir)]
         seeds_left[cell] -= 1
         if seeds_left[cell] == 0:
             done += 1
             on_cell_done(cell.name, done, total)
 
-    with claim(
-        requests, models_dir, auto_name=False, force=force, resume=False, purpose="regcli sweep"
-    ) as plans:
-        announce_plans(plans, models_dir, announce)
-        for plan in plans:
-            if plan.action == "reuse":
-                saved(plan.model_dir)
-        return train_plans(
-            plans,
-            models_dir=models_dir,
-            images_dir=None,
-            data_dir=data_dir,
-            device_name=device_name,
-            group_size=group_size,
-            deterministic=deterministic,
-            reporter=reporter,
-            command=command,
-            on_saved=lambda outcome: saved(outcome.model_dir),
-        )
+    return train_job(
+        requests,
+        models_dir=models_dir,
+        images_dir=None,
+        data_dir=data_dir,
+        auto_name=False,
+        force=force,
+        resume=False,
+        device_name=device_name,
+        group_size=group_size,
+        deterministic=deterministic,
+        reporter=reporter,
+        command=command,
+        announce=announce,
+        on_saved=saved,
+        purpose="regcli sweep",
+    )
+
+
+GRID_SETTINGS = ("l1", "weight_decay", "grid", "seeds")  # a config file's [sweep] table
+
+
+def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
+    """The grid from the command line (typed options), else the config file's [sweep] table,
+    else the defaults: (l1 strengths, weight decay strengths, grid, seeds)."""
+    check_keys(table, GRID_SETTINGS, f"{source} [sweep]")
+    from_file = {
+        key: ",".join(map(str, value))
+        if key in ("l1", "weight_decay") and isinstance(value, list)
+        else value
+        for key, value in table.items()
+    }
+    chosen = {**defaults, **from_file, **typed}
+    l1s = parse_strengths(str(chosen["l1"]), "--l1")
+    decays = parse_strengths(str(chosen["weight_decay"]), "--weight-decay")
+    try:
+        grid = Grid(chosen["grid"]).value
+    except ValueError:
+        raise UsageError(
+            f"--grid must be one of {', '.join(Grid)}, got {chosen['grid']!r}"
+        ) from None
+    seeds = chosen["seeds"]
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise UsageError(f"--seeds must be a whole number, got {seeds!r}")
+    return l1s, decays, grid, seeds
+
+
+def config_text(base: TrainConfig, l1s: list[float], decays: list[float], grid: str, seeds: int):
+    """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
+    shared = {k: v for k, v in base.as_dict().items() if k not in ("l1", "weight_decay", "seed")}
+    grid_table = {"l1": l1s, "weight_decay": decays, "grid": grid, "seeds": seeds}
+    text = config_toml(shared, {"sweep": grid_table}, title="regcli sweep --config <this file>")
+    return text.rstrip("\n")
+
+
+def preview_text(plan: dict) -> str:
+    rows = [
+        [
+            c["cell"],
+            f"{c['l1']:g}",
+            f"{c['weight_decay']:g}",
+            str(c["reuse"]),
+            str(c["resume"]),
+            str(c["train"]),
+        ]
+        for c in plan["cells"]
+    ]
+    table = render(["cell", "l1", "weight decay", "reuse", "resume", "train"], rows)
+    return (
+        f"{table}\n{plan['folder']}: {len(plan['cells'])} cells x {plan['seeds']} seeds = "
+        f"{plan['models']} models: {plan['reuse']} reused, {plan['resume']} resumed, "
+        f"{plan['train']} to train; about {clock(plan['estimate_seconds'])} of training "
+        f"(estimated from {plan['estimate_from']})"
+    )
+
+
+def summary_line(sweep_dir: Path, outcomes: list, cells: int, seeds: int) -> str:
+    diverged = sum(1 for o in outcomes if o.diverged)
+    reused = sum(1 for o in outcomes if o.action == "reused")
+    resumed = sum(1 for o in outcomes if o.action == "resumed")
+    return (
+        f"sweep {sweep_dir}: {cells} cells x {seeds} seeds: {len(outcomes) - reused - resumed} "
+        f"trained, {resumed} resumed, {reused} reused, {diverged} diverged (recorded as results)"
+    )

@@ -108,7 +108,7 @@ def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str, dev
 
 
 def prune_curve(
-    model_dir: Path, sparsities: list[float], backend: str, test, device: str = "cpu"
+    model_dir: Path, sparsities: list[float], *, backend: str, test, device: str = "cpu"
 ) -> dict:
     """Test accuracy of the model after magnitude pruning at each sparsity."""
     model, _ = load_model(model_dir)

@@ -3,6 +3,8 @@ runner, a snapshot of a folder's files, and the check that an error is one clean
 
 import os
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,19 +48,84 @@ def snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-def train_model(config: TrainConfig, name: str, models: Path, images: Path | None = None) -> Path:
-    """Train one model through the same path as `regcli train` (on the CPU)."""
-    (outcome,) = train_job(
-        [Request(config, name)],
+def train_cpu(requests: list[Request], models: Path, **options):
+    """`regcli train`'s own path on the CPU: named folders, nothing forced or resumed, no
+    figures, unless options say otherwise."""
+    settings = dict(
         models_dir=models,
-        images_dir=images,
+        images_dir=None,
         data_dir=DATA_DIR,
         auto_name=False,
         force=False,
         resume=False,
         device_name="cpu",
     )
+    return train_job(requests, **{**settings, **options})
+
+
+def train_model(config: TrainConfig, name: str, models: Path, images: Path | None = None) -> Path:
+    """Train one model through the same path as `regcli train` (on the CPU)."""
+    (outcome,) = train_cpu([Request(config, name)], models, images_dir=images)
     return outcome.model_dir
+
+
+def places(root: Path) -> list:
+    """--models-dir and --images-dir inside root, and the shipped data."""
+    return [
+        "--models-dir",
+        root / "models",
+        "--images-dir",
+        root / "images",
+        "--data-dir",
+        DATA_DIR,
+    ]
+
+
+@contextmanager
+def deadline(seconds: int, why: str = "it should have finished long before"):
+    """Fail instead of hanging (a FIFO opened for reading, a huge value not refused early)."""
+
+    def expire(signum, frame):  # pytest.fail: no `except OSError` or `except Exception` stops it
+        pytest.fail(f"still running after {seconds} s: {why}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class QuietReporter:
+    """A training reporter that watches silently; tests subclass it to act at a given moment."""
+
+    def run_started(self, label, members, epochs, steps, first_epoch): ...
+    def epoch_started(self, epoch, running_loss): ...
+    def step_done(self): ...
+    def testing(self): ...
+    def epoch_finished(self, epoch, records, notes): ...
+
+
+class Interrupter(QuietReporter):
+    """Sends this process a signal once (Ctrl-C by default): in the first step (after=0) or
+    when epoch `after` is finished. The trainer then stops at the next batch boundary."""
+
+    def __init__(self, after: int = 1, number: int = signal.SIGINT):
+        self.after, self.number, self.fired = after, number, False
+
+    def step_done(self):
+        if self.after == 0:
+            self.fire()
+
+    def epoch_finished(self, epoch, records, notes):
+        if epoch == self.after:
+            self.fire()
+
+    def fire(self):
+        if not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), self.number)
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +155,7 @@ def exported(quick_model, tmp_path_factory) -> Path:
 
     model_dir = tmp_path_factory.mktemp("exported") / "quick"
     shutil.copytree(quick_model, model_dir)
-    export_model(model_dir, DATA_DIR)
+    export_model(model_dir, data_dir=DATA_DIR)
     return model_dir
 
 

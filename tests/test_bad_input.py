@@ -15,7 +15,6 @@ import json
 import shutil
 import signal
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,15 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from regcli.config import TrainConfig
-from tests.conftest import DATA_DIR, TINY, invoke, one_line_error, snapshot, train_model
+from tests.conftest import (
+    DATA_DIR,
+    TINY,
+    deadline,
+    invoke,
+    one_line_error,
+    snapshot,
+    train_model,
+)
 
 # --- shared checks ------------------------------------------------------------------------------
 
@@ -64,22 +71,6 @@ def fails_cleanly(result, code: int, fragments: list[str], before: dict, root: P
     assert "weights_only" not in result.output, line
     assert not changes(before, tree(root)), changes(before, tree(root))
     return line
-
-
-@contextmanager
-def deadline(seconds: int):
-    """A usage error is found while parsing: fail instead of computing (or hanging) for long."""
-
-    def expire(signum, frame):
-        pytest.fail(f"still running after {seconds} s: the value was not refused while parsing")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def copy_model(source: Path, models: Path, name: str = "quick") -> Path:
@@ -520,47 +511,6 @@ def test_report_refuses_a_readme_before_any_work(content, reason, quick_model, t
     fails_cleanly(result, 1, [reason, str(readme)], before, tmp_path)
 
 
-def test_report_touches_a_readme_only_when_given(quick_model, tmp_path, monkeypatch):
-    """A README.md where report runs stays as it was without --readme. (The 10,000-image
-    passes are stubbed: a full report takes half a minute on a small CPU; the figures, the
-    tables and the README handling are the real ones.)"""
-    from regcli.artifacts import model_group, model_label
-
-    def no_digits(model_dir, backend, test, count, out):
-        return []
-
-    def flat_curve(model_dir, levels, backend, test, device="cpu"):
-        points = [{"sparsity": s, "accuracy": 0.9} for s in levels]
-        return {"model": model_label(model_dir), "group": model_group(model_dir), "points": points}
-
-    monkeypatch.setattr("regcli.report.misclassified", no_digits)
-    monkeypatch.setattr("regcli.report.prune_curve", flat_curve)
-    model_dir = copy_model(quick_model, tmp_path / "models")
-    text = f"# study\n\n{START}\nold table\n{END}\n"
-    (tmp_path / "README.md").write_text(text)
-    monkeypatch.chdir(tmp_path)  # a README.md right where report runs
-    result = invoke(
-        "report", model_dir, "--data-dir", DATA_DIR, "--images-dir", tmp_path / "images", "-q"
-    )
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "README.md").read_text() == text
-    assert (tmp_path / "images" / "model_compare.png").is_file()
-    result = invoke(
-        "report",
-        model_dir,
-        "--data-dir",
-        DATA_DIR,
-        "--images-dir",
-        tmp_path / "images",
-        "--readme",
-        tmp_path / "README.md",
-        "-q",
-    )
-    assert result.exit_code == 0, result.output
-    assert "old table" not in (tmp_path / "README.md").read_text()
-    assert "| quick |" in (tmp_path / "README.md").read_text()
-
-
 # --- values that cannot work: usage errors before any work --------------------------------------
 
 
@@ -607,7 +557,7 @@ def test_values_that_cannot_work_are_usage_errors(args, fragment, tmp_path):
     if options[0] == "--config":
         options = ["--config", toml(tmp_path, options[1])]
     before = tree(tmp_path)
-    with deadline(3):
+    with deadline(3, "the value was not refused while parsing"):
         result = invoke(
             command,
             *options,
@@ -805,3 +755,15 @@ def test_compare_draws_a_weak_model_beside_a_better_one(quick_model, tmp_path):
     accuracy = {m["model"]: m["final_test_accuracy"] for m in json.loads(result.stdout)["models"]}
     assert accuracy["weak"] < 90 < accuracy["quick"], accuracy
     assert figure.read_bytes().startswith(b"\x89PNG") and figure.stat().st_size > 10_000
+
+
+def test_out_for_several_models_is_a_usage_error(quick_model, tmp_path):
+    """`misclassified --out` names one file: two real models with one --out is refused before
+    any work."""
+    models = tmp_path / "models"
+    first, second = copy_model(quick_model, models, "a"), copy_model(quick_model, models, "b")
+    before = tree(tmp_path)
+    result = invoke(
+        "misclassified", first, second, "--out", tmp_path / "x.png", "--data-dir", DATA_DIR
+    )
+    fails_cleanly(result, 2, ["--out names one file", "2 models"], before, tmp_path)

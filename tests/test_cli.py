@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from regcli import __version__
-from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot
+from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot, train_cpu
 
 
 def test_train_writes_every_artifact_with_its_run_record(tmp_path):
@@ -207,7 +207,7 @@ def test_training_progress_on_a_terminal(tmp_path, monkeypatch):
     """On a terminal: epoch k/N, images/s, running loss, time left, and the test pass labelled."""
     import regcli.console as console
     from regcli.config import TrainConfig
-    from regcli.runs import Request, train_job
+    from regcli.runs import Request
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=160, highlight=False)
@@ -225,17 +225,7 @@ def test_training_progress_on_a_terminal(tmp_path, monkeypatch):
 
     config = TrainConfig(epochs=2, limit_train=640, limit_test=128)
     with Watching() as reporter:
-        train_job(
-            [Request(config, "watched")],
-            models_dir=tmp_path,
-            images_dir=None,
-            data_dir=DATA_DIR,
-            auto_name=False,
-            force=False,
-            resume=False,
-            device_name="cpu",
-            reporter=reporter,
-        )
+        train_cpu([Request(config, "watched")], tmp_path, reporter=reporter)
     assert any("img/s" in s and "loss" in s and "left" in s for s in seen)
     assert "watched epoch 2/2 testing" in seen
     assert "watched epoch  2/2" in screen.getvalue()  # the summary line stays for logs

@@ -168,8 +168,8 @@ def test_members_must_share_the_run_length_and_data():
 def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
     """Out of GPU memory before the first epoch: the group trains as two halves instead."""
     import regcli.runs as runs
-    from regcli.runs import Request, train_job
-    from tests.conftest import DATA_DIR
+    from regcli.runs import Request
+    from tests.conftest import train_cpu
 
     real = runs.train_group
     sizes = []
@@ -183,17 +183,7 @@ def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "train_group", tight_memory)
     config = TrainConfig(epochs=1, limit_train=256, limit_test=128)
     requests = [Request(replace(config, seed=k), "g", seeded=True) for k in range(4)]
-    outcomes = train_job(
-        requests,
-        models_dir=tmp_path,
-        images_dir=None,
-        data_dir=DATA_DIR,
-        auto_name=False,
-        force=False,
-        resume=False,
-        device_name="cpu",
-        group_size=4,
-    )
+    outcomes = train_cpu(requests, tmp_path, group_size=4)
     assert sizes == [4, 2, 2] and [o.action for o in outcomes] == ["trained"] * 4
     groups = [
         json.loads((o.model_dir / "metrics.json").read_text())["run"]["group"] for o in outcomes

@@ -8,13 +8,11 @@ import csv
 import io
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
 import tracemalloc
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +24,10 @@ from regcli import predict as predict_module
 from regcli.data import load_split
 from regcli.errors import RegcliError, UsageError
 from regcli.predict import WORKING_SIDE, predict_files, terminal_safe
+from tests.conftest import DATA_DIR, REPO, deadline
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT / "data"
-MODEL = ROOT / "models" / "none" / "model.onnx"
-SAMPLES = ROOT / "samples"
+MODEL = REPO / "models" / "none" / "model.onnx"
+SAMPLES = REPO / "samples"
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -43,22 +40,6 @@ def predictor():
 @pytest.fixture(scope="module")
 def test_split():
     return load_split(DATA_DIR, "test")
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging (opening a FIFO for reading blocks until a writer comes)."""
-
-    def expire(signum, frame):  # pytest.fail: no `except OSError` or `except Exception` stops it
-        pytest.fail(f"still running after {seconds} s (blocked on a FIFO?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def photo(digit: np.ndarray, size=(120, 90)) -> Image.Image:
@@ -105,7 +86,7 @@ showpage
 def run(predictor, paths, out=None, **options):
     """predict_files, collecting what it reports; (predicted, failed, rows, failures)."""
     rows, failures = [], []
-    with deadline(20):
+    with deadline(20, "blocked on a FIFO?"):
         counts = predict_files(
             predictor, paths, out, on_row=rows.append,
             on_failure=lambda path, message: failures.append((path, message)), **options,
@@ -295,7 +276,7 @@ def test_samples_are_predicted_correctly(predictor, test_split, tmp_path):
     made = tmp_path / "samples"
     script = SAMPLES / "make_samples.py"
     command = [sys.executable, str(script), "--out", str(made), "--data-dir", str(DATA_DIR)]
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=60)
+    subprocess.run(command, check=True, capture_output=True, cwd=REPO, timeout=60)
     committed = sorted(p.relative_to(SAMPLES) for p in (SAMPLES / "photos").iterdir())
     assert len(committed) == 10
     made_files = sorted(p.relative_to(made) for p in made.rglob("*") if p.is_file())

@@ -1,7 +1,6 @@
 """Interruption, resume, divergence and concurrent runs: every file whole, every run continuable."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,8 +13,17 @@ from regcli.artifacts import LAST_NAME
 from regcli.checkpoints import load_checkpoint
 from regcli.config import TrainConfig
 from regcli.errors import Interrupted
-from regcli.runs import Request, train_job
-from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot
+from regcli.runs import Request
+from tests.conftest import (
+    DATA_DIR,
+    REPO,
+    TINY,
+    Interrupter,
+    invoke,
+    one_line_error,
+    snapshot,
+    train_cpu,
+)
 
 SMALL = ["--limit-train", "512", "--limit-test", "256", "--device", "cpu", "--data-dir", DATA_DIR]
 
@@ -25,48 +33,17 @@ def history_without_time(model_dir):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in epochs]
 
 
-class SignalAfterEpoch:
-    """A reporter that sends this process a signal once `epoch` is finished."""
-
-    def __init__(self, epoch, number=signal.SIGINT):
-        self.epoch, self.number = epoch, number
-
-    def run_started(self, *args): ...
-    def epoch_started(self, epoch, running_loss): ...
-    def step_done(self): ...
-    def testing(self): ...
-
-    def epoch_finished(self, epoch, records, notes):
-        if epoch == self.epoch:
-            os.kill(os.getpid(), self.number)
-
-
-def train(requests, models, *, resume=False, reporter=None, group_size=None):
-    return train_job(
-        requests,
-        models_dir=models,
-        images_dir=None,
-        data_dir=DATA_DIR,
-        auto_name=False,
-        force=False,
-        resume=resume,
-        device_name="cpu",
-        group_size=group_size,
-        reporter=reporter,
-    )
-
-
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
     config = TrainConfig(epochs=3, limit_train=512, limit_test=256, l1=1e-4)
     models = tmp_path / "models"
-    (straight,) = train([Request(config, "straight")], models)
+    (straight,) = train_cpu([Request(config, "straight")], models)
     with pytest.raises(Interrupted) as stopped:
-        train([Request(config, "resumed")], models, reporter=SignalAfterEpoch(1))
+        train_cpu([Request(config, "resumed")], models, reporter=Interrupter(1))
     assert stopped.value.exit_code == 130
     assert "epoch 1/3 is saved" in str(stopped.value)
     resumed_dir = models / "resumed"
     assert not (resumed_dir / "model.pt").exists() and (resumed_dir / LAST_NAME).is_file()
-    train([Request(config, "resumed")], models, resume=True)
+    train_cpu([Request(config, "resumed")], models, resume=True)
     assert history_without_time(resumed_dir) == history_without_time(straight.model_dir)
     assert not (resumed_dir / LAST_NAME).exists()
     ours, theirs = load_checkpoint(resumed_dir), load_checkpoint(straight.model_dir)
@@ -78,18 +55,18 @@ def test_a_group_resumes_as_the_same_group_and_ends_as_if_never_stopped(tmp_path
     seeds = [
         Request(TrainConfig(**{**config.as_dict(), "seed": k}), "g", seeded=True) for k in range(2)
     ]
-    straight = train(seeds, tmp_path / "a", group_size=2)
+    straight = train_cpu(seeds, tmp_path / "a", group_size=2)
     with pytest.raises(Interrupted):
-        train(seeds, tmp_path / "b", group_size=2, reporter=SignalAfterEpoch(1))
+        train_cpu(seeds, tmp_path / "b", group_size=2, reporter=Interrupter(1))
     last = torch.load(tmp_path / "b" / "g" / "seed-1" / LAST_NAME, weights_only=True)
     assert last["group"] == {"size": 2, "index": 1, "members": ["g/seed-0", "g/seed-1"]}
-    again = train(seeds, tmp_path / "b", group_size=2)  # seeds resume by themselves
+    again = train_cpu(seeds, tmp_path / "b", group_size=2)  # seeds resume by themselves
     assert [o.action for o in again] == ["resumed", "resumed"]
     for a, b in zip(straight, again, strict=True):
         assert history_without_time(a.model_dir) == history_without_time(b.model_dir)
     # resuming needs the same members: one seed alone is refused
     with pytest.raises(Interrupted):
-        train(seeds, tmp_path / "c", group_size=2, reporter=SignalAfterEpoch(1))
+        train_cpu(seeds, tmp_path / "c", group_size=2, reporter=Interrupter(1))
     result = invoke(
         "train",
         "--name",
@@ -289,7 +266,7 @@ def test_existing_interrupted_run_needs_resume_or_force(tmp_path):
     config = TrainConfig(epochs=3, limit_train=256, limit_test=128)
     models = tmp_path / "models"
     with pytest.raises(Interrupted):
-        train([Request(config, "x")], models, reporter=SignalAfterEpoch(1))
+        train_cpu([Request(config, "x")], models, reporter=Interrupter(1))
     before = snapshot(models)
     options = [
         "--name",
@@ -317,16 +294,12 @@ def test_existing_interrupted_run_needs_resume_or_force(tmp_path):
 def test_interrupted_before_any_epoch_the_hint_starts_again(tmp_path):
     """With no finished epoch there is nothing to resume: the hint is the plain command."""
 
-    class StopAtOnce(SignalAfterEpoch):
-        def step_done(self):
-            os.kill(os.getpid(), signal.SIGINT)
-
     models = tmp_path / "models"
     with pytest.raises(Interrupted) as stopped:
-        train(
+        train_cpu(
             [Request(TrainConfig(epochs=2, limit_train=256, limit_test=128), "early")],
             models,
-            reporter=StopAtOnce(99),
+            reporter=Interrupter(0),
         )
     assert "no epoch was completed" in str(stopped.value)
     assert not (models / "early").exists()  # nothing to keep: no empty folder either

@@ -19,8 +19,19 @@ import pytest
 from regcli.config import TrainConfig
 from regcli.data import load_split
 from regcli.errors import Interrupted
-from regcli.runs import Request, train_job
-from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot, train_model
+from regcli.runs import Request
+from tests.conftest import (
+    DATA_DIR,
+    REPO,
+    TINY,
+    Interrupter,
+    invoke,
+    one_line_error,
+    places,
+    snapshot,
+    train_cpu,
+    train_model,
+)
 
 TINY_CONFIG = TrainConfig(epochs=1, limit_train=256, limit_test=128, l1=1e-5, weight_decay=1e-4)
 
@@ -42,18 +53,6 @@ def tiny(epochs: int = 1) -> list[str]:
     args = list(TINY)
     args[args.index("--epochs") + 1] = str(epochs)
     return args
-
-
-def where(tmp_path: Path) -> list:
-    """--models-dir, --images-dir and --data-dir, all but the data inside tmp_path."""
-    return [
-        "--models-dir",
-        tmp_path / "models",
-        "--images-dir",
-        tmp_path / "images",
-        "--data-dir",
-        DATA_DIR,
-    ]
 
 
 def metrics(model_dir: Path) -> dict:
@@ -86,7 +85,7 @@ def exported_tiny(tmp_path_factory) -> Path:
     from regcli.export import export_model
 
     model_dir = train_model(TINY_CONFIG, "tiny", tmp_path_factory.mktemp("tiny") / "models")
-    export_model(model_dir, DATA_DIR)
+    export_model(model_dir, data_dir=DATA_DIR)
     return model_dir
 
 
@@ -101,45 +100,10 @@ def place(source: Path, target: Path, onnx: bool = True) -> Path:
 # --- interrupting a run: SIGINT to this process from inside the trainer ------------------
 
 
-class Interrupter:
-    """A training reporter that sends this process SIGINT once: in the first step ("step") or
-    when epoch 1 is finished ("epoch"). The trainer stops at the next batch boundary."""
-
-    def __init__(self, at: str):
-        self.at, self.fired = at, False
-
-    def run_started(self, *args) -> None: ...
-    def epoch_started(self, *args) -> None: ...
-    def testing(self) -> None: ...
-
-    def step_done(self) -> None:
-        if self.at == "step":
-            self.fire()
-
-    def epoch_finished(self, epoch, records, notes) -> None:
-        if self.at == "epoch":
-            self.fire()
-
-    def fire(self) -> None:
-        if not self.fired:
-            self.fired = True
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def interrupted_run(models: Path, name: str, config: TrainConfig) -> Path:
     """A run of config stopped by Ctrl-C after its first epoch: models/name/last.pt."""
     with pytest.raises(Interrupted):
-        train_job(
-            [Request(config, name)],
-            models_dir=models,
-            images_dir=None,
-            data_dir=DATA_DIR,
-            auto_name=False,
-            force=False,
-            resume=False,
-            device_name="cpu",
-            reporter=Interrupter("epoch"),
-        )
+        train_cpu([Request(config, name)], models, reporter=Interrupter(1))
     assert (models / name / "last.pt").is_file()
     assert not (models / name / "model.pt").exists()
     return models / name
@@ -219,7 +183,7 @@ def test_seeds_rerun_with_other_settings_is_refused_naming_fields_and_group_is_u
 ):
     group = tmp_path / "models" / "grp"
     args = ["train", "--name", "grp", "--l1", "1e-5"]
-    first = invoke(*args, "--seeds", "2", *TINY, *where(tmp_path))
+    first = invoke(*args, "--seeds", "2", *TINY, *places(tmp_path))
     assert first.exit_code == 0, first.output
     before = snapshot(tmp_path)
     assert {p.name for p in group.iterdir()} == {"seed-0", "seed-1"}
@@ -227,7 +191,7 @@ def test_seeds_rerun_with_other_settings_is_refused_naming_fields_and_group_is_u
     other = [
         *("train", "--name", "grp", "--l1", "1e-3", "--seeds", "3"),
         *tiny(epochs=2),
-        *where(tmp_path),
+        *places(tmp_path),
     ]
     line = one_line_error(invoke(*other), 2)
     for fragment in ("grp", "l1", "1e-05", "0.001", "epochs", "--force", "--name"):
@@ -238,7 +202,7 @@ def test_seeds_rerun_with_other_settings_is_refused_naming_fields_and_group_is_u
     assert not (group / "seed-2").exists()
 
     # the identical settings with one more seed: seeds 0 and 1 reused as they are, 2 trained
-    more = invoke(*args, "--seeds", "3", *TINY, *where(tmp_path))
+    more = invoke(*args, "--seeds", "3", *TINY, *places(tmp_path))
     assert more.exit_code == 0, more.output
     assert "reusing" in more.stderr
     for k in (0, 1):
@@ -253,7 +217,7 @@ def test_resume_with_other_settings_is_refused_and_the_identical_one_resumes(tmp
     run = interrupted_run(models, "cut", config)
     before = snapshot(tmp_path)
 
-    args = ["train", "--name", "cut", "--resume", *tiny(epochs=2), *where(tmp_path)]
+    args = ["train", "--name", "cut", "--resume", *tiny(epochs=2), *places(tmp_path)]
     line = one_line_error(invoke(*args, "--lr", "0.05"), 2)
     for fragment in ("cut", "lr", "0.1", "0.05", "--force", "--name"):
         assert fragment in line, (fragment, line)
@@ -273,11 +237,11 @@ def test_compare_and_report_refuse_a_seed_group_of_mixed_configurations(tmp_path
     figure = tmp_path / "images" / "model_compare.png"
 
     for args in (["compare", models / "grp"], ["compare"]):  # given, and every model
-        line = one_line_error(invoke(*args, *where(tmp_path)[:4]), 1)
+        line = one_line_error(invoke(*args, *places(tmp_path)[:4]), 1)
         assert "grp" in line and "l1" in line and "0.0001" in line, line
     assert not figure.exists()
 
-    line = one_line_error(invoke("report", models / "grp", *where(tmp_path)), 1)
+    line = one_line_error(invoke("report", models / "grp", *places(tmp_path)), 1)
     assert "grp" in line and "l1" in line, line
     assert not figure.exists()
 
@@ -291,16 +255,16 @@ def test_a_folder_of_seed_folders_stands_for_its_seeds(exported_tiny, tmp_path):
     assert [r["model"] for r in json.loads(evaluated.stdout)] == ["grp/seed-0", "grp/seed-1"]
 
     shown = invoke(
-        "misclassified", group, "--backend", "onnx", "--count", "2", "--json", *where(tmp_path)
+        "misclassified", group, "--backend", "onnx", "--count", "2", "--json", *places(tmp_path)
     )
     assert shown.exit_code == 0, shown.output
     assert [r["model"] for r in json.loads(shown.stdout)] == ["grp/seed-0", "grp/seed-1"]
 
-    weights = invoke("weights", group, "--json", *where(tmp_path)[:4])
+    weights = invoke("weights", group, "--json", *places(tmp_path)[:4])
     assert weights.exit_code == 0, weights.output
     assert [r["model"] for r in json.loads(weights.stdout)] == ["grp/seed-0", "grp/seed-1"]
 
-    compared = invoke("compare", group, "--json", *where(tmp_path)[:4])
+    compared = invoke("compare", group, "--json", *places(tmp_path)[:4])
     assert compared.exit_code == 0, compared.output
     (entry,) = json.loads(compared.stdout)["seed_groups"]
     assert entry["group"] == "grp" and entry["seeds"] == 2
@@ -311,7 +275,7 @@ def test_a_folder_of_seed_folders_stands_for_its_seeds(exported_tiny, tmp_path):
 
 @pytest.mark.parametrize("name", [".", "..", "...", "-x", "-", "--force", "../out", "a/../.."])
 def test_train_refuses_a_name_outside_models_dir(name, tmp_path):
-    line = one_line_error(invoke("train", f"--name={name}", *TINY, *where(tmp_path)), 2, "--name")
+    line = one_line_error(invoke("train", f"--name={name}", *TINY, *places(tmp_path)), 2, "--name")
     assert any(part in line for part in name.split("/")), line
     assert list(tmp_path.iterdir()) == []  # not even an empty folder
 
@@ -319,7 +283,7 @@ def test_train_refuses_a_name_outside_models_dir(name, tmp_path):
 @pytest.mark.parametrize("name", [".", "..", "-x"])
 def test_sweep_refuses_a_name_outside_models_dir(name, tmp_path):
     args = ["sweep", f"--name={name}", "--l1", "0", "--weight-decay", "0", "--seeds", "1"]
-    one_line_error(invoke(*args, "--dry-run", *TINY, *where(tmp_path)), 2, "--name")
+    one_line_error(invoke(*args, "--dry-run", *TINY, *places(tmp_path)), 2, "--name")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -328,10 +292,10 @@ def test_a_symlink_in_models_dir_pointing_outside_is_refused(tmp_path):
     models.mkdir()
     outside.mkdir()
     (models / "link").symlink_to(outside, target_is_directory=True)
-    line = one_line_error(invoke("train", "--name", "link", *TINY, *where(tmp_path)), 2)
+    line = one_line_error(invoke("train", "--name", "link", *TINY, *places(tmp_path)), 2)
     assert "link" in line and "--models-dir" in line, line
     sweep = ["sweep", "--name", "link", "--l1", "0", "--weight-decay", "0", "--seeds", "1"]
-    one_line_error(invoke(*sweep, *TINY, *where(tmp_path)), 2, "link")
+    one_line_error(invoke(*sweep, *TINY, *places(tmp_path)), 2, "link")
     assert list(outside.iterdir()) == []
     assert [p.name for p in models.iterdir()] == ["link"]
 
@@ -341,7 +305,7 @@ def test_a_seed_folder_symlink_pointing_outside_is_refused(tmp_path):
     (models / "grp").mkdir(parents=True)
     outside.mkdir()
     (models / "grp" / "seed-0").symlink_to(outside, target_is_directory=True)
-    result = invoke("train", "--name", "grp", "--seeds", "1", *TINY, *where(tmp_path))
+    result = invoke("train", "--name", "grp", "--seeds", "1", *TINY, *places(tmp_path))
     line = one_line_error(result, 2, "seed-0")
     assert "--models-dir" in line, line
     assert list(outside.iterdir()) == []
@@ -358,10 +322,10 @@ def test_clean_up_of_temporaries_touches_only_the_runs_own_folder(tmp_path, monk
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    done = invoke("train", "--name", "run", *TINY, *where(tmp_path))
+    done = invoke("train", "--name", "run", *TINY, *places(tmp_path))
     assert done.exit_code == 0, done.output
     cut = invoke_interrupted(
-        monkeypatch, "epoch", "train", "--name", "cut", *tiny(2), *where(tmp_path)
+        monkeypatch, "epoch", "train", "--name", "cut", *tiny(2), *places(tmp_path)
     )
     stopped(cut)
     for path, data in strays.items():
@@ -375,7 +339,7 @@ def test_clean_up_of_temporaries_touches_only_the_runs_own_folder(tmp_path, monk
 
 def test_default_name_is_the_mode_then_the_next_free_version_and_says_which(tmp_path):
     models = tmp_path / "models"
-    args = ["train", "--l1", "1e-5", "--weight-decay", "1e-4", *TINY, *where(tmp_path)]
+    args = ["train", "--l1", "1e-5", "--weight-decay", "1e-4", *TINY, *places(tmp_path)]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     assert str(models / "l1_l2") in first.stderr
@@ -394,7 +358,7 @@ def test_default_name_is_the_mode_then_the_next_free_version_and_says_which(tmp_
 def test_default_name_moves_on_when_the_mode_folder_is_locked(tmp_path, hold):
     models = tmp_path / "models"
     holder = hold(models / "none")
-    result = invoke("train", *TINY, *where(tmp_path))
+    result = invoke("train", *TINY, *places(tmp_path))
     assert result.exit_code == 0, result.output
     assert str(models / "none-1") in result.stderr
     assert (models / "none-1" / "model.pt").is_file()
@@ -404,7 +368,7 @@ def test_default_name_moves_on_when_the_mode_folder_is_locked(tmp_path, hold):
 
 def test_seeds_without_name_reuse_the_identical_group_and_version_another(tmp_path):
     models = tmp_path / "models"
-    args = ["train", "--seeds", "2", *TINY, *where(tmp_path)]
+    args = ["train", "--seeds", "2", *TINY, *places(tmp_path)]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     group = snapshot(models / "none")
@@ -426,14 +390,14 @@ def test_seeds_without_name_reuse_the_identical_group_and_version_another(tmp_pa
 
 def test_force_without_name_replaces_the_mode_folder_but_a_given_name_is_protected(tmp_path):
     models = tmp_path / "models"
-    assert invoke("train", *TINY, *where(tmp_path)).exit_code == 0
+    assert invoke("train", *TINY, *places(tmp_path)).exit_code == 0
     before = snapshot(tmp_path)
 
-    refused = invoke("train", "--name", "none", "--lr", "0.05", *TINY, *where(tmp_path))
+    refused = invoke("train", "--name", "none", "--lr", "0.05", *TINY, *places(tmp_path))
     one_line_error(refused, 2, "--force")
     assert snapshot(tmp_path) == before
 
-    forced = invoke("train", "--force", "--lr", "0.05", *TINY, *where(tmp_path))
+    forced = invoke("train", "--force", "--lr", "0.05", *TINY, *places(tmp_path))
     assert forced.exit_code == 0, forced.output
     assert metrics(models / "none")["config"]["lr"] == 0.05
     assert [p.name for p in models.iterdir()] == ["none"]
@@ -441,10 +405,10 @@ def test_force_without_name_replaces_the_mode_folder_but_a_given_name_is_protect
 
 def test_resume_hint_of_a_versioned_run_names_the_folder_used(tmp_path, monkeypatch):
     models = tmp_path / "models"
-    assert invoke("train", *TINY, *where(tmp_path)).exit_code == 0
+    assert invoke("train", *TINY, *places(tmp_path)).exit_code == 0
     taken = snapshot(models / "none")
 
-    result = invoke_interrupted(monkeypatch, "epoch", "train", *tiny(2), *where(tmp_path))
+    result = invoke_interrupted(monkeypatch, "epoch", "train", *tiny(2), *places(tmp_path))
     line = stopped(result, "resume with: ")
     assert (models / "none-1" / "last.pt").is_file()
     again = hint(line, "resume with: ")
@@ -458,10 +422,10 @@ def test_resume_hint_of_a_versioned_run_names_the_folder_used(tmp_path, monkeypa
 
 def test_continue_hint_of_a_versioned_seed_group_names_the_folder_used(tmp_path, monkeypatch):
     models = tmp_path / "models"
-    assert invoke("train", "--seeds", "1", *TINY, *where(tmp_path)).exit_code == 0
+    assert invoke("train", "--seeds", "1", *TINY, *places(tmp_path)).exit_code == 0
     taken = snapshot(models / "none")
 
-    args = ["train", "--seeds", "1", "--lr", "0.05", *tiny(2), *where(tmp_path)]
+    args = ["train", "--seeds", "1", "--lr", "0.05", *tiny(2), *places(tmp_path)]
     line = stopped(invoke_interrupted(monkeypatch, "epoch", *args))
     assert (models / "none-1" / "seed-0" / "last.pt").is_file()
     again = hint(line, "with: ")
@@ -484,7 +448,7 @@ def test_a_second_train_on_a_locked_model_names_the_holder_and_sigkill_leaves_no
     place(exported_tiny, models / "m")
     holder = hold(models / "m")
     before = snapshot(tmp_path)
-    args = ["train", "--name", "m", "--force", *TINY, *where(tmp_path)]
+    args = ["train", "--name", "m", "--force", *TINY, *places(tmp_path)]
 
     line = one_line_error(invoke(*args), 1, f"process {holder.pid}")
     assert "regcli train" in line, line
@@ -607,7 +571,7 @@ def test_onnx_without_matching_provenance_is_refused(source, exported_tiny, tmp_
 
 def test_ctrl_c_before_the_first_epoch_hints_the_same_command(tmp_path, monkeypatch):
     models = tmp_path / "models"
-    args = [str(a) for a in ("train", "--name", "r", *tiny(2), *where(tmp_path))]
+    args = [str(a) for a in ("train", "--name", "r", *tiny(2), *places(tmp_path))]
     line = stopped(invoke_interrupted(monkeypatch, "step", *args), "no epoch")
     assert line.endswith(f"start again with: {shlex.join(['regcli', *args])}"), line
     assert not (models / "r" / "last.pt").exists()
@@ -628,13 +592,13 @@ def test_ctrl_c_before_the_first_epoch_over_a_run_hints_force(
         interrupted_run(models, "none", TrainConfig(epochs=2, limit_train=256, limit_test=128))
     else:
         lr = ["--lr", "1e6"] if previous == "diverged" else []
-        invoke("train", "--name", "none", *lr, *TINY, *where(tmp_path))
+        invoke("train", "--name", "none", *lr, *TINY, *places(tmp_path))
     from regcli.runs import folder_state
 
     assert folder_state(models / "none") == previous
     before = snapshot(models)
     args = ["train", *(["--name", "none"] if named else []), "--force", "--lr", "0.05"]
-    args += [*tiny(2), *where(tmp_path)]
+    args += [*tiny(2), *places(tmp_path)]
     line = stopped(invoke_interrupted(monkeypatch, "step", *args), "no epoch")
     again = hint(line, "start again with: ")
     assert "--force" in again and "--resume" not in again, line
@@ -678,7 +642,7 @@ def test_report_checks_its_readme_before_any_work(text, with_sweep, exported_tin
         cell = place(exported_tiny, tmp_path / "models" / "sw" / "l1-0_wd-0" / "seed-0").parent
         sweep = ["--sweep", cell.parent]
     before = snapshot(tmp_path)
-    result = invoke("report", model_dir, "--readme", readme, *sweep, *where(tmp_path))
+    result = invoke("report", model_dir, "--readme", readme, *sweep, *places(tmp_path))
     one_line_error(result, 1, str(readme))
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "images").exists()
@@ -701,7 +665,7 @@ def test_report_writes_the_study_figures_and_only_the_readme_given(
     bystander.write_text(f"# Not given\n\n{section}\n")
     monkeypatch.chdir(tmp_path)
 
-    result = invoke("report", model_dir, "--readme", given, *where(tmp_path))
+    result = invoke("report", model_dir, "--readme", given, *places(tmp_path))
     assert result.exit_code == 0, result.output
     text = given.read_text()
     assert text.startswith(f"# Results\n\n{MARKERS[0]}\n") and text.endswith(
@@ -730,20 +694,20 @@ def test_a_subset_of_models_gets_its_own_figures(exported_tiny, tmp_path):
         ("compare", "model_compare_l2.png", []),
         ("prune", "pruning_compare_l2.png", ["--backend", "onnx", "--sparsity", "0.5"]),
     ):
-        options = [*where(tmp_path)[:4], *(["--data-dir", DATA_DIR] if command == "prune" else [])]
+        options = [*places(tmp_path)[:4], *(["--data-dir", DATA_DIR] if command == "prune" else [])]
         result = invoke(command, models / "l2", *extra, *options)
         assert result.exit_code == 0, (command, result.output)
         assert (images / figure).read_bytes().startswith(b"\x89PNG"), command
         assert f"wrote {images / figure}" in result.stderr, result.stderr
 
     out = tmp_path / "mine" / "weights.png"
-    result = invoke("weights", models / "l2", "--out", out, *where(tmp_path)[:4])
+    result = invoke("weights", models / "l2", "--out", out, *places(tmp_path)[:4])
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(b"\x89PNG")
     for path, data in study.items():
         assert path.read_bytes() == data, path
 
-    everything = invoke("weights", *where(tmp_path)[:4])  # the default selection: the study's
+    everything = invoke("weights", *places(tmp_path)[:4])  # the default selection: the study's
     assert everything.exit_code == 0, everything.output
     assert (images / "weights_compare.png").read_bytes().startswith(b"\x89PNG")
 
@@ -783,10 +747,10 @@ def test_runs_lists_every_folder_with_its_settings_state_and_accuracy(
     models = tmp_path / "models"
     place(exported_tiny, models / "tiny")
     place(exported_tiny, models / "held")
-    seeds = invoke("train", "--name", "grp", "--seeds", "2", *TINY, *where(tmp_path))
+    seeds = invoke("train", "--name", "grp", "--seeds", "2", *TINY, *places(tmp_path))
     assert seeds.exit_code == 0, seeds.output
     interrupted_run(models, "cut", TrainConfig(epochs=2, limit_train=256, limit_test=128))
-    boom = invoke("train", "--name", "boom", "--lr", "1e6", *TINY, *where(tmp_path))
+    boom = invoke("train", "--name", "boom", "--lr", "1e6", *TINY, *places(tmp_path))
     one_line_error(boom, 1, "diverged")
     holder = hold(models / "held")
 

@@ -88,7 +88,9 @@ def test_pruning_curve_through_both_backends(exported, mnist):
 
     model_dir = exported
     test = mnist[1].head(2_000)
-    curves = {b: prune_curve(model_dir, [0.0, 0.5, 0.95], b, test) for b in ("torch", "onnx")}
+    curves = {
+        b: prune_curve(model_dir, [0.0, 0.5, 0.95], backend=b, test=test) for b in ("torch", "onnx")
+    }
     unpruned = score(open_predictor(model_dir, "torch"), test).accuracy
     for curve in curves.values():
         accuracies = [p["accuracy"] for p in curve["points"]]

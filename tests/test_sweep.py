@@ -78,7 +78,7 @@ def test_the_same_sweep_again_reuses_every_cell_and_changes_nothing(swept):
     before = snapshot(swept / "models")
     result = sweep(swept)
     assert result.exit_code == 0, result.output
-    assert "0 trained, 6 reused" in result.stderr
+    assert "0 trained, 0 resumed, 6 reused" in result.stderr
     assert snapshot(swept / "models") == before
     plan = json.loads(sweep(swept, "--dry-run", "--json").stdout)
     assert (plan["reuse"], plan["train"], plan["models"]) == (6, 0, 6)
@@ -183,7 +183,9 @@ def test_the_path_report_is_computed_from_the_models(swept, mnist):
         assert cell["near_zero_share"] == pytest.approx(mean(shares))
         norms = [weight_stats(load_model(f)[0])["l1_norm"] for f in folders]
         assert cell["l1_norm"] == pytest.approx(mean(norms))
-        curves = [prune_curve(f, list(PATH_SPARSITIES), "torch", test) for f in folders]
+        curves = [
+            prune_curve(f, list(PATH_SPARSITIES), backend="torch", test=test) for f in folders
+        ]
         for i, level in enumerate(PATH_SPARSITIES):
             pruned = mean([100 * c["points"][i]["accuracy"] for c in curves])
             assert cell["pruned"][repr(level)] == pytest.approx(pruned)
