@@ -184,17 +184,12 @@ def load_metrics(model_dir: Path) -> dict:
     return metrics
 
 
-def saved_config(model_dir: Path):
-    """The TrainConfig of a saved run, from its metrics.json (no PyTorch needed)."""
-    from regcli.config import TrainConfig
-
-    path = Path(model_dir) / METRICS_NAME
-    return TrainConfig.from_dict(load_metrics(model_dir)["config"], str(path))
-
-
-def read_settings(path: Path, tables: tuple[str, ...] = ()) -> tuple[dict, dict]:
+def read_settings(
+    path: Path, tables: tuple[str, ...] = (), elsewhere: dict[str, str] | None = None
+) -> tuple[dict, dict]:
     """`--config`: TrainConfig settings from a TOML file (and its allowed extra tables), or the
-    config of a saved run from its folder. Unknown settings are an error naming them."""
+    config of a saved run from its folder. Unknown settings are an error naming them, and so
+    are settings that belong elsewhere (`elsewhere`: setting -> where it goes)."""
     from regcli.config import FIELD_NAMES, check_keys, parse_toml
 
     path = Path(path)
@@ -206,6 +201,9 @@ def read_settings(path: Path, tables: tuple[str, ...] = ()) -> tuple[dict, dict]
         reason = getattr(error, "strerror", None) or error
         raise UsageError(f"--config {path}: cannot read ({reason})") from None
     data = check_keys(parse_toml(text, str(path)), (*FIELD_NAMES, *tables), str(path))
+    for key, where in (elsewhere or {}).items():
+        if key in data:
+            raise UsageError(f"{path}: {key} belongs in {where}")
     extra = {table: data.pop(table, {}) for table in tables}
     return data, extra
 
@@ -336,6 +334,9 @@ class ModelLock:
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the last holder removed the (empty) folder meanwhile
+                self.model_dir.mkdir(parents=True, exist_ok=True)
+                continue
             except OSError as error:
                 self.discard_empty_dir()
                 raise RegcliError(f"cannot write {self.path}: {error.strerror or error}") from None
@@ -346,9 +347,11 @@ class ModelLock:
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
+                named = self.purpose in ("regcli train", "regcli sweep")
+                other = ", or choose another --name" if named else ""
                 raise Locked(
                     f"{self.model_dir} is in use by {lock_holder(self.model_dir)}; "
-                    "wait for it to finish, or choose another --name"
+                    f"wait for it to finish{other}"
                 ) from None
             if same_file(fd, self.path):
                 break

@@ -1,6 +1,6 @@
 """Two interchangeable predictors, PyTorch and onnxruntime: images [B,1,28,28] -> logits [B,10].
 
-Every inference command opens one with `open_predictor(model_dir, backend)` and never needs to
+Every inference command opens one with `open_predictor(model_dir, backend=...)` and never needs to
 know which it got. The ONNX side never imports PyTorch (about 2 s of start-up on a small CPU):
 the torch backend loads it only when asked for.
 
@@ -115,7 +115,7 @@ def is_current(model_dir: Path) -> bool:
         return False
 
 
-def open_predictor(model_dir: Path, backend: str, device: str = "cpu") -> Predictor:
+def open_predictor(model_dir: Path, *, backend: str, device: str = "cpu") -> Predictor:
     """The model in model_dir behind the chosen backend."""
     if backend == Backend.torch:
         from regcli.checkpoints import load_model

@@ -30,6 +30,10 @@ RUN_STATE_FORMAT = "regcli-run-state"  # last.pt
 CHECKPOINT_VERSION = 2  # 1: mode, strengths and seed repeated beside the config
 
 
+class NewerFormat(RegcliError):
+    """A checkpoint of a format version this regcli does not know (a newer one wrote it)."""
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -44,20 +48,21 @@ def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
         raise RegcliError(f"cannot read {path}: {error.strerror or error}") from None
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a Python object: never load it
-        raise RegcliError(
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():  # bytes that only look like a pickle
+            raise RegcliError(f"{path}: not a readable regcli checkpoint (corrupt)") from None
+        raise RegcliError(  # weights_only refused a Python object: never load it
             f"{path}: not a readable regcli checkpoint (it holds Python objects, not plain data; "
             "regcli never loads those, since they can run code)"
         ) from None
     except Exception as error:  # corrupt zip, truncated file: torch raises many kinds
-        raise RegcliError(
-            f"{path}: not a readable regcli checkpoint ({first_line(error)})"
-        ) from None
+        reason = "corrupt" if isinstance(error, KeyError) else first_line(error)
+        raise RegcliError(f"{path}: not a readable regcli checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise RegcliError(f"{path}: not a regcli checkpoint")
     version = payload.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
-        raise RegcliError(
+        raise NewerFormat(
             f"{path}: checkpoint format version {version!r} is not one this regcli reads "
             f"(1..{CHECKPOINT_VERSION}); a newer regcli wrote it"
         )
@@ -85,11 +90,9 @@ def load_checkpoint_with_hash(model: Path | str) -> tuple[dict, str]:
 def model_from_checkpoint(payload: dict, path: Path | str = CHECKPOINT_NAME) -> Net:
     model = Net(checkpoint_config(payload, path).dropout)
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RegcliError(f"{path}: holds no weights")
-    if not state:
-        raise RegcliError(f"{path}: holds no weights")
     problem = state_dict_problem(model, state)
+    if problem == "no weights" or not state:
+        raise RegcliError(f"{path}: holds no weights")
     if problem:
         raise RegcliError(f"{path}: weights do not fit regcli's network ({problem})")
     model.load_state_dict(state)
@@ -199,9 +202,9 @@ def load_run_state(model_dir: Path) -> dict:
     path = Path(model_dir) / LAST_NAME
     try:
         state, _ = read_payload(path, RUN_STATE_FORMAT)
+    except NewerFormat:  # a newer regcli can resume it: do not advise throwing it away
+        raise
     except RegcliError as error:
-        if "newer regcli" in str(error):  # a newer regcli can resume it: keep it
-            raise
         raise RegcliError(f"{error}; start over with --force") from None
     try:
         config = TrainConfig.from_dict(state.get("config"), "config")

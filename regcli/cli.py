@@ -100,9 +100,9 @@ app = typer.Typer(
 )
 
 
-def complete_models(incomplete: str) -> list[str]:
-    """Shell completion for model arguments: folders under models/ that hold a model."""
-    root = Path("models")
+def complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion for model arguments: the folders under --models-dir that hold a model."""
+    root = Path(ctx.params.get("models_dir") or "models")
     found = sorted((p.parent for p in root.rglob(CHECKPOINT_NAME)), key=natural_key)
     return [str(p) for p in found if str(p).startswith(incomplete)] if root.is_dir() else []
 
@@ -203,11 +203,15 @@ TRAINING_OPTIONS = (
 
 
 def resolved_config(
-    ctx: typer.Context, config_file: Path | None, given: dict, tables: tuple[str, ...] = ()
+    ctx: typer.Context,
+    config_file: Path | None,
+    given: dict,
+    tables: tuple[str, ...] = (),
+    elsewhere: dict[str, str] | None = None,
 ) -> tuple[dict, dict]:
     """TrainConfig settings: the defaults, then --config, then the options typed on the command
     line. Returns (settings, the file's extra tables)."""
-    from_file, extra = read_settings(config_file, tables) if config_file else ({}, {})
+    from_file, extra = read_settings(config_file, tables, elsewhere) if config_file else ({}, {})
     typed = {k: getattr(v, "value", v) for k, v in given.items() if typed_here(ctx, k)}
     return {**TrainConfig().as_dict(), **from_file, **typed}, extra
 
@@ -381,25 +385,13 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool) -> None:
 @app.command()
 def summary(json_output: JsonFlag = False):
     """Print the network layer by layer: output shape, parameters, receptive field."""
-    from regcli.model import Net, count_parameters, layer_summary
-    from regcli.tables import render
+    from regcli.model import Net, count_parameters, layer_summary, layer_table
 
-    model = Net()
-    rows = layer_summary(model)
+    rows = layer_summary(Net())
     if json_output:
-        print_json({"layers": rows, "parameters": count_parameters(model)})
-        return
-    body = [
-        [
-            r["layer"],
-            "x".join(map(str, r["output_shape"])),
-            f"{r['parameters']:,}",
-            str(r["receptive_field"]),
-        ]
-        for r in rows
-    ]
-    body.append(["total", "", f"{count_parameters(model):,}", ""])
-    stdout.print(render(["layer", "output", "params", "RF"], body), markup=False)
+        print_json({"layers": rows, "parameters": count_parameters(Net())})
+    else:
+        print_line(layer_table(rows))
 
 
 def each_model(dirs: list[Path], what: str, quiet: bool, work) -> tuple[list, int]:
@@ -432,19 +424,26 @@ def export(
     models_dir: ModelsDir = Path("models"),
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Export even if model.onnx is up to date.")] = False,
+    json_output: JsonFlag = False,
     quiet: Quiet = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
     from regcli.backends import is_current
     from regcli.export import export_model
 
-    def export_one(model_dir: Path) -> None:
+    def export_one(model_dir: Path) -> dict:
+        target = Path(model_dir) / "model.onnx"
         if is_current(model_dir) and not force:
-            return say(f"up to date: {model_dir / 'model.onnx'}", quiet)
+            say(f"up to date: {target}", quiet)
+            return {"model": str(model_dir), "onnx": str(target), "action": "up to date"}
         command = ["regcli", *invocation.get()]
         say(f"exported {export_model(model_dir, data_dir=data_dir, command=command)}", quiet)
+        return {"model": str(model_dir), "onnx": str(target), "action": "exported"}
 
-    exit_if(each_model(model_dirs(models, models_dir), "exporting", quiet, export_one)[1])
+    done, failed = each_model(model_dirs(models, models_dir), "exporting", quiet, export_one)
+    if json_output:
+        print_json(done)
+    exit_if(failed)
 
 
 @app.command()
@@ -468,7 +467,7 @@ def evaluate(
     table = None if json_output else Streaming(headers, widths, print_line)
 
     def evaluate_one(model_dir: Path) -> dict:
-        r = evaluate_model(model_dir, backend.value, test)[0]
+        r = evaluate_model(model_dir, backend=backend.value, test=test)[0]
         if table:  # each row as soon as it is scored
             table.row(
                 [
@@ -560,7 +559,7 @@ def predict(
     from regcli.backends import open_predictor
     from regcli.predict import predict_files, terminal_safe
 
-    predictor = open_predictor(model, backend.value)
+    predictor = open_predictor(model, backend=backend.value)
 
     def show(row: dict) -> None:
         if json_output:
@@ -595,18 +594,16 @@ def compare(
     from regcli.plots import compare_figure, save_figure
 
     dirs = model_dirs(models, models_dir)
-    rows = []
-    with model_progress(len(dirs), "reading", quiet) as advance:
-        for model_dir in dirs:
-            rows.append(comparison.summarize(model_dir))
-            advance(model_label(model_dir))
-    figure = summary_figure("compare", images_dir, dirs if models else None, out)
-    save_figure(compare_figure(comparison.series(rows)), figure)
-    if json_output:
-        print_json(comparison.as_json(rows))
-    else:
-        stdout.print(comparison.comparison_tables(rows, markdown), markup=False)
-    say(f"wrote {figure}", quiet)
+    rows, failed = each_model(dirs, "reading", quiet, comparison.summarize)
+    if rows:
+        figure = summary_figure("compare", images_dir, dirs if models else None, out)
+        save_figure(compare_figure(comparison.series(rows)), figure)
+        if json_output:
+            print_json(comparison.as_json(rows))
+        else:
+            print_line(comparison.comparison_tables(rows, markdown))
+        say(f"wrote {figure}", quiet)
+    exit_if(failed)
 
 
 @app.command()
@@ -626,6 +623,7 @@ def report(
         ),
     ] = None,
     device: DeviceOption = Device.cpu,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures written.")] = False,
     quiet: Quiet = False,
 ):
     """Rebuild every figure (and, with --readme, its tables) from the models on disk."""
@@ -640,14 +638,13 @@ def report(
             data_dir=data_dir,
             readme=readme,
             sweep=sweep,
-            device=device.value if device != Device.auto else "cpu",
+            device=device.value,
             advance=advance,
         )
-    say(
-        f"wrote {len(written)} figures in {images_dir}"
-        + (f" and the tables in {readme}" if readme else ""),
-        quiet,
-    )
+    if json_output:
+        print_json({"figures": [str(p) for p in written], "readme": readme and str(readme)})
+    tables = f" and the tables in {readme}" if readme else ""
+    say(f"wrote {len(written)} figures in {images_dir}{tables}", quiet)
 
 
 @app.command()
@@ -661,30 +658,17 @@ def weights(
 ):
     """Weight norms, shares of small weights, and their distributions in one figure."""
     from regcli.plots import save_figure, weights_figure
-    from regcli.tables import render
-    from regcli.weights import THRESHOLDS, model_weights
+    from regcli.weights import model_weights, weights_table
 
     dirs = model_dirs(models, models_dir)
-    stats = [model_weights(d) for d in dirs]
-    figure = summary_figure("weights", images_dir, dirs if models else None, out)
-    save_figure(weights_figure(stats), figure)
-    rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
-    if json_output:
-        print_json(rows)
-    else:
-        headers = ["model", "weights", "L1 norm", "L2 norm", *(f"|w|<{t:g} %" for t in THRESHOLDS)]
-        body = [
-            [
-                r["model"],
-                f"{r['count']:,}",
-                f"{r['l1_norm']:.1f}",
-                f"{r['l2_norm']:.2f}",
-                *(f"{100 * r[f'below_{t:g}']:.2f}" for t in THRESHOLDS),
-            ]
-            for r in rows
-        ]
-        stdout.print(render(headers, body), markup=False)
-    say(f"wrote {figure}", quiet)
+    stats, failed = each_model(dirs, "reading", quiet, model_weights)
+    if stats:
+        figure = summary_figure("weights", images_dir, dirs if models else None, out)
+        save_figure(weights_figure(stats), figure)
+        rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
+        print_json(rows) if json_output else print_line(weights_table(rows))
+        say(f"wrote {figure}", quiet)
+    exit_if(failed)
 
 
 @app.command()
@@ -736,32 +720,10 @@ def runs(
     json_output: JsonFlag = False,
 ):
     """List the runs under --models-dir: settings, seed, epochs, state and final accuracy."""
-    from regcli.runs import list_runs
-    from regcli.tables import render
+    from regcli.runs import list_runs, runs_table
 
     rows = list_runs(models_dir)
-    if json_output:
-        print_json(rows)
-        return
-
-    def number(value, fmt):
-        return "-" if value is None else format(value, fmt)
-
-    body = [
-        [
-            r["name"],
-            r["mode"] or "-",
-            number(r["l1"], "g"),
-            number(r["weight_decay"], "g"),
-            number(r["seed"], "d"),
-            f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
-            r["state"],
-            number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
-        ]
-        for r in rows
-    ]
-    headers = ["run", "mode", "l1", "weight decay", "seed", "epochs", "state", "test acc %"]
-    stdout.print(render(headers, body, align="<<>>>><>"), markup=False)
+    print_json(rows) if json_output else print_line(runs_table(rows))
 
 
 @app.command()
@@ -816,7 +778,10 @@ def sweep(
     from regcli import sweep as grid_search
 
     given = {k: v for k, v in locals().items() if k in TRAINING_OPTIONS}
-    settings, tables = resolved_config(ctx, config, given, tables=("sweep",))
+    lists = "the [sweep] table, as a list of strengths"
+    settings, tables = resolved_config(
+        ctx, config, given, tables=("sweep",), elsewhere={"l1": lists, "weight_decay": lists}
+    )
     typed = {
         k: v
         for k, v in dict(l1=l1, weight_decay=weight_decay, grid=grid.value, seeds=seeds).items()
@@ -833,6 +798,7 @@ def sweep(
         print_line(grid_search.config_text(base, l1s, decays, grid, seeds))
         return
     if report_only:
+        from regcli.paths import path_table
         from regcli.report import sweep_report
 
         total = sum(1 for _ in (models_dir / name).glob("*/seed-*"))
@@ -844,7 +810,7 @@ def sweep(
                 device=device.value,
                 advance=advance,
             )
-        print_json(cells) if json_output else print_line(grid_search.path_table(cells))
+        print_json(cells) if json_output else print_line(path_table(cells))
         for figure in written:
             say(f"wrote {figure}", quiet)
         return

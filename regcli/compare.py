@@ -12,8 +12,7 @@ import numpy as np
 
 from regcli.artifacts import checkpoint_path, load_metrics, model_group, model_label, seed_number
 from regcli.checkpoints import checkpoint_config, load_checkpoint, model_from_checkpoint
-from regcli.config import differences
-from regcli.errors import RegcliError
+from regcli.config import check_same_settings
 from regcli.stats import mean, sample_std, welch
 from regcli.tables import render
 from regcli.weights import NEAR_ZERO, weight_stats
@@ -56,6 +55,7 @@ def summarize(model_dir: Path) -> dict:
     return {
         "model": model_label(model_dir),
         "group": model_group(model_dir),
+        "group_path": str(Path(model_dir).parent),
         "seeded": seed_number(model_dir) is not None,
         "config": config,
         "mode": config.mode,
@@ -79,18 +79,12 @@ def groups(rows: list[dict]) -> dict[str, list[dict]]:
     configuration (the seed aside) is refused, not averaged."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
-        key = f"{row['group']} seeds" if row["seeded"] else row["model"]
+        key = f"{row['group_path']} seeds" if row["seeded"] else row["model"]
         grouped.setdefault(key, []).append(row)
     for members in grouped.values():
-        for other in members[1:]:
-            changes = differences(members[0]["config"], other["config"], ignore=("seed",))
-            if changes:
-                raise RegcliError(
-                    f"seed group {members[0]['group']} mixes configurations: "
-                    f"{other['model']} differs from {members[0]['model']} in "
-                    + ", ".join(c.replace("(asked", "(vs") for c in changes)
-                    + "; retrain it with the group's settings or move it out"
-                )
+        check_same_settings(
+            [(m["model"], m["config"]) for m in members], f"seed group {members[0]['group']}"
+        )
     return grouped
 
 
@@ -130,8 +124,6 @@ def series(rows: list[dict]) -> list[dict]:
     out = []
     for name, members in groups(rows).items():
         epochs = [r["epoch"] for r in members[0]["history"]]
-        if any(len(m["history"]) != len(epochs) for m in members):
-            raise RegcliError(f"the seeds of {name} ran for different numbers of epochs")
         entry = {
             "label": name if len(members) == 1 else f"{members[0]['group']} ({len(members)} seeds)",
             "group": members[0]["group"],
@@ -197,7 +189,11 @@ def results_markdown(rows: list[dict]) -> str:
 def as_json(rows: list[dict]) -> dict:
     """Everything `compare` shows, as plain data."""
     plain = [
-        {k: (v.as_dict() if k == "config" else v) for k, v in r.items() if k != "history"}
+        {
+            k: (v.as_dict() if k == "config" else v)
+            for k, v in r.items()
+            if k not in ("history", "group_path")
+        }
         for r in rows
     ]
     return {"models": plain, "seed_groups": seed_summary(rows)}

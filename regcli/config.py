@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import get_args
 
-from regcli.errors import UsageError
+from regcli.errors import RegcliError, UsageError
 
 MNIST_MEAN = 0.1307  # mean pixel value of the MNIST training images, on a 0..1 scale
 MNIST_STD = 0.3081  # standard deviation of the same pixels
@@ -48,6 +48,7 @@ class Grid(StrEnum):
     product = "product"  # every (l1, weight decay) combination
 
 
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the MNIST splits
 MODES = ("none", "l1", "l2", "l1_l2")  # which strengths are non-zero; the default model names
 MAX_SEED = 2**63 - 1  # torch.manual_seed's largest accepted seed
 # Fields that the members of one grouped training run must share (they step together over the
@@ -108,6 +109,14 @@ class TrainConfig:
                 raise UsageError(message)
 
     @property
+    def train_images(self) -> int:
+        return min(self.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
+
+    @property
+    def test_images(self) -> int:
+        return min(self.limit_test or TEST_IMAGES, TEST_IMAGES)
+
+    @property
     def max_momentum(self) -> float:
         """One-cycle goes up to momentum + 0.05, which must stay below 1."""
         return 0.95 if self.schedule == "onecycle" else 1.0
@@ -164,6 +173,22 @@ def differences(saved: TrainConfig, asked: TrainConfig, ignore: tuple[str, ...] 
         for name in FIELD_NAMES
         if name not in ignore and getattr(saved, name) != getattr(asked, name)
     ]
+
+
+def check_same_settings(
+    members: list[tuple[str, TrainConfig]], what: str, ignore: tuple[str, ...] = ("seed",)
+) -> None:
+    """Refuse to average runs of different settings: `what` mixes configurations. Each member is
+    (its name, its config); the seed differs by design."""
+    (first_name, first), *others = members
+    for name, config in others:
+        changes = differences(first, config, ignore=ignore)
+        if changes:
+            shown = ", ".join(c.replace("(asked", "(vs") for c in changes)
+            raise RegcliError(
+                f"{what} mixes configurations: {name} differs from {first_name} in {shown}; "
+                "retrain it with the others' settings or move it out"
+            )
 
 
 def group_key(config: TrainConfig) -> tuple:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from regcli.tables import clock
+
 if TYPE_CHECKING:  # the trainer loads PyTorch, which commands on ONNX models never need
     from regcli.train import EpochRecord
 
@@ -27,14 +29,6 @@ def say(message: str, quiet: bool = False) -> None:
 
 def warn(message: str) -> None:
     stderr.print(f"warning: {message}", markup=False)
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def live_bar() -> Progress:
@@ -57,6 +51,11 @@ class TrainingReporter:
         self.progress = live_bar() if not quiet and stderr.is_terminal else None
         self.task = None
         self.running_loss: Callable[[], float | None] = lambda: None
+        self.job_total, self.job_done, self.job_started_at = 0, 0, time.perf_counter()
+
+    def job_started(self, model_steps: int) -> None:
+        """Every group of the command together: time left is for all of them."""
+        self.job_total, self.job_done, self.job_started_at = model_steps, 0, time.perf_counter()
 
     def __enter__(self):
         if self.progress:
@@ -85,11 +84,15 @@ class TrainingReporter:
 
     def step_done(self) -> None:
         self.done_steps += 1
+        self.job_done += self.members
         if not self.progress:
             return
         elapsed = time.perf_counter() - self.started
         rate = self.done_steps / elapsed if elapsed else 0
         left = (self.remaining_steps - self.done_steps) / rate if rate else None
+        if self.job_total:  # the whole job, at its own pace so far
+            job_rate = self.job_done / (time.perf_counter() - self.job_started_at)
+            left = (self.job_total - self.job_done) / job_rate if job_rate else None
         images = rate * self.batch_size * self.members
         loss = self.running_loss()
         info = f"{images:,.0f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")

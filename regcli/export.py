@@ -33,13 +33,12 @@ OUTPUT_NAME = "logits"  # float32 [batch, 10], unnormalized class scores (softma
 OPSET = 18
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between onnxruntime and PyTorch
 PARITY_BATCHES = (1, 256)  # batch sizes checked at export
-TEST_IMAGES = 10_000  # the MNIST test set
 
 
 def metadata(payload: dict, source_sha256: str, export_record: dict) -> dict[str, str]:
     config = checkpoint_config(payload)
     final = payload["final"]
-    tested = config.limit_test or TEST_IMAGES
+    tested = config.test_images
     return {
         "regcli_version": regcli.__version__,
         "mode": config.mode,
@@ -68,7 +67,7 @@ def training_run(payload: dict) -> dict:
 def doc_string(payload: dict) -> str:
     config = checkpoint_config(payload)
     accuracy = 100 * payload["final"]["test_accuracy"]
-    tested = config.limit_test or TEST_IMAGES
+    tested = config.test_images
     return (
         f"regcli MNIST digit classifier ({config.mode}: l1 {config.l1:g}, weight decay "
         f"{config.weight_decay:g}, seed {config.seed}, {payload['epochs']} epochs), "

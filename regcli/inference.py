@@ -12,9 +12,9 @@ from regcli.data import Split
 from regcli.scoring import Scores, score
 
 
-def evaluate_model(model_dir: Path, backend: str, test: Split) -> tuple[dict, Scores]:
+def evaluate_model(model_dir: Path, *, backend: str, test: Split) -> tuple[dict, Scores]:
     """Score one model on the test split; a JSON-ready summary and the raw scores."""
-    predict = open_predictor(model_dir, backend)
+    predict = open_predictor(model_dir, backend=backend)
     started = time.perf_counter()
     scores = score(predict, test)
     seconds = time.perf_counter() - started
@@ -40,7 +40,7 @@ def plot_misclassified(
     """Plot the first `count` misclassified test digits (in test-set order) to `out`."""
     from regcli.plots import misclassified_figure, save_figure  # matplotlib: only when drawing
 
-    _, scores = evaluate_model(model_dir, backend, test)
+    _, scores = evaluate_model(model_dir, backend=backend, test=test)
     chosen = scores.misclassified[:count].tolist()
     rows = [
         {

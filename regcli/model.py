@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from regcli.config import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from regcli.tables import render
 
 
 class Normalize(nn.Module):
@@ -129,6 +130,21 @@ def layer_summary(model: Net, input_size: int = 28) -> list[dict]:
             )
     model.train(was_training)
     return rows
+
+
+def layer_table(rows: list[dict]) -> str:
+    """`regcli summary`: layer_summary's rows as a text table, with the total."""
+    body = [
+        [
+            r["layer"],
+            "x".join(map(str, r["output_shape"])),
+            f"{r['parameters']:,}",
+            str(r["receptive_field"]),
+        ]
+        for r in rows
+    ]
+    body.append(["total", "", f"{sum(r['parameters'] for r in rows):,}", ""])
+    return render(["layer", "output", "params", "RF"], body)
 
 
 def _kernel_and_stride(layer: nn.Module, spatial_in: int) -> tuple[int, int]:

@@ -8,8 +8,6 @@ it is checked (file and markers) before any work, so a bad README costs nothing.
 
 from pathlib import Path
 
-import torch
-
 from regcli import compare, paths
 from regcli.artifacts import (
     FIGURES,
@@ -31,6 +29,7 @@ from regcli.plots import (
     weights_figure,
 )
 from regcli.runs import plot_history
+from regcli.train import resolve_device
 from regcli.weights import model_weights, prune_curve
 
 REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
@@ -53,6 +52,7 @@ def report(
         check_readme(readme, *compare.README_SECTION)
         if sweep is not None:
             check_readme(readme, *paths.README_SECTION)
+    device = resolve_device(device).type  # an explicit device must be there
     test = load_split(data_dir, "test")
     images_dir = Path(images_dir)
     rows = [compare.summarize(d) for d in model_dirs]  # every model readable before any figure
@@ -120,8 +120,7 @@ def sweep_report(
     advance=lambda name="": None,
 ) -> tuple[list[dict], list[Path]]:
     """`regcli sweep --report`: the path's cells and its two figures."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     cells = paths.path_stats(
         sweep, load_split(data_dir, "test"), backend=REPORT_BACKEND, device=device, advance=advance
     )
@@ -130,7 +129,7 @@ def sweep_report(
 
 def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
     """How the sweep was trained, from its models' run records: machine, groups, seconds."""
-    groups, machine, epochs = {}, None, None
+    groups, machine, epochs, torch_version = {}, None, None, "?"
     for folder in sorted(Path(sweep).glob("*/seed-*")):
         try:
             metrics = load_metrics(folder)
@@ -142,6 +141,7 @@ def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
         groups[key] = run.get("seconds") or 0.0
         info = run.get("machine") or {}
         machine = info.get("gpu") or info.get("cpu") or machine
+        torch_version = (run.get("versions") or {}).get("torch", "?")
         epochs = metrics["config"]["epochs"]
     if not groups or machine is None:
         return None
@@ -150,7 +150,7 @@ def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
         "cells": len(cells),
         "seeds": max(c["seeds"] for c in cells),
         "epochs": epochs,
-        "machine": machine,
+        "machine": f"{machine} (PyTorch {torch_version})",
         "seconds": sum(groups.values()),
         "groups": len(groups),
         "largest_group": max(len(k) for k in groups),

@@ -36,15 +36,23 @@ from regcli.artifacts import (
     model_label,
     natural_key,
 )
-from regcli.checkpoints import load_run_state, save_run, save_run_state, write_metrics
+from regcli.checkpoints import (
+    checkpoint_config,
+    load_checkpoint,
+    load_run_state,
+    save_run,
+    save_run_state,
+    write_metrics,
+)
 from regcli.config import MODES, TrainConfig, differences, group_key
 from regcli.data import load_split
 from regcli.errors import Diverged, Interrupted, Locked, RegcliError, UsageError
 from regcli.plots import history_figure, save_figure
 from regcli.provenance import run_record, utc_now
+from regcli.tables import render
 from regcli.train import EpochRecord, MemberState, Reporter, StopFlag, resolve_device, train_group
 
-CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped ran ~0.55x as fast (bench)
+CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped is slower there (make bench)
 GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
 MAX_GROUP_SIZE = 256  # cuDNN's 32-bit index limits come into view well above this
 MAX_SEEDS = 1_000  # seeds per configuration; more is a typo, not a study
@@ -64,17 +72,14 @@ def folder_state(model_dir: Path) -> str:
     return "empty"
 
 
-def saved_config(model_dir: Path, state: str) -> tuple[TrainConfig, dict | None]:
+def folder_config(model_dir: Path, state: str) -> tuple[TrainConfig, dict | None]:
     """The config a folder's run was made with (and, if interrupted, its last.pt content)."""
     if state == "interrupted":
         last = load_run_state(model_dir)
         return last["config"], last
-    from regcli.artifacts import saved_config as from_metrics
-
     if (model_dir / METRICS_NAME).is_file():
-        return from_metrics(model_dir), None
-    from regcli.checkpoints import checkpoint_config, load_checkpoint
-
+        path = model_dir / METRICS_NAME
+        return TrainConfig.from_dict(load_metrics(model_dir)["config"], str(path)), None
     return checkpoint_config(load_checkpoint(model_dir), model_dir / CHECKPOINT_NAME), None
 
 
@@ -114,7 +119,7 @@ def plan_run(
         raise UsageError(f"nothing to resume in {model_dir}: {what}")
     if state == "empty" or (force and not resume):
         return Plan(model_dir, config, "train", previous=state)
-    saved, last = saved_config(model_dir, state)
+    saved, last = folder_config(model_dir, state)
     if (resume or reuse) and saved != config:
         raise mismatch(model_dir, saved, config)
     if state == "interrupted" and (resume or reuse):
@@ -347,6 +352,8 @@ def train_plans(
             remove_stale_temporaries(plan.model_dir)
         groups = resume_groups([p for p in pending if p.action == "resume"], models_dir)
         groups += fresh_groups([p for p in pending if p.action == "train"], size)
+        if reporter:
+            reporter.job_started(sum(model_steps(g, len(splits[0])) for g in groups))
         with StopSignals() as stop:
             while groups:
                 group = groups.pop(0)
@@ -371,6 +378,14 @@ def train_plans(
                     if on_saved:
                         on_saved(outcome)
     return [outcomes[id(p)] for p in plans]
+
+
+def model_steps(group: list[Plan], train_images: int) -> int:
+    """How many (model, step) pairs a group has left to train: the job's unit of progress."""
+    config = group[0].config
+    steps = -(-min(config.train_images, train_images) // config.batch_size)
+    done = len(group[0].last["history"]) if group[0].action == "resume" else 0
+    return len(group) * (config.epochs - done) * steps
 
 
 def remove_stale_temporaries(model_dir: Path) -> None:
@@ -405,17 +420,28 @@ def train_one_group(
 ) -> list[tuple[Plan, Outcome]]:
     """Train one group and save its members (GroupTooLarge if it does not fit in GPU memory)."""
     members = [relative(p.model_dir, models_dir) for p in group]
+    run = {
+        "started": utc_now(),
+        "command": list(command),
+        "device": device.type,
+        "deterministic": deterministic,
+        "seconds": 0.0,
+        "resumed_by": [],
+    }
     resume = None
-    started = utc_now()
     if group[0].action == "resume":
+        run = {**run, **group[0].last["run"]}
+        check_resumable(group[0].model_dir, run, device, deterministic)
+        run["resumed_by"] = [*run.get("resumed_by", []), list(command)]
         resume = [member_state(p.last) for p in group]
-        started = group[0].last["run"].get("started", started)
     epochs_saved = len(resume[0].history) if resume else 0
     label = model_label(group[0].model_dir) if len(group) == 1 else f"{len(group)} models"
+    clock, before = time.perf_counter(), run["seconds"]
 
     def save_last(states: list[MemberState]) -> None:
         nonlocal epochs_saved
         epochs_saved = len(states[0].history)  # the group saves together
+        run["seconds"] = round(before + time.perf_counter() - clock, 3)
         for index, (plan, state) in enumerate(zip(group, states, strict=True)):
             save_run_state(
                 plan.model_dir,
@@ -426,11 +452,10 @@ def train_one_group(
                     "history": [r.as_dict() for r in state.history],
                     "diverged": state.diverged,
                     "group": {"size": len(group), "index": index, "members": members},
-                    "run": {"started": started, "deterministic": deterministic},
+                    "run": run,
                 },
             )
 
-    clock = time.perf_counter()
     try:
         states, info = train_group(
             [p.config for p in group],
@@ -443,7 +468,9 @@ def train_one_group(
             deterministic=deterministic,
             label=label,
         )
-    except torch.cuda.OutOfMemoryError:
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
         if epochs_saved or len(group) == 1:
             raise RegcliError(
                 f"out of GPU memory training {label}; try a smaller --group-size"
@@ -459,20 +486,47 @@ def train_one_group(
         stopped.args = (f"{stopped}; {kept}",)
         stopped.epochs_saved = epochs_saved
         raise
-    seconds = time.perf_counter() - clock
+    seconds = before + time.perf_counter() - clock
     saved = []
     for index, (plan, state) in enumerate(zip(group, states, strict=True)):
         record = run_record(
-            command,
-            started,
+            run["command"],
+            run["started"],
             str(device),
             seconds=round(seconds, 3),
             group={"size": len(group), "index": index, "members": members},
             deterministic=info["deterministic"],
             cuda_graphs=info["cuda_graphs"],
+            **({"resumed_by": run["resumed_by"]} if run["resumed_by"] else {}),
         )
         saved.append((plan, save_member(plan, state, record, images_dir)))
     return saved
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """CUDA out of memory: PyTorch's own error, or cuDNN's and cuBLAS's as a RuntimeError."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def check_resumable(model_dir: Path, run: dict, device: torch.device, deterministic: bool) -> None:
+    """A run continues bit for bit only on the device type and kernels it started with."""
+    saved = (run.get("device", device.type), run.get("deterministic", deterministic))
+    if device.type == "cuda" or saved[0] == "cuda":
+        if saved != (device.type, deterministic):
+
+            def kind(d, det):
+                return f"{d}{' (deterministic)' if det else ' (--no-deterministic)'}"
+
+            raise UsageError(
+                f"{model_dir} was started on {kind(*saved)}, and resuming on "
+                f"{kind(device.type, deterministic)} would not continue it as it began; resume it "
+                "there, or --force to start over"
+            )
+    elif saved[0] != device.type:
+        raise UsageError(
+            f"{model_dir} was started on {saved[0]}; resume it there (--device {saved[0]}), or "
+            "--force to start over"
+        )
 
 
 def member_state(last: dict) -> MemberState:
@@ -488,8 +542,12 @@ def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path |
     """A finished member as an ordinary model folder (or a diverged one as its metrics)."""
     model_dir, history = plan.model_dir, [r.as_dict() for r in state.history]
     stale = [model_dir / ONNX_NAME]  # exported from whatever was here before
-    if state.diverged:
+    if state.diverged:  # what an earlier run of this folder left no longer describes it
         stale += [model_dir / CHECKPOINT_NAME]
+        for leftover in [model_dir / "metrics.csv"] + (
+            [figure_path(images_dir, model_dir, "history")] if images_dir is not None else []
+        ):
+            leftover.unlink(missing_ok=True)
         write_metrics(model_dir, plan.config, history, record, diverged=state.diverged)
         action = "diverged"
     else:
@@ -581,6 +639,8 @@ def requests_for(
     if variants:
         if name is not None:
             raise UsageError("--variants names each model after its variant; drop --name")
+        if len(set(variants)) != len(variants):
+            raise UsageError(f"--variants {','.join(variants)}: each variant once")
         configs = []
         for variant in variants:
             if variant not in MODES:
@@ -592,6 +652,8 @@ def requests_for(
                 raise UsageError(f"--variants {variant} needs --l1 and/or --weight-decay > 0")
             configs.append((variant, config))
     else:
+        if name is not None:
+            check_name(name, ".")  # one plain folder name (a sweep's two-part names are its own)
         configs = [(name or base.mode, base)]
     if seeds is None:
         return [Request(config, folder) for folder, config in configs]
@@ -664,3 +726,26 @@ def announce_plans(plans: list[Plan], models_dir: Path, announce: Callable[[str]
 def group_name(model_dir: Path, request: Request) -> str:
     """The folder name under models_dir that a request ended up using."""
     return Path(model_dir).parent.name if request.seeded else Path(model_dir).name
+
+
+def runs_table(rows: list[dict]) -> str:
+    """`regcli runs`: one line per run folder."""
+
+    def number(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    body = [
+        [
+            r["name"],
+            r["mode"] or "-",
+            number(r["l1"], "g"),
+            number(r["weight_decay"], "g"),
+            number(r["seed"], "d"),
+            f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
+            r["state"],
+            number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
+        ]
+        for r in rows
+    ]
+    headers = ["run", "mode", "l1", "weight decay", "seed", "epochs", "state", "test acc %"]
+    return render(headers, body, align="<<>>>><>")

@@ -79,6 +79,8 @@ def mean_half_width(values: list[float], confidence: float = 0.95) -> float:
 
 def welch(a: list[float], b: list[float], confidence: float = 0.95) -> Difference:
     """mean(a) - mean(b) with Welch's t confidence interval."""
+    if not a or not b:
+        raise ValueError("welch needs values on both sides")
     estimate = mean(a) - mean(b)
     if len(a) < 2 or len(b) < 2:
         return Difference(estimate, math.nan, math.nan)

@@ -13,16 +13,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from regcli.config import Grid, TrainConfig, check_keys, config_toml
-from regcli.console import clock
 from regcli.errors import RegcliError, UsageError
-from regcli.paths import cell_name, parse_cell, path_table  # noqa: F401 (path_table: for the CLI)
+from regcli.paths import cell_name, parse_cell
 from regcli.runs import MAX_SEEDS, Request, member_dir, plan_run, train_job
-from regcli.tables import render
+from regcli.tables import clock, render
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
 # of its models exist; a sweep's own finished models give a better estimate once there are some.
-ESTIMATED_IMAGES_PER_SECOND = {"cpu": 2_700, "mps": 5_000, "cuda": 30_000}
-TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+# (cpu: `make bench` on a 2-core CPU, one model at a time; cuda: 20 models at once on an H200;
+# mps: not measured, a guess)
+ESTIMATED_IMAGES_PER_SECOND = {"cpu": 3_000, "mps": 5_000, "cuda": 400_000}
 MAX_POINTS = 100  # strengths in one range form; more is a typo, not a sweep
 
 
@@ -44,7 +44,7 @@ def parse_strengths(text: str, option: str) -> list[float]:
                 values += [float(f"{10**e:.3g}") for e in exponents]
             else:
                 values.append(float(part))
-        except ValueError:
+        except (ValueError, ArithmeticError):
             raise UsageError(
                 f"{option} {text!r}: give strengths like 0,1e-5,1e-4 or a range like 1e-6:1e-3:7 "
                 f"(low <= high, 1..{MAX_POINTS} points)"
@@ -87,7 +87,7 @@ def estimate_seconds(
     config: TrainConfig, models: int, device: str, measured: float | None
 ) -> float:
     """Rough training time of `models` runs: images seen / images per second per model."""
-    per_model = (config.limit_train or TRAIN_IMAGES) + (config.limit_test or TEST_IMAGES)
+    per_model = config.train_images + config.test_images
     rate = measured or ESTIMATED_IMAGES_PER_SECOND.get(device, 2_700)
     return models * config.epochs * per_model / rate
 
@@ -106,10 +106,8 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
         seconds, config = run.get("seconds"), metrics["config"]
         size = (run.get("group") or {}).get("size", 1)
         if seconds:
-            images = len(metrics["epochs"]) * (
-                (config.get("limit_train") or TRAIN_IMAGES)
-                + (config.get("limit_test") or TEST_IMAGES)
-            )
+            settings = TrainConfig.from_dict(config)
+            images = len(metrics["epochs"]) * (settings.train_images + settings.test_images)
             rates.append(images * size / seconds)
     return sum(rates) / len(rates) if rates else None
 

@@ -10,6 +10,14 @@ from collections.abc import Callable, Sequence
 Row = Sequence[str]
 
 
+def clock(seconds: float | None) -> str:
+    """Seconds as m:ss or h:mm:ss ("-:--" when unknown)."""
+    if seconds is None:
+        return "-:--"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 def alignments(headers: Row, align: str | None) -> str:
     """One of '<' or '>' per column; default: the first left, the rest right."""
     return align or "<" + ">" * (len(headers) - 1)

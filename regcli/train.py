@@ -73,8 +73,10 @@ class MemberState:
 
 
 class Reporter(Protocol):
-    """What the trainer tells whoever is watching; the CLI draws a progress bar from it."""
+    """What the trainer tells whoever is watching; the CLI draws a progress bar from it.
+    (`job_started` comes from runs.py, once, with the model-steps of every group to train.)"""
 
+    def job_started(self, model_steps: int) -> None: ...
     def run_started(
         self, label: str, members: int, epochs: int, steps: int, first_epoch: int
     ) -> None: ...
@@ -300,9 +302,9 @@ class GroupTrainer:
                     self.step(batch)
                 pool = graph.pool()
                 self.captured[batch] = graph
-        except torch.cuda.OutOfMemoryError:
-            raise
         except Exception as error:  # an op that cannot be captured: correct, only slower
+            if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error):
+                raise  # the group does not fit: runs.py splits it
             self.captured.clear()
             self.graphs = False
             self.graph_error = first_line(error)

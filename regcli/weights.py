@@ -19,6 +19,7 @@ from regcli.errors import RegcliError, UsageError
 from regcli.model import torch_predictor
 from regcli.regularization import regularized_parameters
 from regcli.scoring import score
+from regcli.tables import render
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)  # |w| below each of these counts as "small"
 NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
@@ -49,6 +50,22 @@ def model_weights(model_dir: Path) -> dict:
         "group": model_group(model_dir),
         **weight_stats(load_model(model_dir)[0]),
     }
+
+
+def weights_table(rows: list[dict]) -> str:
+    """`regcli weights`: a row per model, its norms and shares of small weights (%)."""
+    headers = ["model", "weights", "L1 norm", "L2 norm", *(f"|w|<{t:g} %" for t in THRESHOLDS)]
+    body = [
+        [
+            r["model"],
+            f"{r['count']:,}",
+            f"{r['l1_norm']:.1f}",
+            f"{r['l2_norm']:.2f}",
+            *(f"{100 * r[f'below_{t:g}']:.2f}" for t in THRESHOLDS),
+        ]
+        for r in rows
+    ]
+    return render(headers, body)
 
 
 def parse_sparsities(text: str) -> list[float]:

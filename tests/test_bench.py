@@ -26,7 +26,7 @@ def test_readme_cpu_speed_section_is_the_committed_results():
     results = json.loads((REPO / "benchmarks" / "results.json").read_text())
     assert section(judge.CPU_SECTION) == judge.cpu_section(results)
     verdicts = judge.judge_cpu(results)
-    assert {v["target"] for v in verdicts} == {t.text for t in judge.CPU_TARGETS.values()}
+    assert {v["target"] for v in verdicts} == {t.text() for t in judge.CPU_TARGETS.values()}
     assert all(v["met"] or v["why"] for v in verdicts)
 
 

@@ -242,3 +242,20 @@ def test_quiet_silences_progress_and_wrote_lines(exported_copy, tmp_path, comman
     result = invoke(command, exported_copy, *extra[command], "--quiet")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
+
+
+def test_time_left_is_for_the_whole_job(tmp_path, monkeypatch):
+    """Two models one after the other: the reporter is told the job's size up front, and every
+    step of either model counts towards it."""
+    import regcli.console as console
+    from regcli.config import TrainConfig
+    from regcli.runs import Request
+
+    monkeypatch.setattr(console, "stderr", Console(file=io.StringIO(), force_terminal=True))
+    config = TrainConfig(epochs=2, limit_train=300, limit_test=128)  # 3 steps an epoch
+    requests = [
+        Request(TrainConfig(**{**config.as_dict(), "seed": k}), "g", seeded=True) for k in range(2)
+    ]
+    with console.TrainingReporter() as reporter:
+        train_cpu(requests, tmp_path, reporter=reporter, group_size=1)
+        assert reporter.job_total == 2 * 2 * 3 and reporter.job_done == reporter.job_total

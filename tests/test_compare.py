@@ -176,7 +176,7 @@ def test_readme_path_section_matches_the_committed_sweep():
 def test_committed_models_evaluate_through_onnx_as_recorded(mnist):
     for name in VARIANTS:
         model_dir = REPO / "models" / name
-        summary, _ = evaluate_model(model_dir, "onnx", mnist[1])
+        summary, _ = evaluate_model(model_dir, backend="onnx", test=mnist[1])
         payload = load_checkpoint(model_dir)
         assert payload["epochs"] == 15
         # recorded on the training device; the CPU may differ on a handful of borderline digits

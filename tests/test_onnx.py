@@ -19,16 +19,16 @@ from tests.conftest import DATA_DIR, invoke, one_line_error, snapshot
 @pytest.mark.parametrize("batch", [1, 7])
 def test_onnx_logits_match_pytorch(exported, mnist, batch):
     images = to_unit(mnist[1].images[100 : 100 + batch])
-    torch_logits = open_predictor(exported, "torch")(images)
-    onnx_logits = open_predictor(exported, "onnx")(images)
+    torch_logits = open_predictor(exported, backend="torch")(images)
+    onnx_logits = open_predictor(exported, backend="onnx")(images)
     assert onnx_logits.shape == (batch, 10)
     assert np.allclose(onnx_logits, torch_logits, atol=1e-4, rtol=0)
 
 
 def test_both_backends_agree_on_the_full_test_set(exported, mnist):
     test = mnist[1]
-    torch_summary, torch_scores = evaluate_model(exported, "torch", test)
-    onnx_summary, onnx_scores = evaluate_model(exported, "onnx", test)
+    torch_summary, torch_scores = evaluate_model(exported, backend="torch", test=test)
+    onnx_summary, onnx_scores = evaluate_model(exported, backend="onnx", test=test)
     assert torch_summary["total"] == onnx_summary["total"] == 10_000
     assert torch_summary["correct"] == onnx_summary["correct"]
     assert np.array_equal(torch_scores.misclassified, onnx_scores.misclassified)
@@ -54,7 +54,7 @@ print((everything.argmax(1) == np.load({str(exported.parent / "labels.npy")!r}))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == pytest.approx(
-        evaluate_model(exported, "torch", mnist[1])[0]["accuracy"]
+        evaluate_model(exported, backend="torch", test=mnist[1])[0]["accuracy"]
     )
     assert not list(exported.glob("*.data")) and not list(exported.glob("*.onnx.*"))
 

@@ -75,3 +75,10 @@ def test_the_readme_describes_the_network_that_exists():
     field = layer_summary(Net())[-4]["receptive_field"]  # before the global pooling
     assert f"receptive field {field} pixels" in readme
     assert re.search(r"dropout 0\.05", readme)
+    from regcli.augment import RandomRotation
+    from regcli.predict import MAX_PIXELS
+    from regcli.train import DIVERGED_LOSS
+
+    assert f"{len(RandomRotation(7.0).angles)} angles" in readme
+    assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
+    assert f"cross-entropy above {DIVERGED_LOSS:,.0f}" in readme

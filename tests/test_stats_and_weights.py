@@ -91,7 +91,7 @@ def test_pruning_curve_through_both_backends(exported, mnist):
     curves = {
         b: prune_curve(model_dir, [0.0, 0.5, 0.95], backend=b, test=test) for b in ("torch", "onnx")
     }
-    unpruned = score(open_predictor(model_dir, "torch"), test).accuracy
+    unpruned = score(open_predictor(model_dir, backend="torch"), test).accuracy
     for curve in curves.values():
         accuracies = [p["accuracy"] for p in curve["points"]]
         assert accuracies[0] == unpruned  # sparsity 0 changes nothing
