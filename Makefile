@@ -38,10 +38,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## build .venv and install regcli (editable) with the dev tools
 
-train: $(SETUP) ## train one model: make train L1=1e-5 WD=1e-4 (EPOCHS, SEED)
+train: $(SETUP) ## train one model into models/<mode>/, replacing it: make train L1=1e-5 WD=1e-4 (EPOCHS, SEED)
 	$(REGCLI) train --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) --force
 
-all-variants: $(SETUP) ## the study: none/l1/l2/l1_l2 trained together (SEEDS=5: seeds 0..4), exported, evaluated, reported
+all-variants: $(SETUP) ## the study: none/l1/l2/l1_l2 (one group on a GPU; SEEDS=5: seeds 0..4), exported, evaluated, reported
 	$(REGCLI) train --variants $(subst $() ,$(comma),$(VARIANTS)) --l1 $(L1) --weight-decay $(WD) \
 		--epochs $(EPOCHS) $(SEED_ARGS)
 	$(MAKE) --no-print-directory study-onnx report SETUP=$(SETUP) REGCLI="$(REGCLI)"

@@ -184,6 +184,21 @@ def load_metrics(model_dir: Path) -> dict:
     return metrics
 
 
+def folder_settings(folder: Path) -> dict:
+    """`--config models/<name>`: a saved run's settings; a folder of seed-<k> folders stands for
+    its seeds, whose settings (the seed aside) must agree."""
+    from regcli.config import TrainConfig, check_same_settings
+
+    if (folder / METRICS_NAME).is_file():
+        return dict(load_metrics(folder)["config"])
+    seeds = [p for p in seed_dirs(folder) if (p / METRICS_NAME).is_file()]
+    if not seeds:
+        raise UsageError(f"--config {folder}: no saved run there (no {METRICS_NAME})")
+    configs = [(str(p), TrainConfig.from_dict(load_metrics(p)["config"])) for p in seeds]
+    check_same_settings(configs, f"--config {folder}")
+    return {k: v for k, v in configs[0][1].as_dict().items() if k != "seed"}
+
+
 def read_settings(
     path: Path, tables: tuple[str, ...] = (), elsewhere: dict[str, str] | None = None
 ) -> tuple[dict, dict]:
@@ -194,7 +209,7 @@ def read_settings(
 
     path = Path(path)
     if path.is_dir():
-        return dict(load_metrics(path)["config"]), {}
+        return folder_settings(path), {}
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -252,8 +267,12 @@ def model_label(model_dir: Path) -> str:
 
 
 def natural_key(path: Path) -> list:
-    """seed-2 before seed-10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+    """seed-2 before seed-10 (and 0.0001 before 0.001: a run of digits is its number, then its
+    text, so leading zeros still tell two runs apart)."""
+    return [
+        (int(part), part) if part.isdigit() else (-1, part)
+        for part in re.split(r"(\d+)", str(path))
+    ]
 
 
 def find_models(models_dir: Path | str) -> list[Path]:

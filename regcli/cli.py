@@ -21,6 +21,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from regcli import __version__
 from regcli.artifacts import (
     CHECKPOINT_NAME,
+    check_name,
     figure_path,
     model_dirs,
     model_label,
@@ -72,6 +73,7 @@ def fail(message: str, error: BaseException, code: int, prefix: str | None = Non
     if os.environ.get(DEBUG_ENV):
         raise error
     line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    line = line.replace("Value error, ", "")  # the parser's own wording, not the user's
     stderr.print(f"{prefix or getattr(error, 'prefix', 'error')}: {line}", markup=False)
     return code
 
@@ -212,6 +214,10 @@ def resolved_config(
     """TrainConfig settings: the defaults, then --config, then the options typed on the command
     line. Returns (settings, the file's extra tables)."""
     from_file, extra = read_settings(config_file, tables, elsewhere) if config_file else ({}, {})
+    try:  # the file's own settings, checked on their own: an error names the file
+        TrainConfig.from_dict({**TrainConfig().as_dict(), **from_file})
+    except UsageError as error:
+        raise UsageError(f"{config_file}: {error}") from None
     typed = {k: getattr(v, "value", v) for k, v in given.items() if typed_here(ctx, k)}
     return {**TrainConfig().as_dict(), **from_file, **typed}, extra
 
@@ -312,12 +318,12 @@ def train(
     ] = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
-    json_output: JsonFlag = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the final records as JSON on stdout.")
+    ] = False,
     quiet: Quiet = False,
 ):
     """Train models and write their checkpoints, metrics and history plots."""
-    from regcli.runs import requests_for, train_job
-
     given = {k: v for k, v in locals().items() if k in TrainConfig().as_dict()}
     settings, _ = resolved_config(ctx, config, given)
     base = TrainConfig.from_dict(settings, "settings")
@@ -332,6 +338,10 @@ def train(
         raise UsageError("--force and --resume contradict each other; choose one")
     if resume and seeds is not None:
         raise UsageError("--seeds resumes interrupted seeds by itself; drop --resume")
+    if name is not None:
+        check_name(name, models_dir)  # before PyTorch's seconds of import
+    from regcli.runs import requests_for, train_job
+
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     requests = requests_for(base, name, chosen, seeds)
     args = list(invocation.get())
@@ -364,15 +374,17 @@ def train(
             hint = f"start again with: {again(args, name=named, add=extra)}"
         stopped.args = (f"{stopped}; {hint}",)
         raise
-    report_outcomes(outcomes, json_output, quiet)
+    report_outcomes(outcomes, json_output, quiet, images_dir)
 
 
-def report_outcomes(outcomes, json_output: bool, quiet: bool) -> None:
+def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path | None) -> None:
     """'saved' lines (stderr), the final records (--json), one error line per divergence."""
     for outcome in outcomes:
         if outcome.action in ("trained", "resumed"):
             final = 100 * outcome.history[-1]["test_accuracy"]
             say(f"saved {outcome.model_dir} (test acc {final:.2f}%)", quiet)
+    if images_dir is not None and any(o.action in ("trained", "resumed") for o in outcomes):
+        say(f"wrote their history figures in {images_dir}", quiet)
     if json_output:
         print_json([o.record() for o in outcomes])
     lines = [o.divergence() for o in outcomes if o.diverged]
@@ -455,7 +467,8 @@ def evaluate(
     json_output: JsonFlag = False,
     quiet: Quiet = False,
 ):
-    """Test loss, accuracy, per-class accuracy and confusion matrix on all 10,000 test images."""
+    """Test loss, accuracy and per-class accuracy on all 10,000 test images (--json: and the
+    confusion matrix)."""
     from regcli.data import load_split
     from regcli.inference import evaluate_model
     from regcli.tables import Streaming
@@ -557,8 +570,9 @@ def predict(
     import json
 
     from regcli.backends import open_predictor
-    from regcli.predict import predict_files, terminal_safe
+    from regcli.predict import check_out, predict_files, terminal_safe
 
+    check_out(out)  # a bad --out before the model is even opened
     predictor = open_predictor(model, backend=backend.value)
 
     def show(row: dict) -> None:
@@ -575,8 +589,9 @@ def predict(
         stderr.print(f"error: {terminal_safe(message)}", markup=False)
 
     _, failed = predict_files(predictor, paths, out, on_row=show, on_failure=failure)
-    if failed:
-        raise typer.Exit(1)
+    if out is not None:
+        say(f"wrote {out}")
+    exit_if(failed)
 
 
 @app.command()

@@ -22,6 +22,9 @@ NOISE_SIGMAS = 3.0  # paper brighter than median + this many noise sigmas is sti
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation, for Gaussian noise
 MIN_NEIGHBOURS = 3  # ink pixels (itself included) a pixel's 3x3 window needs to count for the crop
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit PNGs open in these
+FLATTEN_FROM = 64  # px: photos at least this large get uneven lighting flattened (MNIST is 28)
+PAPER_GRID = 12  # blocks per side over which the paper's local level is measured
+PAPER_PERCENTILE = 25  # a block's paper level: most of a block is paper, strokes are thin
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -53,7 +56,11 @@ def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     if background - gray.min() > gray.max() - background:  # dark ink on lighter paper
-        gray, border, background = 1 - gray, 1 - border, 1 - background
+        gray = 1 - gray
+    if max(gray.shape) >= FLATTEN_FROM:  # a shadow or a lighting gradient is not ink
+        gray = gray - paper_level(gray)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
     noise = MAD_TO_SIGMA * float(np.median(np.abs(border - background)))
     paper = background + NOISE_SIGMAS * noise
     ink = float(gray.max())
@@ -77,6 +84,26 @@ def mnist_style(gray: np.ndarray, source: str = "image") -> np.ndarray:
     if fitted.sum() <= 0:
         raise RegcliError(f"{source}: no digit found (the ink vanishes at 20x20)")
     return centre_by_mass(fitted)
+
+
+def paper_level(gray: np.ndarray) -> np.ndarray:
+    """The paper's local level under bright ink on darker paper, as a smooth field: a low
+    percentile per block of a coarse grid (strokes are thin, so most of a block is paper), the
+    lowest of each block's neighbours (a block the digit fills is not paper), then bilinear."""
+    height, width = gray.shape
+    bh, bw = -(-height // PAPER_GRID), -(-width // PAPER_GRID)
+    padded = np.pad(gray, ((0, bh * PAPER_GRID - height), (0, bw * PAPER_GRID - width)), "edge")
+    blocks = padded.reshape(PAPER_GRID, bh, PAPER_GRID, bw).transpose(0, 2, 1, 3)
+    level = np.percentile(blocks.reshape(PAPER_GRID, PAPER_GRID, -1), PAPER_PERCENTILE, axis=2)
+    around = np.pad(level, 1, "edge")
+    level = np.min(
+        [around[dy : dy + PAPER_GRID, dx : dx + PAPER_GRID] for dy in range(3) for dx in range(3)],
+        axis=0,
+    )
+    field = Image.fromarray(level.astype(np.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
+    return np.asarray(field, dtype=np.float32)
 
 
 def window_sum(mask: np.ndarray) -> np.ndarray:

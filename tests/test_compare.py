@@ -191,3 +191,13 @@ def test_every_committed_model_has_its_current_onnx_export():
     assert len(models) >= 94  # 4 variants, 20 seeds, 70 sweep models
     stale = [str(d) for d in models if not is_current(d)]
     assert stale == []
+
+
+@committed
+def test_seed_1_of_the_committed_seeds_is_the_single_run():
+    """The README says seed 1 reproduced the single run exactly (the same seed and device)."""
+    for name in VARIANTS:
+        single = load_checkpoint(REPO / "models" / name)
+        seed = load_checkpoint(REPO / "models" / name / "seed-1")
+        assert single["final"] == seed["final"]
+        assert all(single["state_dict"][k].equal(v) for k, v in seed["state_dict"].items())

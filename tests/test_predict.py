@@ -218,6 +218,27 @@ def test_exif_orientation_is_applied(predictor, test_split, tmp_path):
     assert untagged != 7  # the tag is what makes the difference
 
 
+def test_uneven_lighting_is_not_ink(predictor, test_split, tmp_path):
+    """A photo whose paper darkens across the page, or under a shadow, is still read right."""
+    digits = [0, 1, 2, 3, 4]  # test images: 7, 2, 1, 0, 4
+    paths = []
+    for i in digits:
+        page = np.asarray(photo(test_split.images[i], (300, 200)), dtype=np.float32)
+        fall = np.linspace(1.0, 0.6, page.shape[1])  # 40% darker at the right edge
+        ys, xs = np.mgrid[: page.shape[0], : page.shape[1]]
+        shadow = 1 - 0.5 * np.exp(-((ys - 180) ** 2 + (xs - 20) ** 2) / (2 * 60.0**2))
+        for name, light in (("gradient", fall[None, :, None]), ("shadow", shadow[..., None])):
+            lit = (page * (light if page.ndim == 3 else light[..., 0])).clip(0, 255)
+            Image.fromarray(lit.astype(np.uint8)).save(tmp_path / f"{name}_{i}.jpg", quality=90)
+            paths.append(tmp_path / f"{name}_{i}.jpg")
+    _, failed, rows, _ = run(predictor, paths)
+    assert failed == 0
+    predicted = {Path(r["path"]).name: r["prediction"] for r in rows}
+    for i in digits:
+        for name in ("gradient", "shadow"):
+            assert predicted[f"{name}_{i}.jpg"] == test_split.labels[i], (name, i)
+
+
 def test_large_images_are_reduced_first(predictor, test_split, tmp_path, monkeypatch):
     """A big photo is decoded small (JPEG) or box-reduced (palette PNG), and still read right."""
     seven = photo(test_split.images[0], (2400, 1800))
