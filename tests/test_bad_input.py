@@ -698,7 +698,8 @@ def test_predict_good_and_bad_inputs_together(exported, mnist, tmp_path):
     assert "Traceback" not in result.output
     rows = [line.split() for line in result.stdout.strip().splitlines()]
     assert [(Path(r[0]).name, r[1]) for r in rows] == [("seven.png", "7"), ("two.npy[0]", "2")]
-    errors = result.stderr.strip().splitlines()
+    *errors, wrote = result.stderr.strip().splitlines()
+    assert wrote == f"wrote {out}"  # the rows that could be predicted, and the failures
     assert len(errors) == len(reasons), errors
     for line, (name, reason) in zip(errors, reasons.items(), strict=True):
         assert line.startswith("error: ") and name in line and reason in line, line

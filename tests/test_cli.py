@@ -145,8 +145,12 @@ def test_shell_completion_is_on_and_completes_model_folders(monkeypatch):
 
     assert invoke("--show-completion", "bash").exit_code == 0
     monkeypatch.chdir(REPO)
-    assert "models/l1_l2" in complete_models("models/l1")
-    assert all(c.startswith("models/l1") for c in complete_models("models/l1"))
+    default = type("Context", (), {"params": {}})()  # no --models-dir given: models/
+    assert "models/l1_l2" in complete_models(default, "models/l1")
+    assert all(c.startswith("models/l1") for c in complete_models(default, "models/l1"))
+    elsewhere = type("Context", (), {"params": {"models_dir": REPO / "models" / "sweep"}})()
+    found = complete_models(elsewhere, "")
+    assert len(found) == 70 and all("sweep" in c for c in found)
 
 
 def test_print_config_then_config_repeats_the_settings(tmp_path):
