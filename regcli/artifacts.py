@@ -160,7 +160,17 @@ def checkpoint_path(model: Path | str) -> Path:
     return path
 
 
-EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+# one epoch's record in metrics.json and last.pt (train.EpochRecord's fields, in its order)
+EPOCH_FIELDS = (
+    "epoch",
+    "train_loss",
+    "penalty",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "lr",
+    "seconds",
+)
 
 
 def load_metrics(model_dir: Path) -> dict:
@@ -175,7 +185,7 @@ def load_metrics(model_dir: Path) -> dict:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
         raise RegcliError(f"{path}: not regcli metrics (no config)")
     if not isinstance(epochs, list) or not all(
-        isinstance(r, dict) and all(isinstance(r.get(k), int | float) for k in EPOCH_KEYS)
+        isinstance(r, dict) and all(isinstance(r.get(k), int | float) for k in EPOCH_FIELDS)
         for r in epochs
     ):
         raise RegcliError(f"{path}: not regcli metrics (epochs must be a list of epoch records)")

@@ -13,6 +13,7 @@ import torch
 
 from regcli.artifacts import (
     CHECKPOINT_NAME,
+    EPOCH_FIELDS,
     LAST_NAME,
     METRICS_NAME,
     checkpoint_path,
@@ -183,18 +184,6 @@ def save_run_state(model_dir: Path, state: dict) -> None:
         Path(model_dir) / LAST_NAME,
         {"format": RUN_STATE_FORMAT, "format_version": CHECKPOINT_VERSION, **state},
     )
-
-
-EPOCH_FIELDS = (
-    "epoch",
-    "train_loss",
-    "penalty",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "lr",
-    "seconds",
-)
 
 
 def load_run_state(model_dir: Path) -> dict:

@@ -1,15 +1,22 @@
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
 
+from regcli.artifacts import EPOCH_FIELDS
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.errors import RegcliError, UsageError
 from regcli.model import torch_predictor
 from regcli.scoring import score
-from regcli.train import penalty_dominates, resolve_device, schedule_table, train_group
+from regcli.train import (
+    EpochRecord,
+    penalty_dominates,
+    resolve_device,
+    schedule_table,
+    train_group,
+)
 from tests.conftest import QUICK_CONFIG, TINY, invoke
 
 CPU = torch.device("cpu")
@@ -44,16 +51,7 @@ def test_every_mode_trains_through_the_same_code(mnist, l1, wd):
 def test_record_is_complete_and_the_schedule_ends_low(quick_model):
     metrics = json.loads((quick_model / "metrics.json").read_text())
     record = metrics["epochs"][-1]
-    assert set(record) == {
-        "epoch",
-        "train_loss",
-        "penalty",
-        "train_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "lr",
-        "seconds",
-    }
+    assert tuple(record) == EPOCH_FIELDS == tuple(f.name for f in fields(EpochRecord))
     assert record["lr"] < QUICK_CONFIG.lr / 100  # one-cycle annealed to near zero
     assert metrics["config"] == QUICK_CONFIG.as_dict()
 
