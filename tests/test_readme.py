@@ -69,7 +69,7 @@ def test_every_readme_cli_line_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_the_readme_describes_the_network_that_exists():
-    readme = (REPO / "README.md").read_text()
+    readme = " ".join((REPO / "README.md").read_text().split())  # lines wrap anywhere
     parameters = count_parameters(Net())
     assert f"{parameters:,}-parameter" in readme and f"{parameters:,} parameters" in readme
     field = layer_summary(Net())[-4]["receptive_field"]  # before the global pooling
@@ -79,6 +79,18 @@ def test_the_readme_describes_the_network_that_exists():
     from regcli.predict import MAX_PIXELS
     from regcli.train import DIVERGED_LOSS
 
+    from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
+
+    assert f"(mean {MNIST_MEAN}, std {MNIST_STD})" in readme
+    defaults = TrainConfig()
+    for fact in (
+        f"peak `--lr {defaults.lr:g}`",
+        f"batch {defaults.batch_size}",
+        f"{defaults.epochs} epochs",
+        f"+-{defaults.max_rotation:g} degrees",
+        f"dropout {defaults.dropout:g}",
+    ):
+        assert fact in readme, fact
     assert f"{len(RandomRotation(7.0).angles)} angles" in readme
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
     assert f"cross-entropy above {DIVERGED_LOSS:,.0f}" in readme
