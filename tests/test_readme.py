@@ -76,10 +76,9 @@ def test_the_readme_describes_the_network_that_exists():
     assert f"receptive field {field} pixels" in readme
     assert re.search(r"dropout 0\.05", readme)
     from regcli.augment import RandomRotation
+    from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
     from regcli.predict import MAX_PIXELS
     from regcli.train import DIVERGED_LOSS
-
-    from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 
     assert f"(mean {MNIST_MEAN}, std {MNIST_STD})" in readme
     defaults = TrainConfig()
