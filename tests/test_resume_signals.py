@@ -305,3 +305,53 @@ def test_interrupted_before_any_epoch_the_hint_starts_again(tmp_path):
     assert not (models / "early").exists()  # nothing to keep: no empty folder either
     command = ["train", "--name", "early", *TINY, "--models-dir", models, "--data-dir", DATA_DIR]
     assert invoke(*command).exit_code == 0
+
+
+def test_a_resumed_runs_record_keeps_its_first_command_and_all_its_time(tmp_path):
+    models = tmp_path / "models"
+    options = [
+        "--name",
+        "r",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "128",
+        "--device",
+        "cpu",
+        "--models-dir",
+        models,
+        "--data-dir",
+        DATA_DIR,
+        "--quiet",
+    ]
+    config = TrainConfig(epochs=2, limit_train=256, limit_test=128)
+    with pytest.raises(Interrupted):
+        train_cpu(
+            [Request(config, "r")],
+            models,
+            reporter=Interrupter(1),
+            command=["regcli", "train", "first"],
+        )
+    first = torch.load(models / "r" / LAST_NAME, weights_only=True)["run"]
+    assert invoke("train", *options, "--resume").exit_code == 0
+    run = json.loads((models / "r" / "metrics.json").read_text())["run"]
+    assert run["command"] == ["regcli", "train", "first"] and run["started"] == first["started"]
+    assert run["resumed_by"][0][:2] == ["regcli", "train"] and "--resume" in run["resumed_by"][0]
+    assert run["seconds"] > first["seconds"] > 0
+
+
+def test_a_run_resumes_only_where_it_can_continue_as_it_began(tmp_path):
+    from regcli.errors import UsageError
+    from regcli.runs import check_resumable
+
+    cpu = torch.device("cpu")
+    check_resumable(tmp_path, {"device": "cpu", "deterministic": True}, cpu, True)
+    for started in ({"device": "cuda", "deterministic": True}, {"device": "mps"}):
+        with pytest.raises(UsageError, match="--force to start over"):
+            check_resumable(tmp_path, started, cpu, True)
+    with pytest.raises(UsageError, match="--no-deterministic"):
+        check_resumable(
+            tmp_path, {"device": "cuda", "deterministic": False}, torch.device("cuda"), True
+        )
