@@ -15,7 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regcli.artifacts import load_metrics, update_readme  # noqa: E402
+from regcli.files import update_readme  # noqa: E402
+from regcli.records import load_metrics  # noqa: E402
 from regcli.stats import welch  # noqa: E402
 
 CPU_SECTION = ("speed", "make bench")
@@ -335,8 +336,7 @@ def gpu_sections() -> str:
 def main():
     cpu = json.loads((REPO / "benchmarks" / "results.json").read_text())
     readme = REPO / "README.md"
-    update_readme(readme, *CPU_SECTION, cpu_section(cpu))
-    update_readme(readme, *GPU_SECTION, gpu_sections())
+    update_readme(readme, {CPU_SECTION: cpu_section(cpu), GPU_SECTION: gpu_sections()})
     for v in judge_cpu(cpu) + [v for r in gpu_results() for v in judge_gpu(r)]:
         print(f"[{'met' if v['met'] else 'MISSED'}] {v['target']}: {v['measured']:.2f}")
     print(f"updated the speed sections of {readme}")

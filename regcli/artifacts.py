@@ -1,32 +1,32 @@
-"""Files and folders: atomic writes, JSON, model folders and their names, locks, figure names.
+"""Model folders and their names: what a folder holds, which folders form a seed group, the
+names of the figures drawn from them, and the settings a `--config` file or folder gives.
 
-Nothing here loads PyTorch, so that commands on ONNX models start fast. Every write goes to a
-temporary file in the target's directory and is then renamed over the target with os.replace, so
-a killed process leaves either the old file or the new one, never a half-written one.
+A seed group is only real `seed-<k>` folders (not links) of one parent; a name given with
+--name is one plain folder of bounded length, so that every file derived from it fits; the
+same folder given twice counts once; and labels and figure names are unique among the models
+of one command. Nothing here loads PyTorch, so that commands on ONNX models start fast.
 """
 
-import csv
-import fcntl
 import hashlib
-import json
 import os
 import re
-import tempfile
-import time
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 
-from regcli.errors import Locked, RegcliError, UsageError
+from regcli.errors import RegcliError, UsageError
+from regcli.files import FileProblem, read_text
+from regcli.records import METRICS_NAME, load_metrics
+from regcli.text import natural_key
 
 CHECKPOINT_NAME = "model.pt"  # a finished run
 LAST_NAME = "last.pt"  # an unfinished run's state after its last completed epoch
 ONNX_NAME = "model.onnx"
-METRICS_NAME = "metrics.json"
-LOCK_NAME = ".lock"  # held by the one process writing to a model folder
 SEED_PREFIX = "seed-"  # <name>/seed-<k>/: one of several seeds of the same configuration
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+MAX_NAME_LENGTH = 64  # characters in a --name: <name>_seed-<k>_misclassified.png and a
+# temporary sibling of it (.<file>.<pid>.<random>.tmp) stay far below the 255-byte file name limit
+MAX_DEPTH = 16  # folders below --models-dir searched for models (a sweep's seeds are at 3)
 # The summary figures of the default selection (every model, or `report`'s study); a command
 # given an explicit subset of models writes under a name derived from the subset instead.
 FIGURES = {
@@ -34,116 +34,6 @@ FIGURES = {
     "weights": "weights_compare.png",
     "pruning": "pruning_compare.png",
 }
-
-
-@contextmanager
-def atomic_open(path: Path | str, mode: str = "wb") -> Iterator:
-    """Open a temporary sibling of `path` for writing; it replaces `path` only on success."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise RegcliError(f"cannot write {path}: {error.strerror or error}") from error
-    text_options = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-    try:
-        with os.fdopen(fd, mode, **text_options) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as error:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise RegcliError(f"cannot write {path}: {error.strerror or error}") from error
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create `folder` if needed and prove a file can be written in it."""
-    with atomic_open(Path(folder) / ".write-test") as f:
-        f.write(b"")
-    os.unlink(Path(folder) / ".write-test")
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path) as f:
-        f.write(data)
-
-
-def to_json(data, indent: int = 2) -> str:
-    """JSON with every list of plain numbers or strings on one line (a confusion matrix is ten
-    lines, not a hundred); NaN and infinities are refused, as strict JSON readers do."""
-
-    def compact(value, depth: int) -> str:
-        pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
-        if isinstance(value, dict) and value:
-            items = [
-                f"{inner}{json.dumps(str(k))}: {compact(v, depth + 1)}" for k, v in value.items()
-            ]
-            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-        if isinstance(value, list | tuple) and value:
-            if all(not isinstance(v, dict | list | tuple) for v in value):
-                return json.dumps(list(value), allow_nan=False)
-            return (
-                "[\n" + ",\n".join(f"{inner}{compact(v, depth + 1)}" for v in value) + f"\n{pad}]"
-            )
-        return json.dumps(value, allow_nan=False)
-
-    return compact(data, 0)
-
-
-def write_json(path: Path, data) -> None:
-    text = to_json(data)  # before opening: a value JSON cannot hold must not cost the old file
-    with atomic_open(path, "w") as f:
-        f.write(text + "\n")
-
-
-def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
-    with atomic_open(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def readme_markers(section: str, generator: str) -> tuple[str, str]:
-    """The two comments around a generated section of a Markdown file."""
-    start = f"<!-- {section}:start (generated by `{generator}`; do not edit) -->"
-    return start, f"<!-- {section}:end -->"
-
-
-def check_readme(readme: Path, section: str, generator: str) -> str:
-    """The README's text, after checking that the section's markers are there once, in order."""
-    start, end = readme_markers(section, generator)
-    try:
-        content = Path(readme).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise RegcliError(f"cannot read {readme}: {reason}") from None
-    counts = content.count(start), content.count(end)
-    if counts != (1, 1) or content.index(start) > content.index(end):
-        raise RegcliError(
-            f"{readme}: needs the {section} markers once each, start before end "
-            f"({start} ... {end}); found {counts[0]} and {counts[1]}"
-        )
-    return content
-
-
-def update_readme(readme: Path, section: str, generator: str, text: str) -> None:
-    """Replace a generated section of a Markdown file: what lies between its two markers."""
-    content = check_readme(readme, section, generator)
-    start, end = readme_markers(section, generator)
-    before, rest = content.split(start, 1)
-    after = rest.split(end, 1)[1]
-    write_bytes(readme, f"{before}{start}\n{text}\n{end}{after}".encode())
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def checkpoint_path(model: Path | str) -> Path:
@@ -160,38 +50,7 @@ def checkpoint_path(model: Path | str) -> Path:
     return path
 
 
-# one epoch's record in metrics.json and last.pt (train.EpochRecord's fields, in its order)
-EPOCH_FIELDS = (
-    "epoch",
-    "train_loss",
-    "penalty",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "lr",
-    "seconds",
-)
-
-
-def load_metrics(model_dir: Path) -> dict:
-    """metrics.json, checked to hold a config and at least one complete epoch record."""
-    path = Path(model_dir) / METRICS_NAME
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise RegcliError(f"{path}: cannot read metrics ({reason})") from error
-    epochs = metrics.get("epochs") if isinstance(metrics, dict) else None
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
-        raise RegcliError(f"{path}: not regcli metrics (no config)")
-    if not isinstance(epochs, list) or not all(
-        isinstance(r, dict) and all(isinstance(r.get(k), int | float) for k in EPOCH_FIELDS)
-        for r in epochs
-    ):
-        raise RegcliError(f"{path}: not regcli metrics (epochs must be a list of epoch records)")
-    if not epochs and metrics.get("status") != "diverged":
-        raise RegcliError(f"{path}: holds no finished epoch")
-    return metrics
+# --- --config: settings from a TOML file or a saved run ----------------------------------------
 
 
 def folder_settings(folder: Path) -> dict:
@@ -221,10 +80,9 @@ def read_settings(
     if path.is_dir():
         return folder_settings(path), {}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or error
-        raise UsageError(f"--config {path}: cannot read ({reason})") from None
+        text = read_text(path)
+    except FileProblem as error:
+        raise UsageError(f"--config {error}") from None
     data = check_keys(parse_toml(text, str(path)), (*FIELD_NAMES, *tables), str(path))
     for key, where in (elsewhere or {}).items():
         if key in data:
@@ -238,6 +96,8 @@ def read_settings(
 
 def check_name(name: str, models_dir: Path | str, option: str = "--name") -> Path:
     """models_dir/name, refusing names that are not one plain folder inside models_dir."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(f"{option}: at most {MAX_NAME_LENGTH} characters, got {len(name)}")
     if not NAME_PATTERN.fullmatch(name) or set(name) <= {"."}:
         raise UsageError(
             f"{option} {name!r}: use letters, digits, '.', '_', '+' and '-', "
@@ -253,203 +113,164 @@ def check_name(name: str, models_dir: Path | str, option: str = "--name") -> Pat
 def seed_number(model_dir: Path) -> int | None:
     name = Path(model_dir).name
     suffix = name.removeprefix(SEED_PREFIX)
-    return int(suffix) if name.startswith(SEED_PREFIX) and suffix.isdigit() else None
+    canonical = suffix.isascii() and suffix.isdigit() and str(int(suffix)) == suffix
+    return int(suffix) if name.startswith(SEED_PREFIX) and canonical else None
+
+
+def real_dir(path: Path) -> bool:
+    """A folder, and not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def seed_dirs(folder: Path) -> list[Path]:
-    """The seed-<k> folders under folder that hold a model, in seed order."""
+    """The real seed-<k> folders under folder that hold a model, in seed order."""
     found = [p for p in Path(folder).glob(f"{SEED_PREFIX}*") if seed_number(p) is not None]
-    return sorted((p for p in found if (p / CHECKPOINT_NAME).is_file()), key=seed_number)
+    held = (p for p in found if real_dir(p) and (p / CHECKPOINT_NAME).is_file())
+    return sorted(held, key=seed_number)
+
+
+def is_seed_member(model_dir: Path) -> bool:
+    """A real seed-<k> folder (the only kind of folder that belongs to a seed group)."""
+    return seed_number(model_dir) is not None and real_dir(Path(model_dir))
 
 
 def model_group(model_dir: Path) -> str:
     """The configuration a model belongs to: <name> for models/<name>/ and its seed-<k>/."""
     model_dir = Path(model_dir)
-    return model_dir.parent.name if seed_number(model_dir) is not None else model_dir.name
+    return model_dir.parent.name if is_seed_member(model_dir) else model_dir.name
 
 
 def model_label(model_dir: Path) -> str:
     """How tables and legends name a model: <name>, or <name>/seed-<k>."""
     model_dir = Path(model_dir)
-    if seed_number(model_dir) is not None:
+    if is_seed_member(model_dir):
         return f"{model_dir.parent.name}/{model_dir.name}"
     return model_dir.name
 
 
-def natural_key(path: Path) -> list:
-    """seed-2 before seed-10 (and 0.0001 before 0.001: a run of digits is its number, then its
-    text, so leading zeros still tell two runs apart)."""
-    return [
-        (int(part), part) if part.isdigit() else (-1, part)
-        for part in re.split(r"(\d+)", str(path))
-    ]
+def unique_labels(model_dirs: list[Path], models_dir: Path | str = "models") -> dict[Path, str]:
+    """A label per folder, unique among them: its path under --models-dir (`l1/seed-0`,
+    `sweep/l1-0_wd-0/seed-0`), or for a folder elsewhere its model_label, with as many parent
+    folders in front as it takes to tell it apart from the others (a/m and b/m)."""
+    root = Path(models_dir).resolve()
+    labels, outside = {}, []
+    for d in model_dirs:
+        relative = inside(d, root)
+        labels[d] = relative if relative not in (None, ".") else model_label(d)
+        if relative in (None, "."):
+            outside.append(d)
+    parts = {d: Path(os.path.abspath(d)).parts for d in outside}
+    depth = {d: labels[d].count("/") + 1 for d in outside}
+    while True:
+        seen: dict[str, list[Path]] = {}
+        for d, label in labels.items():
+            seen.setdefault(label, []).append(d)
+        clashing = [d for ds in seen.values() if len(ds) > 1 for d in ds if d in depth]
+        clashing = [d for d in clashing if depth[d] < len(parts[d])]
+        if not clashing:
+            return labels
+        for d in clashing:
+            depth[d] += 1
+            labels[d] = "/".join(parts[d][-depth[d] :]).lstrip("/")
+
+
+def inside(folder: Path, root: Path) -> str | None:
+    """folder's path under root (resolved), or None if it is not under root."""
+    try:
+        return Path(folder).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def walk_folders(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[Path]:
+    """Every real folder under root (root included) down to max_depth, links not followed,
+    with an explicit stack: a folder nested a thousand deep is no recursion."""
+    stack = [(Path(root), 0)]
+    while stack:
+        folder, depth = stack.pop()
+        yield folder
+        if depth == max_depth:
+            continue
+        try:
+            with os.scandir(folder) as entries:
+                children = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        stack += [(child, depth + 1) for child in sorted(children, key=natural_key, reverse=True)]
+
+
+def folders_holding(root: Path, names: tuple[str, ...]) -> list[Path]:
+    """The folders under root that hold a file (or anything) of one of these names."""
+    found = [f for f in walk_folders(root) if any(os.path.lexists(f / n) for n in names)]
+    return sorted(found, key=natural_key)
 
 
 def find_models(models_dir: Path | str) -> list[Path]:
     """Every directory under models_dir that holds a model.pt, sorted by name."""
     root = Path(models_dir)
-    found = [p.parent for p in root.rglob(CHECKPOINT_NAME)] if root.is_dir() else []
+    found = folders_holding(root, (CHECKPOINT_NAME,)) if root.is_dir() else []
     if not found:
         raise RegcliError(f"no trained models under {root}; train one with `regcli train`")
-    return sorted(found, key=natural_key)
+    return found
 
 
 def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
     """The model directories a command works on: those given, else all under models_dir.
 
-    A folder that holds no model.pt but seed-<k> folders stands for its seeds.
+    A folder that holds no model.pt but seed-<k> folders stands for its seeds. A folder given
+    twice (or once as itself and once through its group) counts once.
     """
     if not models:
         return find_models(models_dir)
-    chosen = []
+    chosen, seen = [], set()
     for model in map(Path, models):
         seeds = (
             seed_dirs(model) if model.is_dir() and not (model / CHECKPOINT_NAME).exists() else []
         )
-        chosen += seeds or [checkpoint_path(model).parent]
+        for folder in seeds or [checkpoint_path(model).parent]:
+            if folder.resolve() not in seen:
+                seen.add(folder.resolve())
+                chosen.append(folder)
     return chosen
 
 
-def figure_path(images_dir: Path, model_dir: Path, kind: str) -> Path:
-    """<images-dir>/<name>_<kind>.png (<name>_seed-<k>_<kind>.png for a seed)."""
-    return Path(images_dir) / f"{model_label(model_dir).replace('/', '_')}_{kind}.png"
+def figure_path(images_dir: Path, label: str, kind: str) -> Path:
+    """<images-dir>/<label>_<kind>.png, a label's '/' as '_' (<name>_seed-<k>_<kind>.png)."""
+    return Path(images_dir) / f"{label.replace('/', '_')}_{kind}.png"
+
+
+def figure_paths(
+    images_dir: Path, model_dirs: list[Path], kind: str, models_dir: Path | str = "models"
+) -> dict[Path, Path]:
+    """Each model's own figure, named after its unique label (two models never share one)."""
+    labels = unique_labels(model_dirs, models_dir)
+    return {d: figure_path(images_dir, labels[d], kind) for d in model_dirs}
 
 
 def summary_figure(
-    kind: str, images_dir: Path, selection: list[Path] | None, out: Path | None = None
+    kind: str,
+    images_dir: Path,
+    selection: list[Path] | None,
+    out: Path | None = None,
+    models_dir: Path | str = "models",
 ) -> Path:
     """Where a multi-model figure goes: --out, else the fixed name for the default selection,
-    else a name derived from the models chosen (so one model never replaces the study's)."""
+    else a name derived from the models chosen, so that one model never replaces the study's
+    figure and two selections never share one: their paths under --models-dir, and a digest
+    of their folders when some lie elsewhere or the name would be long."""
     if out is not None:
         return Path(out)
     stem = FIGURES[kind].removesuffix(".png")
     if selection is None:
         return Path(images_dir) / FIGURES[kind]
-    labels = [model_label(d).replace("/", "_") for d in selection]
+    labels = [label.replace("/", "_") for label in unique_labels(selection, models_dir).values()]
     derived = "+".join(labels)
-    if len(derived) > 60:
-        digest = hashlib.sha256("\n".join(map(str, selection)).encode()).hexdigest()[:8]
-        derived = f"{labels[0]}+{len(labels) - 1}-more-{digest}"
+    root = Path(models_dir).resolve()
+    if len(derived) > 60 or any(inside(d, root) in (None, ".") for d in selection):
+        folders = sorted(os.path.abspath(d) for d in selection)
+        digest = hashlib.sha256("\n".join(folders).encode()).hexdigest()[:8]
+        derived = f"{derived if len(derived) <= 60 else labels[0][:40] + '+more'}-{digest}"
     return Path(images_dir) / f"{stem}_{derived}.png"
-
-
-# --- one writer per model folder ------------------------------------------------------------
-
-
-class ModelLock:
-    """An exclusive OS lock (flock) on a model folder's .lock file, for one writer's whole life.
-
-    The OS drops the lock when the process dies, so a SIGKILL leaves nothing stale. The file
-    names its holder, so a second writer can say who has the model. On release the file is
-    removed; an acquirer checks that the file it locked is still the one on disk, so removing it
-    never lets two writers in.
-    """
-
-    WAIT_SECONDS = 1.0  # a reader's momentary probe (`regcli runs`) must not fail a writer
-
-    def __init__(self, model_dir: Path, purpose: str):
-        self.model_dir, self.purpose = Path(model_dir), purpose
-        self.path = self.model_dir / LOCK_NAME
-        self.fd: int | None = None
-        self.created: list[Path] = []  # folders this lock made, deepest first
-
-    def acquire(self) -> "ModelLock":
-        self.created = [p for p in (self.model_dir, *self.model_dir.parents) if not p.exists()]
-        try:
-            self.model_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise RegcliError(f"cannot write {self.model_dir}: {error.strerror or error}") from None
-        deadline = time.monotonic() + self.WAIT_SECONDS
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except FileNotFoundError:  # the last holder removed the (empty) folder meanwhile
-                self.model_dir.mkdir(parents=True, exist_ok=True)
-                continue
-            except OSError as error:
-                self.discard_empty_dir()
-                raise RegcliError(f"cannot write {self.path}: {error.strerror or error}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                if time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                named = self.purpose in ("regcli train", "regcli sweep")
-                other = ", or choose another --name" if named else ""
-                raise Locked(
-                    f"{self.model_dir} is in use by {lock_holder(self.model_dir)}; "
-                    f"wait for it to finish{other}"
-                ) from None
-            if same_file(fd, self.path):
-                break
-            os.close(fd)  # locked a file its last holder had already removed: try again
-        os.ftruncate(fd, 0)
-        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        os.write(fd, f"{os.getpid()} {self.purpose} (since {started})\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)  # closing drops the lock
-        self.fd = None
-        self.discard_empty_dir()
-
-    def discard_empty_dir(self) -> None:
-        """Folders this lock created that nothing else used go again (a failed command leaves
-        no empty model folder behind)."""
-        for folder in self.created:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except OSError:
-        return False
-
-
-def lock_holder(model_dir: Path) -> str | None:
-    """'process <pid> <purpose> (since ...)' if a live process holds the folder's lock."""
-    path = Path(model_dir) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 400).decode(errors="replace").strip()
-            return f"process {holder}" if holder else "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def locked(model_dirs: list[Path], purpose: str) -> Iterator[None]:
-    """Hold the locks of several model folders (in a fixed order), releasing all on exit."""
-    held = []
-    try:
-        for model_dir in sorted(set(map(Path, model_dirs)), key=natural_key):
-            held.append(ModelLock(model_dir, purpose).acquire())
-        yield
-    finally:
-        for lock in reversed(held):
-            lock.release()

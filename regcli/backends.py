@@ -4,22 +4,31 @@ Every inference command opens one with `open_predictor(model_dir, backend=...)` 
 know which it got. The ONNX side never imports PyTorch (about 2 s of start-up on a small CPU):
 the torch backend loads it only when asked for.
 
-An ONNX file is used only if it says, in its metadata, that it was exported by regcli from the
-very model.pt beside it (its sha256): a file without that provenance, or from an older model.pt,
-is refused with the advice to run `regcli export`.
+An ONNX file is used only if its metadata says that regcli exported it from the very model.pt
+beside it (that file's sha256), and that the file's content is what was exported: the sha256
+of everything in it but its metadata (graph, weights, opsets, functions) is stored in the
+metadata and recomputed on every load, so metadata copied onto another network is refused. A
+file without that provenance, from an older model.pt, or altered, is refused with the advice to
+run `regcli export`. Both backends refuse a model whose logits are NaN or infinite.
 """
 
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from regcli.artifacts import ONNX_NAME, checkpoint_path, sha256_bytes
+from regcli.artifacts import ONNX_NAME, checkpoint_path
 from regcli.config import NUM_CLASSES, SIDE, Backend
 from regcli.errors import RegcliError, first_line
+from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_file
 from regcli.scoring import Predictor
 
 SOURCE_KEY = "source_sha256"  # ONNX metadata: sha256 of the model.pt it was exported from
+CONTENT_KEY = "content_sha256"  # ONNX metadata: sha256 of the file's content (see content_sha256)
+# ModelProto fields outside the computation: doc_string (6) and metadata_props (14)
+DESCRIPTIVE_FIELDS = (6, 14)
 FLOAT = "tensor(float)"
 
 
@@ -67,6 +76,22 @@ def open_onnx(model: Path | bytes, path: Path) -> ort.InferenceSession:
     return session
 
 
+def finite(predict: Predictor, path: Path | str) -> Predictor:
+    """The predictor, refusing logits that are NaN or infinite (argmax would read them as 0)."""
+
+    def checked(images: np.ndarray) -> np.ndarray:
+        logits = predict(images)
+        bad = int((~np.isfinite(logits)).any(1).sum())
+        if bad:
+            raise RegcliError(
+                f"{path}: gives NaN or infinite logits for {bad} of {len(logits)} images; the "
+                "model is broken (train or export it again)"
+            )
+        return logits
+
+    return checked
+
+
 def onnx_predictor(session: ort.InferenceSession, path: Path | str = ONNX_NAME) -> Predictor:
     input_name = session.get_inputs()[0].name
 
@@ -85,24 +110,83 @@ def onnx_predictor(session: ort.InferenceSession, path: Path | str = ONNX_NAME) 
     return predict
 
 
-def exported_from(session: ort.InferenceSession) -> str | None:
-    """sha256 of the model.pt the session's model was exported from (None if it does not say)."""
-    return session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
+def varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise ValueError("truncated")
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position, shift = position + 1, shift + 7
+        if byte < 0x80:
+            return value, position
+
+
+def top_level_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, its bytes, tag included) of each top-level field of a protobuf message."""
+    position = 0
+    while position < len(data):
+        start = position
+        tag, position = varint(data, position)
+        wire = tag & 7
+        if wire == 0:
+            _, position = varint(data, position)
+        elif wire == 2:
+            length, position = varint(data, position)
+            position += length
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if position > len(data):
+            raise ValueError("truncated")
+        yield tag >> 3, data[start:position]
+
+
+def content_sha256(onnx_bytes: bytes) -> str:
+    """sha256 of an ONNX file's content: every top-level field but its metadata and doc string,
+    as serialized (adding metadata never changes it; changing any weight or node does)."""
+    digest = hashlib.sha256()
+    for number, raw in top_level_fields(onnx_bytes):
+        if number not in DESCRIPTIVE_FIELDS:
+            digest.update(raw)
+    return digest.hexdigest()
+
+
+def provenance(session: ort.InferenceSession) -> dict[str, str]:
+    """The session's regcli metadata (empty for a file another tool wrote)."""
+    return session.get_modelmeta().custom_metadata_map
 
 
 def current_onnx(model_dir: Path) -> ort.InferenceSession:
-    """model_dir/model.onnx, which must exist and say it came from the model.pt beside it."""
+    """model_dir/model.onnx, which must exist, say it came from the model.pt beside it, and hold
+    the very content that was exported."""
     checkpoint = checkpoint_path(model_dir)
     onnx_path = checkpoint.parent / ONNX_NAME
     advice = f"run `regcli export {checkpoint.parent}`"
     if not onnx_path.is_file():
         raise RegcliError(f"{onnx_path} does not exist; {advice} first")
-    session = open_onnx(onnx_path, onnx_path)
-    source = exported_from(session)
-    if source is None:
-        raise RegcliError(f"{onnx_path} does not say which model.pt it came from; {advice}")
-    if source != sha256_bytes(checkpoint.read_bytes()):
+    try:
+        data = read_bytes(onnx_path, MODEL_FILE_BYTES)
+    except FileProblem as error:
+        raise RegcliError(f"{error}; {advice}") from None
+    session = open_onnx(data, onnx_path)
+    metadata = provenance(session)
+    source, content = metadata.get(SOURCE_KEY), metadata.get(CONTENT_KEY)
+    if source is None or content is None:
+        what = "which model.pt it came from" if source is None else "what content it holds"
+        raise RegcliError(f"{onnx_path} does not say {what}; {advice}")
+    if source != sha256_file(checkpoint):
         raise RegcliError(f"{onnx_path} was exported from an older model.pt; {advice} again")
+    try:
+        held = content_sha256(data)
+    except ValueError as error:
+        raise RegcliError(f"{onnx_path}: not a well-formed ONNX file ({error}); {advice}") from None
+    if content != held:
+        raise RegcliError(
+            f"{onnx_path}: its graph and weights are not the ones its metadata was written for "
+            f"(an altered file, or metadata copied from another export); {advice} again"
+        )
     return session
 
 
@@ -121,8 +205,10 @@ def open_predictor(model_dir: Path, *, backend: str, device: str = "cpu") -> Pre
         from regcli.checkpoints import load_model
         from regcli.model import torch_predictor
 
-        model, _ = load_model(checkpoint_path(model_dir))
-        return torch_predictor(model.to(device))
+        path = checkpoint_path(model_dir)
+        model, _ = load_model(path)
+        return finite(torch_predictor(model.to(device)), path)
     if backend == Backend.onnx:
-        return onnx_predictor(current_onnx(model_dir), Path(model_dir) / ONNX_NAME)
+        path = Path(model_dir) / ONNX_NAME
+        return finite(onnx_predictor(current_onnx(model_dir), path), path)
     raise RegcliError(f"unknown backend {backend!r}; choose one of {', '.join(Backend)}")

@@ -1,30 +1,25 @@
 """model.pt and last.pt: a run's weights, config and record as plain data, read back safely.
 
-Loaded with torch.load(weights_only=True), so a checkpoint can never run code; written atomically.
-The config is stored once (mode and strengths derive from it); files of format version 1, which
-repeated them beside it, still load.
+Loaded with torch.load(weights_only=True), so a checkpoint can never run code; read with a size
+cap and written atomically. Every payload is checked against its schema before use: finite
+weights of regcli's shapes, a valid config, and summaries and epoch histories of the right types
+and ranges, consistent with the config. The config is stored once (mode and strengths derive
+from it); files of format version 1, which repeated them beside it, still load.
 """
 
 import io
+import math
 import pickle
 from pathlib import Path
 
 import torch
 
-from regcli.artifacts import (
-    CHECKPOINT_NAME,
-    EPOCH_FIELDS,
-    LAST_NAME,
-    METRICS_NAME,
-    checkpoint_path,
-    sha256_bytes,
-    write_bytes,
-    write_csv,
-    write_json,
-)
+from regcli.artifacts import CHECKPOINT_NAME, LAST_NAME, checkpoint_path
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 from regcli.errors import RegcliError, UsageError, first_line
+from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_bytes, write_bytes
 from regcli.model import Net, count_parameters
+from regcli.records import config_of, history_problem, record_problem, write_metrics
 
 CHECKPOINT_FORMAT = "regcli-checkpoint"
 RUN_STATE_FORMAT = "regcli-run-state"  # last.pt
@@ -44,9 +39,9 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
     """A checkpoint's plain-data payload and the exact bytes it was read from."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        raise RegcliError(f"cannot read {path}: {error.strerror or error}") from None
+        raw = read_bytes(path, MODEL_FILE_BYTES)
+    except FileProblem as error:
+        raise RegcliError(f"{error} (not a readable regcli checkpoint)") from None
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -71,21 +66,54 @@ def read_payload(path: Path, expected_format: str) -> tuple[dict, bytes]:
 
 
 def checkpoint_config(payload: dict, path: Path | str = CHECKPOINT_NAME) -> TrainConfig:
-    try:
-        return TrainConfig.from_dict(payload.get("config"), "config")
-    except (UsageError, TypeError) as error:
-        raise RegcliError(f"{path}: invalid config ({error})") from None
+    return config_of(payload, path)
+
+
+SUMMARY_FIELDS = {  # model.pt's summaries of its history: epoch record fields each must hold
+    "final": ("epoch", "test_accuracy", "test_loss", "train_accuracy"),
+    "best": ("epoch", "test_accuracy", "test_loss"),
+}
+
+
+def summary_problem(payload: dict, config: TrainConfig) -> str | None:
+    """Why a finished checkpoint's epochs, parameter count and summaries are not consistent
+    with its config (None if they are)."""
+    epochs, parameters = payload.get("epochs"), payload.get("parameters")
+    if isinstance(epochs, bool) or epochs != config.epochs:
+        return f"epochs {epochs!r}, but its config asks for {config.epochs}"
+    if isinstance(parameters, bool) or not isinstance(parameters, int) or parameters < 1:
+        return f"parameters {parameters!r} is not a count of weights"
+    for part, names in SUMMARY_FIELDS.items():
+        summary = payload.get(part)
+        if not isinstance(summary, dict) or set(summary) != set(names):
+            return f"no {part} summary ({', '.join(names)})"
+        full = {**dict.fromkeys(("penalty", "lr", "seconds", "train_loss"), 0.0), **summary}
+        problem = record_problem({"train_accuracy": 0.0, **full})
+        if problem is None and not 1 <= summary["epoch"] <= config.epochs:
+            problem = f"epoch {summary['epoch']} of {config.epochs}"
+        if problem:
+            return f"{part}: {problem}"
+    return None
+
+
+def checked_checkpoint(payload: dict, path: Path) -> dict:
+    problem = summary_problem(payload, checkpoint_config(payload, path))
+    if problem:
+        raise RegcliError(f"{path}: not a consistent regcli checkpoint ({problem})")
+    return payload
 
 
 def load_checkpoint(model: Path | str) -> dict:
     """Load and validate a finished run's checkpoint; never unpickles arbitrary objects."""
-    return read_payload(checkpoint_path(model), CHECKPOINT_FORMAT)[0]
+    path = checkpoint_path(model)
+    return checked_checkpoint(read_payload(path, CHECKPOINT_FORMAT)[0], path)
 
 
 def load_checkpoint_with_hash(model: Path | str) -> tuple[dict, str]:
     """The checkpoint and the sha256 of exactly the bytes it was loaded from."""
-    payload, raw = read_payload(checkpoint_path(model), CHECKPOINT_FORMAT)
-    return payload, sha256_bytes(raw)
+    path = checkpoint_path(model)
+    payload, raw = read_payload(path, CHECKPOINT_FORMAT)
+    return checked_checkpoint(payload, path), sha256_bytes(raw)
 
 
 def model_from_checkpoint(payload: dict, path: Path | str = CHECKPOINT_NAME) -> Net:
@@ -116,6 +144,8 @@ def state_dict_problem(model: torch.nn.Module, state: dict, what: str = "weights
     for key, shape in expected.items():
         if state[key].shape != shape:
             return f"{key} has shape {tuple(state[key].shape)}, not {tuple(shape)}"
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            return f"{key} holds NaN or infinite values"
     return None
 
 
@@ -143,28 +173,6 @@ def checkpoint_payload(
         "final": {k: final[k] for k in ("epoch", "test_accuracy", "test_loss", "train_accuracy")},
         "best": {k: best[k] for k in ("epoch", "test_accuracy", "test_loss")},
     }
-
-
-def write_metrics(
-    model_dir: Path,
-    config: TrainConfig,
-    history: list[dict],
-    record: dict,
-    diverged: dict | None = None,
-) -> None:
-    """metrics.json and metrics.csv: the config, the run record and one row per epoch."""
-    metrics = {
-        "name": Path(model_dir).name,
-        "status": "diverged" if diverged else "finished",
-        "mode": config.mode,
-        "config": config.as_dict(),
-        "run": record,
-        **({"diverged": diverged} if diverged else {}),
-        "epochs": history,
-    }
-    write_json(Path(model_dir) / METRICS_NAME, metrics)
-    if history:
-        write_csv(Path(model_dir) / "metrics.csv", history)
 
 
 def save_run(
@@ -197,30 +205,70 @@ def load_run_state(model_dir: Path) -> dict:
         raise RegcliError(f"{error}; start over with --force") from None
     try:
         config = TrainConfig.from_dict(state.get("config"), "config")
-        net = Net(config.dropout)
-        problem = state_dict_problem(net, state.get("weights"))
-        parameters = dict(net.named_parameters())
-        momentum = state.get("momentum")
-        if problem is None and not (
-            isinstance(momentum, dict)
-            and set(momentum) == set(parameters)
-            and all(
-                isinstance(momentum[k], torch.Tensor) and momentum[k].shape == p.shape
-                for k, p in parameters.items()
-            )
-        ):
-            problem = "no optimizer state for every weight"
-        history = state.get("history")
-        if problem is None and not (
-            isinstance(history, list)
-            and all(isinstance(r, dict) and set(r) == set(EPOCH_FIELDS) for r in history)
-        ):
-            problem = "no complete epoch history"
-        for part in ("group", "run"):
-            if problem is None and not isinstance(state.get(part), dict):
-                problem = f"no record of its {'training group' if part == 'group' else 'run'}"
+        problem = run_state_problem(state, config)
     except UsageError as error:
         problem = f"invalid config: {error}"
     if problem:
         raise RegcliError(f"{path}: cannot resume ({problem}); start over with --force")
     return {**state, "config": config}
+
+
+def run_state_problem(state: dict, config: TrainConfig) -> str | None:
+    """Why last.pt cannot continue `config` (None if it can): weights and momentum of regcli's
+    shapes and finite, an epoch history consistent with the config, and its group and run."""
+    net = Net(config.dropout)
+    problem = state_dict_problem(net, state.get("weights"))
+    shapes = {k: p.shape for k, p in net.named_parameters()}
+    momentum = state.get("momentum")
+    if problem is None and not (
+        isinstance(momentum, dict)
+        and set(momentum) == set(shapes)
+        and all(
+            isinstance(momentum[k], torch.Tensor) and momentum[k].shape == shapes[k] for k in shapes
+        )
+    ):
+        problem = "no optimizer state for every weight"
+    if problem is None and not all(torch.isfinite(m).all() for m in momentum.values()):
+        problem = "optimizer state holds NaN or infinite values"
+    history = state.get("history")
+    if problem is None:
+        problem = history_problem(history, config, finished=False)
+    diverged = state.get("diverged")
+    if problem is None and diverged is not None and not isinstance(diverged, dict):
+        problem = f"diverged {diverged!r} is not a record of where it diverged"
+    return problem or group_problem(state.get("group")) or run_problem(state.get("run"))
+
+
+def group_problem(group) -> str | None:
+    """Why last.pt's record of its training group is unusable (None if it is usable)."""
+    if not isinstance(group, dict):
+        return "no record of its training group"
+    members, size, index = group.get("members"), group.get("size"), group.get("index")
+    if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
+        return "its training group names no members"
+    if size != len(members) or not isinstance(index, int) or not 0 <= index < len(members):
+        return f"its training group is inconsistent (size {size!r}, index {index!r})"
+    return None
+
+
+RUN_FIELDS = {  # last.pt's run record: field -> (type, what it is)
+    "started": (str, "a time"),
+    "command": (list, "a command line"),
+    "device": (str, "a device"),
+    "deterministic": (bool, "true or false"),
+    "seconds": ((int, float), "a number of seconds"),
+    "resumed_by": (list, "a list of command lines"),
+}
+
+
+def run_problem(run) -> str | None:
+    """Why last.pt's run record is unusable (None if it is usable)."""
+    if not isinstance(run, dict):
+        return "no record of its run"
+    for name, (kind, what) in RUN_FIELDS.items():
+        value = run.get(name)
+        if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+            return f"its run record's {name} {value!r} is not {what}"
+    if not math.isfinite(run["seconds"]) or run["seconds"] < 0:
+        return f"its run record's seconds {run['seconds']!r} is not a number of seconds"
+    return None

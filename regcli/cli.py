@@ -22,13 +22,13 @@ from regcli import __version__
 from regcli.artifacts import (
     CHECKPOINT_NAME,
     check_name,
-    figure_path,
+    figure_paths,
+    folders_holding,
     model_dirs,
     model_label,
-    natural_key,
     read_settings,
     summary_figure,
-    to_json,
+    unique_labels,
 )
 from regcli.config import (
     HELP,
@@ -42,6 +42,8 @@ from regcli.config import (
 )
 from regcli.console import TrainingReporter, model_progress, say, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
+from regcli.files import to_json
+from regcli.text import terminal_safe
 
 DEBUG_ENV = "REGCLI_DEBUG"
 invocation: ContextVar[tuple[str, ...]] = ContextVar("invocation", default=())  # args as typed
@@ -74,6 +76,7 @@ def fail(message: str, error: BaseException, code: int, prefix: str | None = Non
         raise error
     line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     line = line.replace("Value error, ", "")  # the parser's own wording, not the user's
+    line = terminal_safe(line)  # names from disk cannot forge output or reach the terminal
     stderr.print(f"{prefix or getattr(error, 'prefix', 'error')}: {line}", markup=False)
     return code
 
@@ -105,8 +108,8 @@ app = typer.Typer(
 def complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion for model arguments: the folders under --models-dir that hold a model."""
     root = Path(ctx.params.get("models_dir") or "models")
-    found = sorted((p.parent for p in root.rglob(CHECKPOINT_NAME)), key=natural_key)
-    return [str(p) for p in found if str(p).startswith(incomplete)] if root.is_dir() else []
+    found = folders_holding(root, (CHECKPOINT_NAME,)) if root.is_dir() else []
+    return [str(p) for p in found if str(p).startswith(incomplete)]
 
 
 # --- options shared by several commands --------------------------------------------------------
@@ -419,7 +422,7 @@ def each_model(dirs: list[Path], what: str, quiet: bool, work) -> tuple[list, in
                 if len(dirs) == 1:
                     raise
                 failed += 1
-                stderr.print(f"error: {error}", markup=False)
+                stderr.print(f"error: {terminal_safe(str(error))}", markup=False)
             finally:
                 advance(model_label(model_dir))
     return results, failed
@@ -503,7 +506,11 @@ def evaluate(
 
 
 def print_line(text: str) -> None:
-    stdout.print(text, markup=False, highlight=False)
+    """Results on stdout, terminal-safe (tables hold names read from disk); tabs and newlines
+    are the output's own."""
+    lines = str(text).split("\n")
+    safe = "\n".join("\t".join(map(terminal_safe, line.split("\t"))) for line in lines)
+    stdout.print(safe, markup=False, highlight=False)
 
 
 @app.command()
@@ -535,9 +542,10 @@ def misclassified(
             "model, or use --images-dir"
         )
     test = load_split(data_dir, "test")
+    targets = figure_paths(images_dir, dirs, "misclassified", models_dir)  # one per model
 
     def plot_one(model_dir: Path) -> dict:
-        target = out or figure_path(images_dir, model_dir, "misclassified")
+        target = out or targets[model_dir]
         rows = plot_misclassified(
             model_dir, backend=backend.value, test=test, count=count, out=target
         )
@@ -570,7 +578,8 @@ def predict(
     import json
 
     from regcli.backends import open_predictor
-    from regcli.predict import check_out, predict_files, terminal_safe
+    from regcli.predict import check_out, predict_files
+    from regcli.text import terminal_safe
 
     check_out(out)  # a bad --out before the model is even opened
     predictor = open_predictor(model, backend=backend.value)
@@ -609,9 +618,10 @@ def compare(
     from regcli.plots import compare_figure, save_figure
 
     dirs = model_dirs(models, models_dir)
-    rows, failed = each_model(dirs, "reading", quiet, comparison.summarize)
+    labels = unique_labels(dirs, models_dir)
+    rows, failed = each_model(dirs, "reading", quiet, lambda d: comparison.summarize(d, labels[d]))
     if rows:
-        figure = summary_figure("compare", images_dir, dirs if models else None, out)
+        figure = summary_figure("compare", images_dir, dirs if models else None, out, models_dir)
         save_figure(compare_figure(comparison.series(rows)), figure)
         if json_output:
             print_json(comparison.as_json(rows))
@@ -649,6 +659,7 @@ def report(
     with model_progress(total, "report", quiet) as advance:
         written = build(
             dirs,
+            models_dir=models_dir,
             images_dir=images_dir,
             data_dir=data_dir,
             readme=readme,
@@ -678,7 +689,7 @@ def weights(
     dirs = model_dirs(models, models_dir)
     stats, failed = each_model(dirs, "reading", quiet, model_weights)
     if stats:
-        figure = summary_figure("weights", images_dir, dirs if models else None, out)
+        figure = summary_figure("weights", images_dir, dirs if models else None, out, models_dir)
         save_figure(weights_figure(stats), figure)
         rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
         print_json(rows) if json_output else print_line(weights_table(rows))
@@ -721,7 +732,7 @@ def prune(
 
     curves, failed = each_model(dirs, "pruning", quiet, prune_one)
     if curves:
-        figure = summary_figure("pruning", images_dir, dirs if models else None, out)
+        figure = summary_figure("pruning", images_dir, dirs if models else None, out, models_dir)
         save_figure(pruning_figure(curves), figure)
         say(f"wrote {figure}", quiet)
     if json_output:
@@ -738,7 +749,12 @@ def runs(
     from regcli.runs import list_runs, runs_table
 
     rows = list_runs(models_dir)
-    print_json(rows) if json_output else print_line(runs_table(rows))
+    if json_output:
+        print_json(rows)
+    elif rows:
+        print_line(runs_table(rows))
+    else:
+        say(f"no runs under {models_dir}; train one with `regcli train`")
 
 
 @app.command()
@@ -792,6 +808,7 @@ def sweep(
     """Train a grid of regularization strengths x seeds and draw the regularization path."""
     from regcli import sweep as grid_search
 
+    check_name(name, models_dir)  # one plain folder under --models-dir, as for train
     given = {k: v for k, v in locals().items() if k in TRAINING_OPTIONS}
     lists = "the [sweep] table, as a list of strengths"
     settings, tables = resolved_config(

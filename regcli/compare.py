@@ -3,16 +3,21 @@ spread and 95% Welch interval against the unregularized group.
 
 The table shows what regularization is supposed to change: the train-test gap (overfitting), the
 L1 norm of the weights and the share of near-zero weights (sparsity, what L1 should increase).
-A seed group is averaged only if its members share one configuration (the seed aside).
+A seed group is only the real seed-<k> folders of one parent, and is averaged only if its members
+share one configuration (the seed aside), each holds its own seed and no two hold the same
+weights; any other model stands alone, under a label unique among the models compared.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from regcli.artifacts import checkpoint_path, load_metrics, model_group, model_label, seed_number
+from regcli.artifacts import checkpoint_path, is_seed_member, model_label
 from regcli.checkpoints import checkpoint_config, load_checkpoint, model_from_checkpoint
-from regcli.config import check_same_settings
+from regcli.config import TrainConfig
+from regcli.errors import RegcliError
+from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
+from regcli.records import load_metrics
 from regcli.stats import mean, sample_std, welch
 from regcli.tables import render
 from regcli.weights import NEAR_ZERO, weight_stats
@@ -42,22 +47,28 @@ SEED_HEADERS = [
 ]
 
 
-def summarize(model_dir: Path) -> dict:
-    """One row of the comparison, from metrics.json and model.pt."""
+def summarize(model_dir: Path, label: str | None = None) -> dict:
+    """One row of the comparison, from metrics.json and model.pt (which must agree)."""
     metrics = load_metrics(model_dir)
     path = checkpoint_path(model_dir)
     payload = load_checkpoint(path)
     config = checkpoint_config(payload, path)
+    if TrainConfig.from_dict(metrics["config"]) != config:
+        raise RegcliError(f"{model_dir}: model.pt and metrics.json disagree; train it again")
+    check_seed_folder(Path(model_dir), config)
+    label = label or model_label(model_dir)
+    seeded = is_seed_member(model_dir)
     history = metrics["epochs"]
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
     weights = weight_stats(model_from_checkpoint(payload, path))
     return {
-        "model": model_label(model_dir),
-        "group": model_group(model_dir),
-        "group_path": str(Path(model_dir).parent),
-        "seeded": seed_number(model_dir) is not None,
+        "model": label,
+        "group": label.rsplit("/", 1)[0] if seeded else label,
+        "group_path": str(Path(model_dir).resolve().parent if seeded else model_dir),
+        "seeded": seeded,
         "config": config,
+        "weights_sha256": weights_sha256(payload["state_dict"]),
         "mode": config.mode,
         "parameters": payload["parameters"],
         "l1": config.l1,
@@ -82,9 +93,8 @@ def groups(rows: list[dict]) -> dict[str, list[dict]]:
         key = f"{row['group_path']} seeds" if row["seeded"] else row["model"]
         grouped.setdefault(key, []).append(row)
     for members in grouped.values():
-        check_same_settings(
-            [(m["model"], m["config"]) for m in members], f"seed group {members[0]['group']}"
-        )
+        group = [Member(Path(m["model"]), m["config"], m["weights_sha256"]) for m in members]
+        check_group(group, f"seed group {members[0]['group']}")
     return grouped
 
 
@@ -192,7 +202,7 @@ def as_json(rows: list[dict]) -> dict:
         {
             k: (v.as_dict() if k == "config" else v)
             for k, v in r.items()
-            if k not in ("history", "group_path")
+            if k not in ("history", "group_path", "weights_sha256")
         }
         for r in rows
     ]

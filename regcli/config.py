@@ -51,6 +51,12 @@ class Grid(StrEnum):
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the MNIST splits
 MODES = ("none", "l1", "l2", "l1_l2")  # which strengths are non-zero; the default model names
 MAX_SEED = 2**63 - 1  # torch.manual_seed's largest accepted seed
+# The largest accepted L1 strength, weight decay and learning rate. Far past anything useful
+# (an L1 strength of 1 already leaves the data no say), and small enough that their products
+# with each other and with any weight a run can reach before it diverges stay finite in float32
+# (whose largest value is 3.4e38): a strength of 1e39 would be infinite before any work.
+MAX_STRENGTH = 1e3  # unitless, for --l1 and --weight-decay
+MAX_LR = 1e6  # learning rate (unitless)
 # Fields that the members of one grouped training run must share (they step together over the
 # same number of batches, through one network shape); everything else may differ per member.
 GROUP_FIELDS = ("epochs", "batch_size", "dropout", "max_rotation", "limit_train", "limit_test")
@@ -63,12 +69,14 @@ def setting(default, help: str):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    l1: float = setting(0.0, "L1 strength: adds l1 * sum(|w|) to the mean cross-entropy")
-    weight_decay: float = setting(0.0, "L2 strength: SGD's coupled weight decay (unitless)")
+    l1: float = setting(0.0, "L1 strength: adds l1 * sum(|w|) to the mean cross-entropy (0..1000)")
+    weight_decay: float = setting(
+        0.0, "L2 strength: SGD's coupled weight decay (unitless, 0..1000)"
+    )
     reg_scope: str = setting("weights", "weights: conv/linear weights only; all: every parameter")
     epochs: int = setting(15, "passes over the training set")
     batch_size: int = setting(128, "images per optimizer step")
-    lr: float = setting(0.1, "peak learning rate of one-cycle (the start lr for step)")
+    lr: float = setting(0.1, "peak learning rate of one-cycle (the start lr for step; at most 1e6)")
     momentum: float = setting(
         0.9, "SGD momentum; one-cycle cycles it +-0.05 (0.95 -> 0.85 -> 0.95)"
     )
@@ -84,15 +92,21 @@ class TrainConfig:
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, _coerce(f.name, f.type, value))
         checks = [
-            (self.l1 >= 0, f"--l1 must be >= 0, got {self.l1}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (
+                0 <= self.l1 <= MAX_STRENGTH,
+                f"--l1 must be in [0, {MAX_STRENGTH:g}], got {self.l1:g}",
+            ),
+            (
+                0 <= self.weight_decay <= MAX_STRENGTH,
+                f"--weight-decay must be in [0, {MAX_STRENGTH:g}], got {self.weight_decay:g}",
+            ),
             (self.epochs <= 10_000, f"--epochs must be <= 10000, got {self.epochs}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (
                 1 <= self.batch_size <= 60_000,
                 f"--batch-size must be in 1..60000, got {self.batch_size}",
             ),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (0 < self.lr <= MAX_LR, f"--lr must be in (0, {MAX_LR:g}], got {self.lr:g}"),
             (
                 0 <= self.momentum < self.max_momentum,
                 f"--momentum must be in [0, {self.max_momentum}) for the {self.schedule} "

@@ -13,22 +13,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from regcli.tables import clock
+from regcli.text import terminal_safe
 
 if TYPE_CHECKING:  # the trainer loads PyTorch, which commands on ONNX models never need
-    from regcli.train import EpochRecord
+    from regcli.records import EpochRecord
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
 def say(message: str, quiet: bool = False) -> None:
-    """An informational line on stderr ("wrote ...", "saved ..."), unless --quiet."""
+    """An informational line on stderr ("wrote ...", "saved ..."), unless --quiet; names in it
+    are shown terminal-safe."""
     if not quiet:
-        stderr.print(message, markup=False)
+        stderr.print(terminal_safe(message), markup=False)
 
 
 def warn(message: str) -> None:
-    stderr.print(f"warning: {message}", markup=False)
+    stderr.print(f"warning: {terminal_safe(message)}", markup=False)
 
 
 def live_bar() -> Progress:
@@ -155,7 +157,7 @@ def model_progress(total: int, what: str, quiet: bool = False):
         done += 1
         rate = done / (time.perf_counter() - started)
         left = (total - done) / rate if rate else None
-        progress.update(task, advance=1, info=f"{name}  {clock(left)} left")
+        progress.update(task, advance=1, info=f"{terminal_safe(name)}  {clock(left)} left")
 
     with progress:
         yield advance

@@ -3,9 +3,10 @@
 The graph takes raw pixels (float32 [batch, 1, 28, 28] in [0, 1]; normalization is inside) and
 returns logits [batch, 10]; the batch axis is dynamic. The file carries its provenance in
 metadata_props: the run record of the model (command, times, machine, versions, code), the
-test-set size its accuracy was measured on, and the sha256 of exactly the model.pt bytes it was
-exported from, so a stale export is caught. Export holds the model folder's lock, so a retrain
-cannot replace model.pt half-way through.
+test-set size its accuracy was measured on, the sha256 of exactly the model.pt bytes it was
+exported from (so a stale export is caught), and the sha256 of its own content outside the
+metadata (so the metadata cannot be copied onto another network: see backends.py). Export holds
+the model folder's lock, so a retrain cannot replace model.pt half-way through.
 """
 
 import io
@@ -19,12 +20,14 @@ import onnx
 import torch
 
 import regcli
-from regcli.artifacts import ONNX_NAME, ModelLock, checkpoint_path, write_bytes
-from regcli.backends import SOURCE_KEY, onnx_session
+from regcli.artifacts import ONNX_NAME, checkpoint_path
+from regcli.backends import CONTENT_KEY, SOURCE_KEY, content_sha256, onnx_session
 from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash, model_from_checkpoint
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
+from regcli.files import write_bytes
+from regcli.locks import ModelLock
 from regcli.provenance import run_record, utc_now
 from regcli.scoring import to_unit
 
@@ -104,9 +107,13 @@ def export_model(model_dir: Path, *, data_dir: Path | None = None, command: list
         model = model_from_checkpoint(payload, source)
         proto = to_onnx(model)
         record = run_record(command, started, "cpu")
-        onnx.helper.set_model_props(proto, metadata(payload, sha256, record))
+        props = metadata(payload, sha256, record)
+        onnx.helper.set_model_props(proto, props)
         proto.doc_string = doc_string(payload)
         onnx.checker.check_model(proto, full_check=True)
+        # the content's digest is the same with or without metadata, so it can go in there
+        props[CONTENT_KEY] = content_sha256(proto.SerializeToString())
+        onnx.helper.set_model_props(proto, props)
         serialized = proto.SerializeToString()
         check_parity(model, serialized, images)
         target = source.parent / ONNX_NAME
@@ -121,8 +128,10 @@ def check_parity(model: torch.nn.Module, onnx_bytes: bytes, images: np.ndarray) 
         with torch.inference_mode():
             expected = model.eval()(torch.from_numpy(pixels))
         got = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])
+        if not (torch.isfinite(got).all() and torch.isfinite(expected).all()):
+            raise RegcliError(f"ONNX export gives NaN or infinite logits at batch {batch}")
         worst = (got - expected).abs().max().item()
-        if worst > PARITY_ATOL or not torch.equal(got.argmax(1), expected.argmax(1)):
+        if not worst <= PARITY_ATOL or not torch.equal(got.argmax(1), expected.argmax(1)):
             raise RegcliError(
                 f"ONNX export does not match PyTorch at batch {batch}: max |logit difference| "
                 f"{worst:.2e} (allowed {PARITY_ATOL:g}) or a different predicted class"

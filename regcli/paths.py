@@ -6,29 +6,33 @@ cell's name says its strengths (`l1-3e-05_wd-0`) and reads back to them. Per cel
 accuracy (seed mean, spread, 95% interval, and Welch's interval against the unregularized cell),
 the share of near-zero conv weights, their L1 norm, and accuracy after magnitude pruning.
 Pruned accuracies are cached beside each model (pruning.json), keyed by the sha256 of its
-model.pt, so a report over 70 models recomputes only what changed.
+model.pt, so a report over 70 models recomputes only what changed; a cache whose numbers are not
+finite percentages is measured again. A cell folder must carry its canonical name, its seeds
+must be real seed-<k> folders of seed k with distinct weights, and a finished seed whose model.pt
+is gone is "missing", not "diverged".
 """
 
-import json
 import math
 import re
 from pathlib import Path
 
-from regcli.artifacts import (
-    CHECKPOINT_NAME,
-    METRICS_NAME,
-    ModelLock,
-    load_metrics,
-    natural_key,
-    seed_number,
-    sha256_bytes,
-    write_json,
+from regcli.artifacts import CHECKPOINT_NAME, is_seed_member, seed_number
+from regcli.checkpoints import (
+    CHECKPOINT_FORMAT,
+    checked_checkpoint,
+    checkpoint_config,
+    model_from_checkpoint,
+    read_payload,
 )
-from regcli.checkpoints import checkpoint_config, model_from_checkpoint, read_payload
 from regcli.config import TrainConfig, check_same_settings
 from regcli.errors import RegcliError
+from regcli.files import FileProblem, read_json, sha256_bytes, write_json
+from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
+from regcli.locks import ModelLock
+from regcli.records import METRICS_NAME, load_metrics
 from regcli.stats import mean, mean_half_width, sample_std, welch
 from regcli.tables import render
+from regcli.text import natural_key
 from regcli.weights import NEAR_ZERO, pruned_predictors, pruned_state, weight_stats
 
 # The course notebook's best test accuracy (%) per variant, one run each, as its README reports
@@ -76,7 +80,12 @@ def read_cells(sweep_dir: Path) -> list[dict]:
         strengths = parse_cell(folder.name) if folder.is_dir() else None
         if strengths is None:
             continue
-        all_seeds = [p for p in folder.iterdir() if seed_number(p) is not None and p.is_dir()]
+        if folder.name != cell_name(*strengths):
+            raise RegcliError(
+                f"{folder}: not a cell name regcli writes (this cell is "
+                f"{cell_name(*strengths)}); rename the folder, or move it out of the sweep"
+            )
+        all_seeds = [p for p in folder.iterdir() if is_seed_member(p)]
         seeds = sorted((p for p in all_seeds if finished_or_diverged(p)), key=seed_number)
         if seeds:
             l1, weight_decay = strengths
@@ -100,24 +109,44 @@ def finished_or_diverged(folder: Path) -> bool:
     return (folder / CHECKPOINT_NAME).is_file() or (folder / METRICS_NAME).is_file()
 
 
-def member_stats(model_dir: Path, test, *, backend: str, device: str) -> dict:
-    """One seed's numbers: final accuracy, weights, pruned accuracies (cached); or diverged."""
+def read_member(model_dir: Path) -> dict:
+    """One seed as it is on disk, checked: its config (seed k in seed-<k>), its status, and
+    its checkpoint (agreeing with its metrics) if it has one. Nothing is measured yet."""
     metrics = load_metrics(model_dir)
     config = TrainConfig.from_dict(metrics["config"], str(model_dir / METRICS_NAME))
-    if metrics.get("status") == "diverged" or not (model_dir / CHECKPOINT_NAME).is_file():
-        return {"dir": model_dir, "config": config, "diverged": metrics.get("diverged") or True}
-    test = test.head(config.limit_test)  # the test images its accuracy was measured on
-    payload, raw = read_payload(model_dir / CHECKPOINT_NAME, "regcli-checkpoint")
-    if checkpoint_config(payload, model_dir) != config:
+    check_seed_folder(model_dir, config)
+    member = {"dir": model_dir, "config": config, "metrics": metrics, "weights": None}
+    if metrics.get("status") == "diverged":
+        return {**member, "diverged": metrics["diverged"], "missing": False}
+    if not (model_dir / CHECKPOINT_NAME).is_file():
+        return {**member, "diverged": None, "missing": True}
+    path = model_dir / CHECKPOINT_NAME
+    payload, raw = read_payload(path, CHECKPOINT_FORMAT)
+    if checkpoint_config(checked_checkpoint(payload, path), path) != config:
         raise RegcliError(f"{model_dir}: model.pt and metrics.json disagree; train it again")
     model = model_from_checkpoint(payload, model_dir)
-    weights = weight_stats(model)
-    pruned = pruned_accuracies(model_dir, model, sha256_bytes(raw), test, backend, device)
     return {
-        "dir": model_dir,
-        "config": config,
+        **member,
         "diverged": None,
-        "accuracy": 100 * metrics["epochs"][-1]["test_accuracy"],
+        "missing": False,
+        "model": model,
+        "sha256": sha256_bytes(raw),
+        "weights": weights_sha256(payload["state_dict"]),
+    }
+
+
+def member_stats(member: dict, test, *, backend: str, device: str) -> dict:
+    """One seed's numbers: final accuracy, weights, pruned accuracies (cached); a diverged or
+    missing seed (finished, but its model.pt is gone) has none."""
+    if member["diverged"] or member["missing"]:
+        return member
+    model, model_dir = member["model"], member["dir"]
+    test = test.head(member["config"].limit_test)  # the test images it was measured on
+    weights = weight_stats(model)
+    pruned = pruned_accuracies(model_dir, model, member["sha256"], test, backend, device)
+    return {
+        **member,
+        "accuracy": 100 * member["metrics"]["epochs"][-1]["test_accuracy"],
         "near_zero_share": 100 * weights[f"below_{NEAR_ZERO:g}"],
         "l1_norm": weights["l1_norm"],
         "pruned": pruned,
@@ -129,11 +158,7 @@ def pruned_accuracies(model_dir, model, sha256: str, test, backend: str, device:
     this very model.pt, this backend and this test set; the cache is refreshed otherwise."""
     key = {"source_sha256": sha256, "backend": backend, "test_images": len(test)}
     path = Path(model_dir) / CACHE_NAME
-    try:
-        cache = json.loads(path.read_text())
-        known = cache["accuracy"] if all(cache.get(k) == v for k, v in key.items()) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        known = {}
+    known = cached_accuracies(path, key)
     missing = [s for s in PATH_SPARSITIES if repr(s) not in known]
     if missing:
         from regcli.scoring import score
@@ -151,17 +176,39 @@ def pruned_accuracies(model_dir, model, sha256: str, test, backend: str, device:
     return {repr(s): known[repr(s)] for s in PATH_SPARSITIES}
 
 
+def cached_accuracies(path: Path, key: dict) -> dict[str, float]:
+    """The pruned accuracies in a cache, if it is for `key` and every number in it is a finite
+    percentage; else nothing (they are measured again)."""
+    try:
+        cache = read_json(path) if path.exists() else {}
+    except FileProblem:
+        return {}
+    if not isinstance(cache, dict) or any(cache.get(k) != v for k, v in key.items()):
+        return {}
+    known = cache.get("accuracy")
+    if not isinstance(known, dict):
+        return {}
+    return {
+        level: value
+        for level, value in known.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 100
+    }
+
+
 def summarize_cell(cell: dict, members: list[dict], baseline: list[float] | None) -> dict:
     """A cell's seed statistics (and its difference from the unregularized cell)."""
     first = members[0]["config"]
-    check_same_settings([(str(m["dir"]), m["config"]) for m in members], f"cell {cell['name']}")
     if (first.l1, first.weight_decay) != (cell["l1"], cell["weight_decay"]):
         raise RegcliError(
             f"cell {cell['name']}: its name says l1 {cell['l1']:g}, weight decay "
             f"{cell['weight_decay']:g}, its models were trained with l1 {first.l1:g}, weight "
             f"decay {first.weight_decay:g}"
         )
-    good = [m for m in members if not m["diverged"]]
+    good = [m for m in members if not m["diverged"] and not m["missing"]]
+    missing = sum(1 for m in members if m["missing"])
     strength = {"l1": cell["l1"], "l2": cell["weight_decay"]}.get(cell["path"], 0.0)
     out = {
         "cell": cell["name"],
@@ -171,7 +218,8 @@ def summarize_cell(cell: dict, members: list[dict], baseline: list[float] | None
         "strength": strength,
         "seeds": len(members),
         "unfinished": cell["unfinished"],
-        "diverged": len(members) - len(good),
+        "diverged": len(members) - len(good) - missing,
+        "missing": missing,
         "epochs": first.epochs,
     }
     if not good:
@@ -205,20 +253,24 @@ def path_stats(
 ) -> list[dict]:
     """Every cell of the sweep, summarized; the unregularized cell is the baseline."""
     cells = read_cells(sweep_dir)
-    measured = []
-    for cell in cells:
-        members = []
-        for seed_dir in cell["seeds"]:
-            members.append(member_stats(seed_dir, test, backend=backend, device=device))
-            advance(f"{cell['name']}/{seed_dir.name}")
-        measured.append((cell, members))
+    read = [(cell, [read_member(d) for d in cell["seeds"]]) for cell in cells]
+    for cell, members in read:  # every group checked before anything is measured or cached
+        group = [Member(m["dir"], m["config"], m["weights"]) for m in members]
+        check_group(group, f"cell {cell['name']}")
     check_same_settings(  # the cells differ in their strengths only
-        [(cell["name"], members[0]["config"]) for cell, members in measured],
+        [(cell["name"], members[0]["config"]) for cell, members in read],
         f"sweep {sweep_dir}",
         ignore=("l1", "weight_decay", "seed"),
     )
+    measured = []
+    for cell, members in read:
+        stats = []
+        for member in members:
+            stats.append(member_stats(member, test, backend=backend, device=device))
+            advance(f"{cell['name']}/{member['dir'].name}")
+        measured.append((cell, stats))
     base = next((m for c, m in measured if c["path"] == "none"), None)
-    baseline = [m["accuracy"] for m in base if not m["diverged"]] if base else None
+    baseline = [m["accuracy"] for m in base if "accuracy" in m] if base else None
     baseline = baseline or None  # an unregularized cell whose every seed diverged: no baseline
     return [summarize_cell(cell, members, baseline) for cell, members in measured]
 
@@ -239,7 +291,7 @@ PATH_HEADERS = [
 def path_rows(stats: list[dict]) -> list[list[str]]:
     rows = []
     for c in stats:
-        notes = [f"{c[k]} {k}" for k in ("diverged", "unfinished") if c.get(k)]
+        notes = [f"{c[k]} {k}" for k in ("diverged", "missing", "unfinished") if c.get(k)]
         seeds = f"{c['seeds']}" + (f" ({', '.join(notes)})" if notes else "")
         if c.get("accuracy") is None:
             rows.append(
@@ -248,7 +300,7 @@ def path_rows(stats: list[dict]) -> list[list[str]]:
                     f"{c['l1']:g}",
                     f"{c['weight_decay']:g}",
                     seeds,
-                    "diverged",
+                    "diverged" if c["diverged"] == c["seeds"] else "no model",
                     "-",
                     "-",
                     "-",
@@ -333,8 +385,10 @@ def findings(stats: list[dict], runs: dict | None = None) -> list[str]:
                 f"measurably worse than none (every 95% Welch interval includes zero or is "
                 f"above it)."
             )
-        if lost:
+        if lost and lost["diverged"] == lost["seeds"]:
             said.append(f"At {_fmt(path, lost['strength'])} every seed diverged.")
+        elif lost:
+            said.append(f"At {_fmt(path, lost['strength'])} no seed has a usable model.")
     top = max(PATH_SPARSITIES)
     key = repr(top)
     along = [c for c in stats if c["path"] in ("l1", "l2") and c.get("pruned")]

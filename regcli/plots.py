@@ -17,7 +17,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from regcli.artifacts import write_bytes
+from regcli.files import write_bytes
 
 MODE_COLOURS = {"none": "#555555", "l1": "#1f77b4", "l2": "#d62728", "l1_l2": "#9467bd"}
 PATH_COLOURS = {"l1": MODE_COLOURS["l1"], "l2": MODE_COLOURS["l2"]}  # the L1 and L2 paths

@@ -56,7 +56,8 @@ def machine(device: str = "cpu") -> dict:
 
 
 def code_version() -> dict | None:
-    """The git commit regcli runs from, and whether tracked files differ from it (dirty).
+    """The git commit regcli runs from, and whether the package's tracked files differ from it
+    (dirty: the code, not the models or figures it writes).
 
     None when regcli is not running from a git checkout (an installed copy).
     """
@@ -73,7 +74,7 @@ def code_version() -> dict | None:
     if git("ls-files", "--error-unmatch", "__init__.py") is None:
         return None
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")  # the package
     if commit is None or status is None:
         return None
     return {"git_commit": commit, "dirty": bool(status)}

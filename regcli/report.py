@@ -9,16 +9,10 @@ it is checked (file and markers) before any work, so a bad README costs nothing.
 from pathlib import Path
 
 from regcli import compare, paths
-from regcli.artifacts import (
-    FIGURES,
-    check_readme,
-    figure_path,
-    load_metrics,
-    seed_number,
-    update_readme,
-)
+from regcli.artifacts import FIGURES, figure_paths, is_seed_member, unique_labels
 from regcli.data import load_split
 from regcli.errors import RegcliError
+from regcli.files import check_readme, update_readme
 from regcli.inference import plot_misclassified
 from regcli.plots import (
     compare_figure,
@@ -28,6 +22,7 @@ from regcli.plots import (
     strength_pruning_figure,
     weights_figure,
 )
+from regcli.records import load_metrics
 from regcli.runs import plot_history
 from regcli.train import resolve_device
 from regcli.weights import model_weights, prune_curve
@@ -40,6 +35,7 @@ REPORT_BACKEND = "torch"  # the figures' numbers come from the checkpoints thems
 def report(
     model_dirs: list[Path],
     *,
+    models_dir: Path = Path("models"),
     images_dir: Path,
     data_dir: Path | None,
     readme: Path | None = None,
@@ -48,23 +44,25 @@ def report(
     advance=lambda name="": None,
 ) -> list[Path]:
     """Write every figure (and the README's tables if `readme`); returns the figures written."""
+    sections = [compare.README_SECTION] + ([paths.README_SECTION] if sweep is not None else [])
     if readme is not None:
-        check_readme(readme, *compare.README_SECTION)
-        if sweep is not None:
-            check_readme(readme, *paths.README_SECTION)
+        check_readme(readme, sections)
     device = resolve_device(device).type  # an explicit device must be there
     test = load_split(data_dir, "test")
     images_dir = Path(images_dir)
-    rows = [compare.summarize(d) for d in model_dirs]  # every model readable before any figure
+    labels = unique_labels(model_dirs, models_dir)
+    # every model readable before any figure
+    rows = [compare.summarize(d, labels[d]) for d in model_dirs]
     series = compare.series(rows)
     # each model on the test images its accuracy was measured on (all 10,000 unless limited)
     tested = {
         d: test.head(row["config"].limit_test) for d, row in zip(model_dirs, rows, strict=True)
     }
     written = []
+    misclassified = figure_paths(images_dir, model_dirs, "misclassified", models_dir)
     for model_dir in model_dirs:
-        written.append(plot_history(model_dir, images_dir))
-        target = figure_path(images_dir, model_dir, "misclassified")
+        written.append(plot_history(model_dir, images_dir, labels[model_dir]))
+        target = misclassified[model_dir]
         plot_misclassified(
             model_dir,
             backend=REPORT_BACKEND,
@@ -76,7 +74,7 @@ def report(
         advance(model_dir.name)
     written.append(save(compare_figure(series), images_dir / FIGURES["compare"]))
     # one model per configuration keeps these two figures readable
-    singles = [d for d in model_dirs if seed_number(d) is None] or model_dirs
+    singles = [d for d in model_dirs if not is_seed_member(d)] or model_dirs
     stats = [{**model_weights(d), "single": False} for d in singles]
     written.append(save(weights_figure(stats), images_dir / FIGURES["weights"]))
     curves = [
@@ -91,9 +89,10 @@ def report(
         written += path_figures(cells, Path(sweep).name, images_dir)
         path_markdown = path_section(cells, Path(sweep))
     if readme is not None:
-        update_readme(readme, *compare.README_SECTION, compare.results_markdown(rows))
+        texts = {compare.README_SECTION: compare.results_markdown(rows)}
         if path_markdown is not None:
-            update_readme(readme, *paths.README_SECTION, path_markdown)
+            texts[paths.README_SECTION] = path_markdown
+        update_readme(readme, texts)
     return written
 
 

@@ -24,17 +24,12 @@ import torch
 from regcli.artifacts import (
     CHECKPOINT_NAME,
     LAST_NAME,
-    METRICS_NAME,
     ONNX_NAME,
     SEED_PREFIX,
     check_name,
-    ensure_writable,
     figure_path,
-    load_metrics,
-    lock_holder,
-    locked,
+    folders_holding,
     model_label,
-    natural_key,
 )
 from regcli.checkpoints import (
     checkpoint_config,
@@ -42,15 +37,18 @@ from regcli.checkpoints import (
     load_run_state,
     save_run,
     save_run_state,
-    write_metrics,
 )
 from regcli.config import MODES, TrainConfig, differences, group_key
 from regcli.data import load_split
 from regcli.errors import Diverged, Interrupted, Locked, RegcliError, UsageError
+from regcli.files import ensure_writable
+from regcli.locks import LOCK_NAME, lock_holder, locked
 from regcli.plots import history_figure, save_figure
 from regcli.provenance import run_record, utc_now
+from regcli.records import METRICS_NAME, EpochRecord, load_metrics, write_metrics
 from regcli.tables import render
-from regcli.train import EpochRecord, MemberState, Reporter, StopFlag, resolve_device, train_group
+from regcli.text import terminal_safe
+from regcli.train import MemberState, Reporter, StopFlag, resolve_device, train_group
 
 CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped is slower there (make bench)
 GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
@@ -545,7 +543,9 @@ def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path |
     if state.diverged:  # what an earlier run of this folder left no longer describes it
         stale += [model_dir / CHECKPOINT_NAME]
         for leftover in [model_dir / "metrics.csv"] + (
-            [figure_path(images_dir, model_dir, "history")] if images_dir is not None else []
+            [figure_path(images_dir, model_label(model_dir), "history")]
+            if images_dir is not None
+            else []
         ):
             leftover.unlink(missing_ok=True)
         write_metrics(model_dir, plan.config, history, record, diverged=state.diverged)
@@ -560,10 +560,11 @@ def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path |
     return Outcome(model_dir, plan.config, action, history, state.diverged)
 
 
-def plot_history(model_dir: Path, images_dir: Path) -> Path:
-    """images/<name>_history.png from the model's metrics.json."""
-    target = figure_path(images_dir, model_dir, "history")
-    save_figure(history_figure(model_label(model_dir), load_metrics(model_dir)["epochs"]), target)
+def plot_history(model_dir: Path, images_dir: Path, label: str | None = None) -> Path:
+    """images/<label>_history.png from the model's metrics.json."""
+    label = label or model_label(model_dir)
+    target = figure_path(images_dir, label, "history")
+    save_figure(history_figure(label, load_metrics(model_dir)["epochs"]), target)
     return target
 
 
@@ -575,12 +576,8 @@ def list_runs(models_dir: Path) -> list[dict]:
     root = Path(models_dir)
     if not root.is_dir():
         raise RegcliError(f"no models folder at {root}")
-    markers = (CHECKPOINT_NAME, LAST_NAME, METRICS_NAME, ".lock")
-    folders = {p.parent for name in markers for p in root.rglob(name)}
-    rows = []
-    for folder in sorted(folders, key=natural_key):
-        rows.append(describe(folder, root))
-    return rows
+    markers = (CHECKPOINT_NAME, LAST_NAME, METRICS_NAME, LOCK_NAME)
+    return [describe(folder, root) for folder in folders_holding(root, markers)]
 
 
 def describe(folder: Path, root: Path) -> dict:
@@ -736,13 +733,13 @@ def runs_table(rows: list[dict]) -> str:
 
     body = [
         [
-            r["name"],
+            terminal_safe(r["name"]),
             r["mode"] or "-",
             number(r["l1"], "g"),
             number(r["weight_decay"], "g"),
             number(r["seed"], "d"),
             f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
-            r["state"],
+            terminal_safe(r["state"]),
             number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
         ]
         for r in rows

@@ -12,7 +12,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from regcli.config import Grid, TrainConfig, check_keys, config_toml
+from regcli.config import MAX_STRENGTH, Grid, TrainConfig, check_keys, config_toml
 from regcli.errors import RegcliError, UsageError
 from regcli.paths import cell_name, parse_cell
 from regcli.runs import MAX_SEEDS, Request, member_dir, plan_run, train_job
@@ -23,14 +23,19 @@ from regcli.tables import clock, render
 # (cpu: `make bench` on a 2-core CPU, one model at a time; cuda: 20 models at once on an H200;
 # mps: not measured, a guess)
 ESTIMATED_IMAGES_PER_SECOND = {"cpu": 3_000, "mps": 5_000, "cuda": 400_000}
-MAX_POINTS = 100  # strengths in one range form; more is a typo, not a sweep
+MAX_POINTS = 100  # strengths in one option (ranges and lists together); more is a typo
+MAX_CELLS = 500  # cells in one grid (the committed path has 14); counted before anything is built
+MAX_MODELS = 5_000  # cells x seeds in one sweep (the committed path trains 70)
 
 
 def parse_strengths(text: str, option: str) -> list[float]:
     """'0,1e-5,1e-4' or a log-spaced range 'low:high:count' (e.g. 1e-6:1e-3:7, rounded to
     3 significant digits); every value finite and >= 0."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) > MAX_POINTS:
+        raise UsageError(f"{option}: {len(parts)} strengths, more than {MAX_POINTS} in one sweep")
     values = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in parts:
         try:
             if ":" in part:
                 low, high, count = part.split(":")
@@ -49,15 +54,39 @@ def parse_strengths(text: str, option: str) -> list[float]:
                 f"{option} {text!r}: give strengths like 0,1e-5,1e-4 or a range like 1e-6:1e-3:7 "
                 f"(low <= high, 1..{MAX_POINTS} points)"
             ) from None
-    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise UsageError(f"{option} {text!r}: every strength must be a finite number >= 0")
+    if not values or not all(math.isfinite(v) and 0 <= v <= MAX_STRENGTH for v in values):
+        raise UsageError(
+            f"{option} {text!r}: every strength must be a finite number in [0, {MAX_STRENGTH:g}]"
+        )
+    if len(set(values)) > MAX_POINTS:
+        raise UsageError(
+            f"{option}: {len(set(values))} strengths, more than {MAX_POINTS} in one sweep"
+        )
     return sorted(set(values))
+
+
+def count_cells(l1s: list[float], weight_decays: list[float], grid: str, seeds: int) -> int:
+    """How many cells the grid has, refused (before anything is built) beyond the caps."""
+    a, b = len({0.0, *l1s}), len({0.0, *weight_decays})
+    cells = a * b if grid == Grid.product else a + b - 1
+    if cells > MAX_CELLS:
+        raise UsageError(
+            f"the {grid} grid has {cells:,} cells, more than the {MAX_CELLS} one sweep may have; "
+            "give fewer strengths (or --grid paths)"
+        )
+    if cells * seeds > MAX_MODELS:
+        raise UsageError(
+            f"{cells:,} cells x {seeds:,} seeds = {cells * seeds:,} models, more than the "
+            f"{MAX_MODELS:,} one sweep may train; give fewer strengths or seeds"
+        )
+    return cells
 
 
 def grid_cells(
     l1s: list[float], weight_decays: list[float], grid: str
 ) -> list[tuple[float, float]]:
     """The (l1, weight decay) pairs of the grid, the unregularized one first."""
+    count_cells(l1s, weight_decays, grid, 1)
     l1s, weight_decays = sorted({0.0, *l1s}), sorted({0.0, *weight_decays})
     if grid == Grid.product:
         pairs = [(a, b) for a in l1s for b in weight_decays]
@@ -94,7 +123,7 @@ def estimate_seconds(
 
 def measured_rate(outcomes_dirs: list[Path]) -> float | None:
     """Images per second per model, from finished models' run records (if any recorded it)."""
-    from regcli.artifacts import load_metrics
+    from regcli.records import load_metrics
 
     rates = []
     for model_dir in outcomes_dirs:
@@ -102,11 +131,12 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
             metrics = load_metrics(model_dir)
         except RegcliError:
             continue
-        run = metrics.get("run") or {}
-        seconds, config = run.get("seconds"), metrics["config"]
-        size = (run.get("group") or {}).get("size", 1)
-        if seconds:
-            settings = TrainConfig.from_dict(config)
+        run = metrics.get("run") if isinstance(metrics.get("run"), dict) else {}
+        group = run.get("group") if isinstance(run.get("group"), dict) else {}
+        seconds, size = run.get("seconds"), group.get("size", 1)
+        plain = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (seconds, size))
+        if plain and math.isfinite(seconds) and seconds > 0 and 1 <= size <= 10_000:
+            settings = TrainConfig.from_dict(metrics["config"])
             images = len(metrics["epochs"]) * (settings.train_images + settings.test_images)
             rates.append(images * size / seconds)
     return sum(rates) / len(rates) if rates else None
@@ -229,6 +259,9 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
     seeds = chosen["seeds"]
     if isinstance(seeds, bool) or not isinstance(seeds, int):
         raise UsageError(f"--seeds must be a whole number, got {seeds!r}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
+    count_cells(l1s, decays, grid, seeds)
     return l1s, decays, grid, seeds
 
 

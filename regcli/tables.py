@@ -38,7 +38,7 @@ def render(headers: Row, rows: Sequence[Row], *, markdown: bool = False, align: 
         rule = ["---" if side == "<" else "---:" for side in align]
         lines = [headers, rule, *rows]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     return "\n".join(text_line(line, widths, align) for line in [headers, *rows])
 
 

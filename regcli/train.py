@@ -23,7 +23,7 @@ on, the step is recorded, and the others go on.
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +36,7 @@ from regcli.data import Split
 from regcli.errors import Interrupted, RegcliError, UsageError, first_line
 from regcli.grouped import FlatParameters, derived_seed, initial_state, pack, unpack
 from regcli.model import Net
+from regcli.records import EpochRecord
 from regcli.scoring import EVAL_BATCH, score_logits
 
 # A mean cross-entropy above this means the logits have blown up: a 10-class model that guesses
@@ -45,21 +46,6 @@ DIVERGED_LOSS = 1_000.0
 PENALTY_DOMINATES = 10.0  # penalty / data term above this: the data has almost no say
 WARMUP_STEPS = 3  # eager steps before CUDA graph capture (cuDNN and cuBLAS set-up)
 CUDA_ELEMENTS_LIMIT = 2**30  # activation elements per evaluation chunk (cuDNN wants < 2**31)
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int  # 1-based
-    train_loss: float  # mean cross-entropy on the augmented training batches (the data term)
-    penalty: float  # mean L1 penalty term added to the loss (0 without L1)
-    train_accuracy: float  # fraction 0..1, on the augmented batches, in training mode
-    test_loss: float  # mean cross-entropy over the test images
-    test_accuracy: float  # fraction 0..1
-    lr: float  # learning rate at the end of the epoch
-    seconds: float  # wall time of the epoch, test pass included (shared by a group)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -1,10 +1,14 @@
 """What every test file shares: real MNIST, one quick real model (and its ONNX export), a CLI
 runner, a snapshot of a folder's files, and the check that an error is one clean line."""
 
+import json
 import os
 import shutil
 import signal
+import stat
+import traceback
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,9 +47,92 @@ def one_line_error(result, code: int, fragment: str = "") -> str:
     return lines[0]
 
 
+BIG = 16 * 2**20  # bytes: a larger file (a sparse one, say) is described, not read
+
+
+def state(path: Path):
+    """What a snapshot records of one entry: a file's bytes (a big file's size and time), a
+    link's target, a special file's kind; never following a link or reading a FIFO."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return ("link", os.readlink(path))
+    if not stat.S_ISREG(info.st_mode):
+        return ("special", stat.S_IFMT(info.st_mode))
+    if info.st_size > BIG:
+        return ("big", info.st_size, info.st_mtime_ns)
+    return path.read_bytes()
+
+
 def snapshot(folder: Path) -> dict:
-    """Every file under folder with its bytes, to prove a failed command changed nothing."""
-    return {p: p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    """Every file under folder with its bytes (and every link and special file as such), to
+    prove a failed command changed nothing."""
+    entries = sorted(Path(folder).rglob("*"))
+    return {p: state(p) for p in entries if os.path.islink(p) or not p.is_dir()}
+
+
+def tree(folder: Path) -> dict:
+    """Every file under folder with its bytes, and every folder (as None)."""
+    entries = Path(folder).rglob("*")
+    folders = {p: None for p in entries if p.is_dir() and not os.path.islink(p)}
+    return {**snapshot(folder), **folders}
+
+
+def changes(before: dict, after: dict) -> list[str]:
+    """What a command did to a tree, for a readable assertion message."""
+    return [
+        *(f"new {p}" for p in after if p not in before),
+        *(f"gone {p}" for p in before if p not in after),
+        *(f"changed {p}" for p in before if p in after and before[p] != after[p]),
+    ]
+
+
+def no_traceback(result) -> None:
+    """The command ended by itself (exit code), not by an exception a user sees as a traceback;
+    the assertion shows where it was raised."""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        frames = traceback.format_exception(*result.exc_info)
+        raise AssertionError("a traceback for the user:\n" + "".join(frames[-6:]))
+
+
+def fails_cleanly(result, code: int, fragments: list[str], before: dict, root: Path) -> str:
+    """One line, the fragments in it, no traceback, never torch's unpickling advice, and nothing
+    under root changed, added or removed."""
+    no_traceback(result)
+    line = one_line_error(result, code, fragments[0])
+    for fragment in fragments[1:]:
+        assert fragment in line, (fragment, line)
+    assert "weights_only" not in result.output, line
+    assert not changes(before, tree(root)), changes(before, tree(root))
+    return line
+
+
+def copy_model(source: Path, models: Path, name: str = "quick") -> Path:
+    """A writable copy of a read-only session model, as models/<name>/."""
+    target = models / name
+    shutil.copytree(source, target)
+    return target
+
+
+def edit_checkpoint(name: str, change):
+    """A damage: load a model folder's model.pt or last.pt as plain data, change it in place,
+    save it back with torch.save (as a forger, or a bug, would)."""
+
+    def damage(model_dir: Path) -> None:
+        import torch
+
+        payload = torch.load(Path(model_dir) / name, weights_only=True)
+        change(payload)
+        torch.save(payload, Path(model_dir) / name)
+
+    return damage
+
+
+def relabel(model_dir: Path, **settings) -> None:
+    """A forger's edit: the config in both model.pt and metrics.json."""
+    edit_checkpoint("model.pt", lambda p: p.update(config={**p["config"], **settings}))(model_dir)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    metrics["config"] = {**metrics["config"], **settings}
+    (model_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
 def train_cpu(requests: list[Request], models: Path, **options):
@@ -158,6 +245,57 @@ def exported(quick_model, tmp_path_factory) -> Path:
     shutil.copytree(quick_model, model_dir)
     export_model(model_dir, data_dir=DATA_DIR)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_group(tmp_path_factory) -> Path:
+    """A real seed group: grp/seed-0 and grp/seed-1, two tiny runs, exported (read-only)."""
+    from regcli.export import export_model
+
+    models = tmp_path_factory.mktemp("group") / "models"
+    config = TrainConfig(epochs=1, limit_train=256, limit_test=128, l1=1e-5, weight_decay=1e-4)
+    requests = [Request(replace(config, seed=k), "grp", seeded=True) for k in (0, 1)]
+    for outcome in train_cpu(requests, models):
+        export_model(outcome.model_dir, data_dir=DATA_DIR)
+    return models / "grp"
+
+
+RESUMABLE = TrainConfig(epochs=2, limit_train=256, limit_test=128)
+RESUME_OPTIONS = ["--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def interrupted(tmp_path_factory) -> Path:
+    """A real run stopped after its first of two epochs: models/run/last.pt (read-only)."""
+    from regcli.errors import Interrupted
+    from regcli.train import GroupTrainer
+
+    original = GroupTrainer.train_epoch
+
+    def stop_in_epoch_two(self, epoch, reporter=None, stop=None):
+        if epoch == 2:
+            raise Interrupted("stopped by SIGTERM", signal.SIGTERM)
+        return original(self, epoch, reporter, stop)
+
+    models = tmp_path_factory.mktemp("interrupted") / "models"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GroupTrainer, "train_epoch", stop_in_epoch_two)
+        with pytest.raises(Interrupted):
+            train_model(RESUMABLE, "run", models)
+    assert (models / "run" / "last.pt").is_file() and not (models / "run" / "model.pt").exists()
+    return models / "run"
+
+
+def resume(tmp_path: Path):
+    return invoke(
+        "train",
+        "--name",
+        "run",
+        "--resume",
+        *RESUME_OPTIONS,
+        *places(tmp_path),
+        "--quiet",
+    )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from regcli.artifacts import readme_markers
+from regcli.files import readme_markers
 from tests.conftest import REPO
 
 

@@ -4,14 +4,15 @@ import shutil
 import pytest
 from PIL import Image
 
-from regcli.artifacts import find_models, readme_markers, seed_dirs
+from regcli.artifacts import find_models, seed_dirs
 from regcli.backends import is_current
 from regcli.checkpoints import load_checkpoint, model_from_checkpoint
 from regcli.compare import README_SECTION, results_markdown, seed_summary, series, summarize
 from regcli.data import load_split
+from regcli.files import readme_markers
 from regcli.inference import evaluate_model
 from regcli.regularization import regularized_parameters
-from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, snapshot
+from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, relabel, snapshot
 
 README_START, README_END = readme_markers(*README_SECTION)
 VARIANTS = ("none", "l1", "l2", "l1_l2")
@@ -103,25 +104,26 @@ def test_report_checks_the_readme_before_any_work(quick_model, tmp_path):
         "--readme",
         readme,
     )
-    one_line_error(result, 1, "markers once each, start before end")
+    one_line_error(result, 1, "markers are out of order")
     assert snapshot(tmp_path) == before and not (tmp_path / "images").exists()
 
 
-def test_seed_groups_of_identical_runs_have_zero_spread(quick_model, tmp_path):
+def test_seed_groups_are_compared_with_the_unregularized_group(tiny_group, tmp_path):
     models = tmp_path / "models"
-    for group in ("none", "twin"):
-        for seed in range(3):
-            shutil.copytree(quick_model, models / group / f"seed-{seed}")
+    shutil.copytree(tiny_group, models / "grp")
+    none = models / "none"
+    for k in (0, 1):  # the same runs relabelled as unregularized: a real group of its own
+        shutil.copytree(tiny_group / f"seed-{k}", none / f"seed-{k}")
+        relabel(none / f"seed-{k}", l1=0.0, weight_decay=0.0)
     rows = [summarize(d) for d in find_models(models)]
     summary = {entry["group"]: entry for entry in seed_summary(rows)}
-    assert set(summary) == {"none", "twin"} and summary["twin"]["seeds"] == 3
-    assert summary["twin"]["std"] == 0 and summary["twin"]["min"] == summary["twin"]["max"]
-    assert summary["twin"]["difference"] == 0 and summary["twin"]["half_width"] == 0
-    assert summary["twin"]["versus_none"].startswith("within noise (+0.00 +- 0.00")
+    assert set(summary) == {"none", "grp"} and summary["grp"]["seeds"] == 2
+    assert summary["grp"]["difference"] == 0  # the same runs: no difference of the means
+    assert summary["grp"]["versus_none"].startswith("within noise (+0.00 +- ")
     assert summary["none"]["versus_none"] == ""  # the baseline is not compared with itself
     result = invoke("compare", "--models-dir", models, "--images-dir", tmp_path / "images")
     assert result.exit_code == 0, result.output
-    assert "twin/seed-2" in result.stdout and "within noise" in result.stdout
+    assert "grp/seed-1" in result.stdout and "within noise" in result.stdout
 
 
 def test_a_model_far_below_the_rest_still_shows_in_the_figure(quick_model, tmp_path):

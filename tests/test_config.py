@@ -19,11 +19,14 @@ def test_mode_follows_the_non_zero_strengths(l1, wd, mode):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"l1": -1e-5}, "--l1 must be >= 0"),
+        ({"l1": -1e-5}, "--l1 must be in [0, 1000]"),
+        ({"l1": 1e39}, "--l1 must be in [0, 1000]"),
+        ({"weight_decay": 1e4}, "--weight-decay must be in [0, 1000]"),
+        ({"lr": 1e30}, "--lr must be in (0, 1e+06]"),
         ({"l1": math.nan}, "--l1 must be a finite number"),
         ({"weight_decay": math.inf}, "--weight-decay must be a finite number"),
         ({"lr": -math.inf}, "--lr must be a finite number"),
-        ({"lr": 0.0}, "--lr must be > 0"),
+        ({"lr": 0.0}, "--lr must be in (0, 1e+06]"),
         ({"epochs": 0}, "--epochs must be >= 1"),
         ({"batch_size": 10**30}, "--batch-size must be in 1..60000"),
         ({"seed": 2**64}, "--seed must be in 0.."),

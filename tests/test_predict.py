@@ -1,10 +1,12 @@
 """`regcli predict` as a batch job (regcli.predict): many inputs, some broken or hostile.
 
 The predictor is the committed models/none/model.onnx through onnxruntime, so predictions are
-real and no PyTorch is loaded.
+real and no PyTorch is needed; the held-out handwriting test reads models/none through the torch
+backend, as `regcli predict` does by default.
 """
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -20,14 +22,17 @@ import onnxruntime as ort
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from regcli import predict as predict_module
+from regcli import inputs, preprocess
+from regcli.backends import open_predictor
 from regcli.data import load_split
-from regcli.errors import RegcliError, UsageError
-from regcli.predict import WORKING_SIDE, predict_files, terminal_safe
+from regcli.errors import Interrupted, RegcliError, UsageError
+from regcli.predict import WORKING_SIDE, predict_files
+from regcli.text import terminal_safe
 from tests.conftest import DATA_DIR, REPO, deadline
 
 MODEL = REPO / "models" / "none" / "model.onnx"
 SAMPLES = REPO / "samples"
+OPTDIGITS = REPO / "tests" / "data" / "digits.csv.gz"  # real held-out scans: see its README
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -38,8 +43,27 @@ def predictor():
 
 
 @pytest.fixture(scope="module")
+def torch_predictor():
+    return open_predictor(REPO / "models" / "none", backend="torch")
+
+
+@pytest.fixture(scope="module")
 def test_split():
     return load_split(DATA_DIR, "test")
+
+
+@pytest.fixture(scope="module")
+def optdigits():
+    """The UCI optdigits test set: uint8 [1797, 8, 8] ink counts 0..16, and the labels."""
+    with gzip.open(OPTDIGITS, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    return table[:, :64].reshape(-1, 8, 8).astype(np.uint8), table[:, 64]
+
+
+def scan(pixels: np.ndarray, side: int, resample, scale: int = 16) -> Image.Image:
+    """Ink values 0..scale as a clean scan: dark ink on white paper, resized to side x side."""
+    paper = (255 - pixels / scale * 255).astype(np.uint8)
+    return Image.fromarray(paper).resize((side, side), resample)
 
 
 def photo(digit: np.ndarray, size=(120, 90)) -> Image.Image:
@@ -219,7 +243,9 @@ def test_exif_orientation_is_applied(predictor, test_split, tmp_path):
 
 
 def test_uneven_lighting_is_not_ink(predictor, test_split, tmp_path):
-    """A photo whose paper darkens across the page, or under a shadow, is still read right."""
+    """A photo whose paper darkens across the page, or under a shadow, is flattened and read
+    right. A shadow over the digit is flattened too, but some digits stay hard under it (the
+    benchmark reads 97.5% of them, 57.5% unflattened): 4 of these 5."""
     digits = [0, 1, 2, 3, 4]  # test images: 7, 2, 1, 0, 4
     paths = []
     for i in digits:
@@ -227,16 +253,82 @@ def test_uneven_lighting_is_not_ink(predictor, test_split, tmp_path):
         fall = np.linspace(1.0, 0.6, page.shape[1])  # 40% darker at the right edge
         ys, xs = np.mgrid[: page.shape[0], : page.shape[1]]
         shadow = 1 - 0.5 * np.exp(-((ys - 180) ** 2 + (xs - 20) ** 2) / (2 * 60.0**2))
-        for name, light in (("gradient", fall[None, :, None]), ("shadow", shadow[..., None])):
-            lit = (page * (light if page.ndim == 3 else light[..., 0])).clip(0, 255)
+        centred = 1 - 0.4 * np.exp(-((ys - 100) ** 2 + (xs - 150) ** 2) / (2 * 60.0**2))
+        lights = (("gradient", fall[None, :]), ("shadow", shadow), ("centred", centred))
+        for name, light in lights:
+            lit = (page * light[..., None]).clip(0, 255)
             Image.fromarray(lit.astype(np.uint8)).save(tmp_path / f"{name}_{i}.jpg", quality=90)
             paths.append(tmp_path / f"{name}_{i}.jpg")
     _, failed, rows, _ = run(predictor, paths)
     assert failed == 0
-    predicted = {Path(r["path"]).name: r["prediction"] for r in rows}
-    for i in digits:
-        for name in ("gradient", "shadow"):
-            assert predicted[f"{name}_{i}.jpg"] == test_split.labels[i], (name, i)
+    right = {Path(r["path"]).name: r["prediction"] == test_split.labels[int(r["path"][-5])]
+             for r in rows}  # fmt: skip
+    assert all(ok for name, ok in right.items() if not name.startswith("centred")), right
+    assert sum(ok for name, ok in right.items() if name.startswith("centred")) >= 4, right
+    for path in paths:
+        _, lighting = preprocess.read_digit(preprocess.to_gray(Image.open(path)))
+        assert lighting.uneven, (path.name, lighting)
+
+
+CLEAN_SCANS = {  # name: (digits, shrunk first to this side in px or None, side, resampling)
+    "mnist at 8 px, 64 bilinear": ("mnist", 8, 64, Image.Resampling.BILINEAR),
+    "mnist at 10 px, 64 bilinear": ("mnist", 10, 64, Image.Resampling.BILINEAR),
+    "mnist 32 nearest": ("mnist", None, 32, Image.Resampling.NEAREST),
+    "mnist 96 bicubic": ("mnist", None, 96, Image.Resampling.BICUBIC),
+    "mnist 200 bicubic": ("mnist", None, 200, Image.Resampling.BICUBIC),
+    "optdigits 64 bilinear": ("optdigits", None, 64, Image.Resampling.BILINEAR),
+    "optdigits 128 bicubic": ("optdigits", None, 128, Image.Resampling.BICUBIC),
+    "optdigits 200 bilinear": ("optdigits", None, 200, Image.Resampling.BILINEAR),
+}
+
+
+@pytest.mark.parametrize("name", CLEAN_SCANS)
+def test_evenly_lit_scans_are_not_flattened(test_split, optdigits, monkeypatch, name):
+    """A clean scan is evenly lit, so its lighting is left alone at any resolution, upscaled
+    from a coarse one too: mnist_style gives exactly what the pipeline without flattening gives
+    (regcli before commit 1a649a7, whose flattening cost optdigits 10 points)."""
+    which, low, side, resample = CLEAN_SCANS[name]
+    if which == "mnist":
+        pages = [Image.fromarray(255 - digit) for digit in test_split.images[:40]]
+        if low:
+            pages = [page.resize((low, low), Image.Resampling.BOX) for page in pages]
+        scans = [page.resize((side, side), resample) for page in pages]
+    else:
+        scans = [scan(digit, side, resample) for digit in optdigits[0][:40]]
+    grays = [preprocess.to_gray(image) for image in scans]
+    lightings = [preprocess.read_digit(gray)[1] for gray in grays]
+    assert not any(lighting is not None and lighting.uneven for lighting in lightings)
+    read = [preprocess.mnist_style(gray) for gray in grays]
+    monkeypatch.setattr(preprocess, "FLATTEN_FROM", 10**9)  # the pipeline that never flattens
+    for image, gray in zip(read, grays, strict=True):
+        assert np.array_equal(image, preprocess.mnist_style(gray))
+
+
+def test_heldout_handwriting_is_read_as_well_as_before(torch_predictor, optdigits, tmp_path):
+    """All 1,797 real optdigits test scans (13 writers MNIST never saw) at 64 px, bilinear, read
+    by the committed models/none: 1,679 right (93.4%), as before commit 1a649a7, whose
+    flattening of every image took it to 83.2%. The bar, 93.0%, leaves 8 digits for platform
+    differences (Pillow's resampling, torch's kernels); and no scan may be flattened."""
+    pixels, labels = optdigits
+    for i, digit in enumerate(pixels):
+        scan(digit, 64, Image.Resampling.BILINEAR).save(tmp_path / f"{i:04d}.png")
+    decided = []
+    real = preprocess.read_digit
+
+    def spy(gray, source="image"):
+        reading, lighting = real(gray, source)
+        decided.append(lighting)
+        return reading, lighting
+
+    preprocess.read_digit = spy
+    try:
+        predicted, failed, rows, _ = run(torch_predictor, [tmp_path])
+    finally:
+        preprocess.read_digit = real
+    assert (predicted, failed) == (len(labels), 0)
+    right = sum(r["prediction"] == labels[int(Path(r["path"]).stem)] for r in rows)
+    assert right / len(labels) >= 0.930, f"{right} of {len(labels)} right"
+    assert len(decided) == len(labels) and not any(lighting.uneven for lighting in decided)
 
 
 def test_large_images_are_reduced_first(predictor, test_split, tmp_path, monkeypatch):
@@ -245,13 +337,13 @@ def test_large_images_are_reduced_first(predictor, test_split, tmp_path, monkeyp
     seven.save(tmp_path / "big.jpg", quality=85)
     seven.resize((2100, 2100)).quantize(16).save(tmp_path / "big-palette.png")
     sizes = []
-    real_to_gray = predict_module.to_gray
+    real_to_gray = inputs.to_gray
 
     def spy(image):
         sizes.append((image.mode, image.size))
         return real_to_gray(image)
 
-    monkeypatch.setattr(predict_module, "to_gray", spy)
+    monkeypatch.setattr(inputs, "to_gray", spy)
     paths = [tmp_path / "big.jpg", tmp_path / "big-palette.png"]
     predicted, failed, rows, _ = run(predictor, paths)
     assert (predicted, failed) == (2, 0) and [r["prediction"] for r in rows] == [7, 7]
@@ -342,7 +434,7 @@ def test_rows_stream_before_later_inputs_are_read(predictor, test_split, tmp_pat
 
 
 def test_a_large_array_is_streamed_not_loaded(tmp_path):
-    """A .npy is memory-mapped and converted a chunk at a time: memory stays far below its size."""
+    """A .npy is read and converted a chunk at a time: memory stays far below its size."""
     count = 12_000  # 9.4 MB as uint8 on disk, 37.6 MB as float32
     path = tmp_path / "many.npy"
     np.save(path, np.full((count, 28, 28), 200, dtype=np.uint8))
@@ -358,6 +450,91 @@ def test_a_large_array_is_streamed_not_loaded(tmp_path):
         tracemalloc.stop()
     assert counts == (count, 0) and len(predicted) == count
     assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+def npy_declaring(shape: str, descr: str = "|u1", data: bytes = b"") -> bytes:
+    """A .npy file whose header says `shape` (written as is), followed by `data`."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"  # 10-byte prefix, aligned to 64 bytes
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data
+
+
+def test_a_hostile_npy_header_is_one_failure(predictor, test_split, tmp_path):
+    """Negative, non-integer, boolean or absurd shapes: one error row each, the batch goes on."""
+    photo(test_split.images[0]).save(tmp_path / "a_seven.png")
+    pixels = bytes(2 * 28 * 28)
+    bad = {
+        "negative.npy": ("(-1, 28, 28)", "invalid shape (-1, 28, 28) in the .npy header"),
+        "negative_side.npy": ("(2, -28, 28)", "invalid shape (2, -28, 28)"),
+        "boolean.npy": ("(True, 28, 28)", "invalid shape (True, 28, 28)"),
+        "text.npy": ("('2', 28, 28)", "broken .npy header"),
+        "float.npy": ("(2.0, 28, 28)", "broken .npy header"),
+        "huge.npy": (f"({2**70}, 28, 28)", "truncated .npy"),
+        "not_a_tuple.npy": ("[2, 28, 28]", "broken .npy header"),
+    }
+    for name, (shape, _) in bad.items():
+        (tmp_path / name).write_bytes(npy_declaring(shape, data=pixels))
+    np.save(tmp_path / "z_digits.npy", test_split.images[:2])
+    predicted, failed, rows, failures = run(predictor, [tmp_path])
+    assert [Path(r["path"]).name for r in rows] == [
+        "a_seven.png",
+        "z_digits.npy[0]",
+        "z_digits.npy[1]",
+    ]
+    assert [r["prediction"] for r in rows] == [7, 7, 2]
+    reasons = {Path(path).name: message for path, message in failures}
+    assert set(reasons) == set(bad) and failed == len(bad)
+    for name, (_, says) in bad.items():
+        assert reasons[name].startswith(f"{tmp_path / name}: ") and says in reasons[name], name
+        assert "\n" not in reasons[name]
+
+
+@pytest.mark.parametrize("change", ["shrinks", "turns NaN"])
+def test_an_array_changed_while_read_is_one_failure(test_split, tmp_path, monkeypatch, change):
+    """Read without a memory map: a .npy cut short (or rewritten) while its images are being
+    predicted is an error row after the rows it gave, not a SIGBUS, and the batch goes on."""
+    monkeypatch.setattr(inputs, "ARRAY_CHUNK", 2)
+    path = tmp_path / "digits.npy"
+    np.save(path, test_split.images[:6].astype(np.float32) / 255)
+    photo(test_split.images[0]).save(tmp_path / "seven.png")
+
+    def tamper(row):
+        if row["path"] == f"{path}[0]":
+            if change == "shrinks":
+                os.truncate(path, path.stat().st_size - 3 * 28 * 28 * 4)
+            else:
+                with path.open("r+b") as f:
+                    f.seek(-4, os.SEEK_END)  # the last pixel of image 5
+                    f.write(np.float32(np.nan).tobytes())
+
+    rows, failures = [], []
+    counts = predict_files(
+        lambda images: np.eye(10, dtype=np.float32)[np.zeros(len(images), int)],
+        [path, tmp_path / "seven.png"], on_row=lambda row: (rows.append(row), tamper(row)),
+        on_failure=lambda path, message: failures.append((path, message)), batch_size=2,
+    )  # fmt: skip
+    # the chunks read before the change give their rows, the next one fails the file
+    read_before = 2 if change == "shrinks" else 4
+    assert [r["path"] for r in rows] == [
+        *(f"{path}[{i}]" for i in range(read_before)),
+        str(tmp_path / "seven.png"),
+    ]
+    assert counts == (read_before + 1, 1)
+    says = "cut short while being read" if change == "shrinks" else "changed while being read"
+    assert failures == [(str(path), failures[0][1])] and says in failures[0][1]
+
+
+def test_fortran_order_and_single_image_arrays(predictor, test_split, tmp_path):
+    """A Fortran-order .npy is gathered pixel by pixel; a (28, 28) array is one image."""
+    images = test_split.images[:5]
+    np.save(tmp_path / "a_c.npy", images)
+    np.save(tmp_path / "b_fortran.npy", np.asfortranarray(images))
+    np.save(tmp_path / "c_one.npy", np.asfortranarray(images[1]))
+    assert np.load(tmp_path / "b_fortran.npy").flags.f_contiguous
+    _, failed, rows, _ = run(predictor, [tmp_path])
+    assert failed == 0
+    predictions = [r["prediction"] for r in rows]
+    assert predictions == [*test_split.labels[:5], *test_split.labels[:5], test_split.labels[1]]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
@@ -376,14 +553,33 @@ def test_ctrl_c_keeps_the_rows_so_far(predictor, test_split, tmp_path, suffix):
             raise KeyboardInterrupt
 
     paths = [tmp_path / "bad.png", *(tmp_path / f"{i}.png" for i in range(6))]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stop:
         predict_files(predictor, paths, out, on_row=interrupt_at_third, batch_size=2)
+    assert stop.value.exit_code == 130
+    assert str(stop.value) == (
+        f"stopped by Ctrl-C after 4 inputs (3 predicted, 1 failed); {out} keeps their rows, "
+        "marked incomplete"
+    )
     written = read_out(out)
     assert [r["path"] for r in written if r["status"] == "ok"] == [r["path"] for r in seen]
     assert sorted(r["status"] for r in written) == ["error", "ok", "ok", "ok"]
     if suffix == ".json":
         assert json.loads(out.read_text())["complete"] is False
     assert os.listdir(out.parent) == [out.name]  # no temporary file left behind
+
+
+def test_ctrl_c_without_out_says_nothing_was_written(predictor, test_split, tmp_path):
+    photo(test_split.images[0]).save(tmp_path / "seven.png")
+
+    def interrupt(images):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=r"after 0 inputs \(0 predicted, 0 failed\); nothing"):
+        predict_files(interrupt, [tmp_path / "seven.png"])
+    one = [tmp_path / "seven.png"] * 2
+    with pytest.raises(Interrupted) as stop:
+        predict_files(predictor, one, on_row=lambda row: exec("raise KeyboardInterrupt"))
+    assert str(stop.value).startswith("stopped by Ctrl-C after 1 input (1 predicted, 0 failed);")
 
 
 def test_no_input_found_is_a_usage_error(predictor, tmp_path):

@@ -183,7 +183,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path):
 # is killed in the middle of saving it.
 SLOW_SAVE = """
 import os, sys, time
-import regcli.artifacts as artifacts
+import regcli.files as artifacts
 real_replace = os.replace
 def held_replace(source, target):
     if str(target).endswith("model.pt"):

@@ -139,7 +139,7 @@ def invoke_interrupted(monkeypatch, at: str, *args):
 HOLD = """
 import sys, time
 from pathlib import Path
-from regcli.artifacts import ModelLock
+from regcli.locks import ModelLock
 ModelLock(Path(sys.argv[1]), "regcli train").acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -246,10 +246,8 @@ def test_compare_and_report_refuse_a_seed_group_of_mixed_configurations(tmp_path
     assert not figure.exists()
 
 
-def test_a_folder_of_seed_folders_stands_for_its_seeds(exported_tiny, tmp_path):
-    group = tmp_path / "models" / "grp"
-    for k in (0, 1):
-        place(exported_tiny, group / f"seed-{k}")
+def test_a_folder_of_seed_folders_stands_for_its_seeds(tiny_group, tmp_path):
+    group = place(tiny_group, tmp_path / "models" / "grp")
     evaluated = invoke("evaluate", group, "--backend", "onnx", "--json", "--data-dir", DATA_DIR)
     assert evaluated.exit_code == 0, evaluated.output
     assert [r["model"] for r in json.loads(evaluated.stdout)] == ["grp/seed-0", "grp/seed-1"]
@@ -489,7 +487,7 @@ def test_export_holds_the_lock_and_hashes_exactly_the_bytes_it_loaded(
     import onnx
 
     import regcli.export
-    from regcli.artifacts import lock_holder
+    from regcli.locks import lock_holder
 
     model_dir = place(exported_tiny, tmp_path / "models" / "m", onnx=False)
     loaded = (model_dir / "model.pt").read_bytes()

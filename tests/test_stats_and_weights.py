@@ -49,7 +49,8 @@ def test_too_few_seeds_and_no_spread():
 
 
 def test_weights_table_matches_norms_computed_directly(quick_model, tmp_path):
-    result = invoke("weights", quick_model, "--json", "--images-dir", tmp_path)
+    models = ["--models-dir", quick_model.parent]  # the name derives from its path there
+    result = invoke("weights", quick_model, "--json", "--images-dir", tmp_path, *models)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     # a figure of one model goes under a name derived from it, never the study's fixed name
@@ -102,7 +103,16 @@ def test_pruning_curve_through_both_backends(exported, mnist):
 
 def test_prune_cli_and_bad_sparsity(quick_model, tmp_path):
     result = invoke(
-        "prune", quick_model, "--sparsity", "0.5", "--images-dir", tmp_path, "--data-dir", DATA_DIR
+        "prune",
+        quick_model,
+        "--sparsity",
+        "0.5",
+        "--images-dir",
+        tmp_path,
+        "--data-dir",
+        DATA_DIR,
+        "--models-dir",
+        quick_model.parent,
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pruning_compare_quick.png").stat().st_size > 10_000

@@ -4,14 +4,13 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from regcli.artifacts import EPOCH_FIELDS
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.errors import RegcliError, UsageError
 from regcli.model import torch_predictor
+from regcli.records import EPOCH_FIELDS, EpochRecord
 from regcli.scoring import score
 from regcli.train import (
-    EpochRecord,
     penalty_dominates,
     resolve_device,
     schedule_table,

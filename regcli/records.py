@@ -1,0 +1,125 @@
+"""A run's record of its epochs, and metrics.json: defined, written and read back here only.
+
+One epoch is an `EpochRecord`; metrics.json holds the run's config, its run record and one
+epoch record per finished epoch (metrics.csv the same rows, for a spreadsheet). Everything read
+back is checked before use: a finite number of the right range in every field, epochs numbered
+1..n, no more of them than the config asks for, and as many as it asks for in a finished run,
+so a damaged or hand-edited file is one line naming it, never a traceback or a wrong number.
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from regcli.config import TrainConfig
+from regcli.errors import RegcliError, UsageError
+from regcli.files import FileProblem, read_json, write_csv, write_json
+
+METRICS_NAME = "metrics.json"
+STATUSES = ("finished", "diverged")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float  # mean cross-entropy on the augmented training batches (the data term)
+    penalty: float  # mean L1 penalty term added to the loss (0 without L1)
+    train_accuracy: float  # fraction 0..1, on the augmented batches, in training mode
+    test_loss: float  # mean cross-entropy over the test images
+    test_accuracy: float  # fraction 0..1
+    lr: float  # learning rate at the end of the epoch
+    seconds: float  # wall time of the epoch, test pass included (shared by a group)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+EPOCH_FIELDS = tuple(f.name for f in fields(EpochRecord))
+FRACTIONS = ("train_accuracy", "test_accuracy")  # must lie in [0, 1]
+
+
+def record_problem(record) -> str | None:
+    """Why `record` is not one epoch's record (None if it is)."""
+    if not isinstance(record, dict) or set(record) != set(EPOCH_FIELDS):
+        return "an epoch record must hold exactly " + ", ".join(EPOCH_FIELDS)
+    for name in EPOCH_FIELDS:
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} {value!r} is not a number"
+        if not math.isfinite(value) or value < 0:
+            return f"{name} {value!r} is not a finite number >= 0"
+        if name in FRACTIONS and value > 1:
+            return f"{name} {value!r} is not a fraction in [0, 1]"
+    if not float(record["epoch"]).is_integer():
+        return f"epoch {record['epoch']!r} is not a whole number"
+    return None
+
+
+def history_problem(history, config: TrainConfig, finished: bool) -> str | None:
+    """Why `history` is not a run's epochs under `config` (None if it is): records numbered
+    1..n, at most config.epochs of them, and all of them once the run is finished."""
+    if not isinstance(history, list):
+        return "epochs must be a list of epoch records"
+    for index, record in enumerate(history, 1):
+        problem = record_problem(record)
+        if problem:
+            return f"epoch record {index}: {problem}"
+        if record["epoch"] != index:
+            return f"epoch record {index} is numbered {record['epoch']} (epochs run 1..n)"
+    if len(history) > config.epochs:
+        return f"{len(history)} epoch records, but its config asks for {config.epochs} epochs"
+    if finished and len(history) != config.epochs:
+        return f"a finished run of {config.epochs} epochs with {len(history)} epoch records"
+    return None
+
+
+def config_of(data: dict, source: Path | str) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(data.get("config"), "config")
+    except (UsageError, TypeError) as error:
+        raise RegcliError(f"{source}: invalid config ({error})") from None
+
+
+def load_metrics(model_dir: Path) -> dict:
+    """metrics.json, checked: a config, a status, and epoch records consistent with both."""
+    path = Path(model_dir) / METRICS_NAME
+    try:
+        metrics = read_json(path)
+    except FileProblem as error:
+        raise RegcliError(f"{error} (cannot read its metrics)") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
+        raise RegcliError(f"{path}: not regcli metrics (no config)")
+    config = config_of(metrics, path)
+    status = metrics.get("status", "finished")  # files before status was written: finished
+    if status not in STATUSES:
+        raise RegcliError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
+    problem = history_problem(metrics.get("epochs"), config, finished=status == "finished")
+    if problem:
+        raise RegcliError(f"{path}: not regcli metrics ({problem})")
+    if not metrics["epochs"] and status != "diverged":
+        raise RegcliError(f"{path}: holds no finished epoch")
+    if status == "diverged" and not isinstance(metrics.get("diverged"), dict):
+        raise RegcliError(f"{path}: a diverged run that does not say where it diverged")
+    return metrics
+
+
+def write_metrics(
+    model_dir: Path,
+    config: TrainConfig,
+    history: list[dict],
+    record: dict,
+    diverged: dict | None = None,
+) -> None:
+    """metrics.json and metrics.csv: the config, the run record and one row per epoch."""
+    metrics = {
+        "name": Path(model_dir).name,
+        "status": "diverged" if diverged else "finished",
+        "mode": config.mode,
+        "config": config.as_dict(),
+        "run": record,
+        **({"diverged": diverged} if diverged else {}),
+        "epochs": history,
+    }
+    write_json(Path(model_dir) / METRICS_NAME, metrics)
+    if history:
+        write_csv(Path(model_dir) / "metrics.csv", history)
