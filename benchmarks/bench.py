@@ -38,11 +38,12 @@ import torch.nn.functional as F
 from regcli.backends import onnx_session
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 from regcli.data import SPLIT_FILES, load_split
+from regcli.devices import resolve_device
 from regcli.export import INPUT_NAME, to_onnx
 from regcli.model import Dropout, Net
 from regcli.provenance import machine, versions
 from regcli.scoring import to_unit
-from regcli.train import GroupTrainer, resolve_device, train_group
+from regcli.train import GroupTrainer, train_group
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128  # training images per step, as in `regcli train`

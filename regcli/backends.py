@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from regcli.artifacts import ONNX_NAME, checkpoint_path
 from regcli.config import NUM_CLASSES, SIDE, Backend
 from regcli.errors import RegcliError, first_line
 from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_file
+from regcli.layout import ONNX_NAME, checkpoint_path
 from regcli.scoring import Predictor
 
 SOURCE_KEY = "source_sha256"  # ONNX metadata: sha256 of the model.pt it was exported from

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from regcli.artifacts import CHECKPOINT_NAME, LAST_NAME, checkpoint_path
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
 from regcli.errors import RegcliError, UsageError, first_line
 from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_bytes, write_bytes
+from regcli.layout import CHECKPOINT_NAME, LAST_NAME, checkpoint_path
 from regcli.model import Net, count_parameters
 from regcli.records import config_of, history_problem, record_problem, write_metrics
 

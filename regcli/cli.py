@@ -19,17 +19,6 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from regcli import __version__
-from regcli.artifacts import (
-    CHECKPOINT_NAME,
-    check_name,
-    figure_paths,
-    folders_holding,
-    model_dirs,
-    model_label,
-    read_settings,
-    summary_figure,
-    unique_labels,
-)
 from regcli.config import (
     HELP,
     Backend,
@@ -43,6 +32,17 @@ from regcli.config import (
 from regcli.console import TrainingReporter, model_progress, say, stderr, stdout
 from regcli.errors import Interrupted, RegcliError, UsageError
 from regcli.files import to_json
+from regcli.layout import (
+    CHECKPOINT_NAME,
+    check_name,
+    figure_paths,
+    folders_holding,
+    model_dirs,
+    model_label,
+    summary_figure,
+    unique_labels,
+)
+from regcli.settings import read_settings
 from regcli.text import terminal_safe
 
 DEBUG_ENV = "REGCLI_DEBUG"
@@ -473,7 +473,7 @@ def evaluate(
     """Test loss, accuracy and per-class accuracy on all 10,000 test images (--json: and the
     confusion matrix)."""
     from regcli.data import load_split
-    from regcli.inference import evaluate_model
+    from regcli.evaluate import evaluate_model
     from regcli.tables import Streaming
 
     dirs = model_dirs(models, models_dir)
@@ -533,7 +533,7 @@ def misclassified(
 ):
     """Plot misclassified test digits with true label, prediction and confidence."""
     from regcli.data import load_split
-    from regcli.inference import plot_misclassified
+    from regcli.evaluate import plot_misclassified
 
     dirs = model_dirs(models, models_dir)
     if out is not None and len(dirs) > 1:
@@ -830,8 +830,8 @@ def sweep(
         print_line(grid_search.config_text(base, l1s, decays, grid, seeds))
         return
     if report_only:
-        from regcli.paths import path_table
         from regcli.report import sweep_report
+        from regcli.strength_path import path_table
 
         total = sum(1 for _ in (models_dir / name).glob("*/seed-*"))
         with model_progress(total, "reading the sweep", quiet) as advance:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from regcli.artifacts import checkpoint_path, is_seed_member, model_label
 from regcli.checkpoints import checkpoint_config, load_checkpoint, model_from_checkpoint
 from regcli.config import TrainConfig
 from regcli.errors import RegcliError
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
+from regcli.layout import checkpoint_path, is_seed_member, model_label
 from regcli.records import load_metrics
 from regcli.stats import mean, sample_std, welch
 from regcli.tables import render

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from regcli.events import Reporter
 from regcli.tables import clock
 from regcli.text import terminal_safe
 
@@ -44,7 +45,7 @@ def live_bar() -> Progress:
     )
 
 
-class TrainingReporter:
+class TrainingReporter(Reporter):
     """Epoch k/N, a bar over the epoch's steps, images/s, running loss and time left for the
     run (on a terminal); one summary line per epoch (always, unless quiet)."""
 

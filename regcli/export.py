@@ -20,13 +20,13 @@ import onnx
 import torch
 
 import regcli
-from regcli.artifacts import ONNX_NAME, checkpoint_path
 from regcli.backends import CONTENT_KEY, SOURCE_KEY, content_sha256, onnx_session
 from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash, model_from_checkpoint
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
 from regcli.files import write_bytes
+from regcli.layout import ONNX_NAME, checkpoint_path
 from regcli.locks import ModelLock
 from regcli.provenance import run_record, utc_now
 from regcli.scoring import to_unit

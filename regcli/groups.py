@@ -10,9 +10,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from regcli.artifacts import seed_number
 from regcli.config import TrainConfig, check_same_settings
 from regcli.errors import RegcliError
+from regcli.layout import seed_number
 
 
 @dataclass(frozen=True)

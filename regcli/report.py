@@ -8,12 +8,14 @@ it is checked (file and markers) before any work, so a bad README costs nothing.
 
 from pathlib import Path
 
-from regcli import compare, paths
-from regcli.artifacts import FIGURES, figure_paths, is_seed_member, unique_labels
+from regcli import compare
+from regcli import strength_path as path
 from regcli.data import load_split
+from regcli.devices import resolve_device
 from regcli.errors import RegcliError
+from regcli.evaluate import plot_misclassified
 from regcli.files import check_readme, update_readme
-from regcli.inference import plot_misclassified
+from regcli.layout import FIGURES, figure_paths, is_seed_member, unique_labels
 from regcli.plots import (
     compare_figure,
     path_figure,
@@ -24,7 +26,6 @@ from regcli.plots import (
 )
 from regcli.records import load_metrics
 from regcli.runs import plot_history
-from regcli.train import resolve_device
 from regcli.weights import model_weights, prune_curve
 
 REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
@@ -44,7 +45,7 @@ def report(
     advance=lambda name="": None,
 ) -> list[Path]:
     """Write every figure (and the README's tables if `readme`); returns the figures written."""
-    sections = [compare.README_SECTION] + ([paths.README_SECTION] if sweep is not None else [])
+    sections = [compare.README_SECTION] + ([path.README_SECTION] if sweep is not None else [])
     if readme is not None:
         check_readme(readme, sections)
     device = resolve_device(device).type  # an explicit device must be there
@@ -83,15 +84,13 @@ def report(
     written.append(save(pruning_figure(curves), images_dir / FIGURES["pruning"]))
     path_markdown = None
     if sweep is not None:
-        cells = paths.path_stats(
-            sweep, test, backend=REPORT_BACKEND, device=device, advance=advance
-        )
+        cells = path.path_stats(sweep, test, backend=REPORT_BACKEND, device=device, advance=advance)
         written += path_figures(cells, Path(sweep).name, images_dir)
         path_markdown = path_section(cells, Path(sweep))
     if readme is not None:
         texts = {compare.README_SECTION: compare.results_markdown(rows)}
         if path_markdown is not None:
-            texts[paths.README_SECTION] = path_markdown
+            texts[path.README_SECTION] = path_markdown
         update_readme(readme, texts)
     return written
 
@@ -120,7 +119,7 @@ def sweep_report(
 ) -> tuple[list[dict], list[Path]]:
     """`regcli sweep --report`: the path's cells and its two figures."""
     device = resolve_device(device).type
-    cells = paths.path_stats(
+    cells = path.path_stats(
         sweep, load_split(data_dir, "test"), backend=REPORT_BACKEND, device=device, advance=advance
     )
     return cells, path_figures(cells, Path(sweep).name, images_dir)
@@ -158,5 +157,5 @@ def sweep_runs(sweep: Path, cells: list[dict]) -> dict | None:
 
 def path_section(cells: list[dict], sweep: Path) -> str:
     """The README's path section: findings computed from the numbers, then the table."""
-    sentences = paths.findings(cells, sweep_runs(sweep, cells))
-    return "\n".join(f"- {s}" for s in sentences) + "\n\n" + paths.path_table(cells, markdown=True)
+    sentences = path.findings(cells, sweep_runs(sweep, cells))
+    return "\n".join(f"- {s}" for s in sentences) + "\n\n" + path.path_table(cells, markdown=True)

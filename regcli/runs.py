@@ -21,16 +21,6 @@ from pathlib import Path
 
 import torch
 
-from regcli.artifacts import (
-    CHECKPOINT_NAME,
-    LAST_NAME,
-    ONNX_NAME,
-    SEED_PREFIX,
-    check_name,
-    figure_path,
-    folders_holding,
-    model_label,
-)
 from regcli.checkpoints import (
     checkpoint_config,
     load_checkpoint,
@@ -40,19 +30,28 @@ from regcli.checkpoints import (
 )
 from regcli.config import MODES, TrainConfig, differences, group_key
 from regcli.data import load_split
+from regcli.devices import default_group_size, resolve_device
 from regcli.errors import Diverged, Interrupted, Locked, RegcliError, UsageError
+from regcli.events import Reporter
 from regcli.files import ensure_writable
+from regcli.layout import (
+    CHECKPOINT_NAME,
+    LAST_NAME,
+    ONNX_NAME,
+    SEED_PREFIX,
+    check_name,
+    figure_path,
+    folders_holding,
+    model_label,
+)
 from regcli.locks import LOCK_NAME, lock_holder, locked
 from regcli.plots import history_figure, save_figure
 from regcli.provenance import run_record, utc_now
 from regcli.records import METRICS_NAME, EpochRecord, load_metrics, write_metrics
 from regcli.tables import render
 from regcli.text import terminal_safe
-from regcli.train import MemberState, Reporter, StopFlag, resolve_device, train_group
+from regcli.train import MemberState, StopFlag, train_group
 
-CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped is slower there (make bench)
-GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
-MAX_GROUP_SIZE = 256  # cuDNN's 32-bit index limits come into view well above this
 MAX_SEEDS = 1_000  # seeds per configuration; more is a typo, not a study
 
 
@@ -210,14 +209,6 @@ def claim(
 
 
 # --- training the pending runs as groups ----------------------------------------------------
-
-
-def default_group_size(device: torch.device) -> int:
-    """All that fit on CUDA (a generous memory estimate); one at a time elsewhere (measured)."""
-    if device.type != "cuda":
-        return CPU_GROUP_SIZE
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(MAX_GROUP_SIZE, int(0.6 * free) // GPU_MODEL_BYTES))
 
 
 def relative(model_dir: Path, models_dir: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from regcli.config import MAX_STRENGTH, Grid, TrainConfig, check_keys, config_toml
 from regcli.errors import RegcliError, UsageError
-from regcli.paths import cell_name, parse_cell
+from regcli.layout import cell_name, parse_cell
 from regcli.runs import MAX_SEEDS, Request, member_dir, plan_run, train_job
 from regcli.tables import clock, render
 
@@ -145,7 +145,7 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
 def preview(requests: list[Request], models_dir: Path, *, force: bool, device: str) -> dict:
     """What a sweep would do, without locking or writing anything: per cell how many seeds are
     reused, resumed or trained, and an estimate of the training time."""
-    from regcli.train import resolve_device
+    from regcli.devices import resolve_device
 
     device = resolve_device(device).type
     cells: dict[str, dict] = {}

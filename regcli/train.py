@@ -24,16 +24,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from regcli.augment import RandomRotation
-from regcli.config import NUM_CLASSES, SIDE, UNIT, Device, TrainConfig, group_key
+from regcli.config import NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
 from regcli.data import Split
-from regcli.errors import Interrupted, RegcliError, UsageError, first_line
+from regcli.errors import Interrupted, UsageError, first_line
+from regcli.events import Reporter
 from regcli.grouped import FlatParameters, derived_seed, initial_state, pack, unpack
 from regcli.model import Net
 from regcli.records import EpochRecord
@@ -58,43 +58,10 @@ class MemberState:
     diverged: dict | None  # {"epoch", "batch", "loss"} once the member has stopped
 
 
-class Reporter(Protocol):
-    """What the trainer tells whoever is watching; the CLI draws a progress bar from it.
-    (`job_started` comes from runs.py, once, with the model-steps of every group to train.)"""
-
-    def job_started(self, model_steps: int) -> None: ...
-    def run_started(
-        self, label: str, members: int, epochs: int, steps: int, first_epoch: int
-    ) -> None: ...
-    def epoch_started(self, epoch: int, running_loss: Callable[[], float | None]) -> None: ...
-    def step_done(self) -> None: ...
-    def testing(self) -> None: ...
-    def epoch_finished(self, epoch: int, records: list, notes: list[str]) -> None: ...
-
-
 class StopFlag:
     """Set (by a signal handler) to ask the trainer to stop at the next batch boundary."""
 
     signal_number: int | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit choice must be available."""
-    try:
-        name = Device(name).value
-    except ValueError:
-        choices = ", ".join(Device)
-        raise UsageError(f"unknown device {name!r}; choose one of {choices}") from None
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if not available[name]:
-        raise RegcliError(f"device {name!r} was asked for but is not available here")
-    return torch.device(name)
 
 
 def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:

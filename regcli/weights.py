@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from regcli.artifacts import ONNX_NAME, model_group, model_label
 from regcli.backends import current_onnx, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
 from regcli.config import Backend
 from regcli.errors import RegcliError, UsageError
+from regcli.layout import ONNX_NAME, model_group, model_label
 from regcli.model import torch_predictor
 from regcli.regularization import regularized_parameters
 from regcli.scoring import score

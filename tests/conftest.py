@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from regcli.cli import app
 from regcli.config import TrainConfig
 from regcli.data import load_split
+from regcli.events import Reporter
 from regcli.runs import Request, train_job
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -184,15 +185,8 @@ def deadline(seconds: int, why: str = "it should have finished long before"):
         signal.signal(signal.SIGALRM, previous)
 
 
-class QuietReporter:
-    """A training reporter that watches silently; tests subclass it to act at a given moment."""
-
-    def job_started(self, model_steps): ...
-    def run_started(self, label, members, epochs, steps, first_epoch): ...
-    def epoch_started(self, epoch, running_loss): ...
-    def step_done(self): ...
-    def testing(self): ...
-    def epoch_finished(self, epoch, records, notes): ...
+class QuietReporter(Reporter):
+    """A reporter that watches silently; tests subclass it to act at a given moment."""
 
 
 class Interrupter(QuietReporter):

@@ -4,13 +4,13 @@ import shutil
 import pytest
 from PIL import Image
 
-from regcli.artifacts import find_models, seed_dirs
 from regcli.backends import is_current
 from regcli.checkpoints import load_checkpoint, model_from_checkpoint
 from regcli.compare import README_SECTION, results_markdown, seed_summary, series, summarize
 from regcli.data import load_split
+from regcli.evaluate import evaluate_model
 from regcli.files import readme_markers
-from regcli.inference import evaluate_model
+from regcli.layout import find_models, seed_dirs
 from regcli.regularization import regularized_parameters
 from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, relabel, snapshot
 
@@ -162,7 +162,7 @@ def test_readme_table_matches_the_committed_models():
 
 @committed
 def test_readme_path_section_matches_the_committed_sweep():
-    from regcli import paths
+    from regcli import strength_path as paths
     from regcli.report import path_section
 
     start, end = readme_markers(*paths.README_SECTION)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from regcli.backends import open_predictor
 from regcli.checkpoints import load_model
+from regcli.evaluate import evaluate_model
 from regcli.files import sha256_bytes
-from regcli.inference import evaluate_model
 from regcli.scoring import to_unit
 from tests.conftest import DATA_DIR, invoke, one_line_error, snapshot
 

@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
-from regcli.artifacts import LAST_NAME
 from regcli.checkpoints import load_checkpoint
 from regcli.config import TrainConfig
 from regcli.errors import Interrupted
+from regcli.layout import LAST_NAME
 from regcli.runs import Request
 from tests.conftest import (
     DATA_DIR,

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from regcli.artifacts import LAST_NAME
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.errors import UsageError
-from regcli.paths import PATH_SPARSITIES, cell_name, parse_cell, path_stats
+from regcli.layout import LAST_NAME, cell_name, parse_cell
 from regcli.records import load_metrics
 from regcli.stats import mean, welch
+from regcli.strength_path import PATH_SPARSITIES, path_stats
 from regcli.sweep import grid_cells, parse_strengths
 from regcli.weights import prune_curve, weight_stats
 from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, snapshot

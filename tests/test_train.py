@@ -6,13 +6,13 @@ import torch
 
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
+from regcli.devices import resolve_device
 from regcli.errors import RegcliError, UsageError
 from regcli.model import torch_predictor
 from regcli.records import EPOCH_FIELDS, EpochRecord
 from regcli.scoring import score
 from regcli.train import (
     penalty_dominates,
-    resolve_device,
     schedule_table,
     train_group,
 )

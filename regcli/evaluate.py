@@ -6,9 +6,9 @@ numpy only: with the ONNX backend these commands never load PyTorch.
 import time
 from pathlib import Path
 
-from regcli.artifacts import model_label
 from regcli.backends import open_predictor
 from regcli.data import Split
+from regcli.layout import model_label
 from regcli.scoring import Scores, score
 
 

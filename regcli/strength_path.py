@@ -13,10 +13,8 @@ is gone is "missing", not "diverged".
 """
 
 import math
-import re
 from pathlib import Path
 
-from regcli.artifacts import CHECKPOINT_NAME, is_seed_member, seed_number
 from regcli.checkpoints import (
     CHECKPOINT_FORMAT,
     checked_checkpoint,
@@ -28,6 +26,7 @@ from regcli.config import TrainConfig, check_same_settings
 from regcli.errors import RegcliError
 from regcli.files import FileProblem, read_json, sha256_bytes, write_json
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
+from regcli.layout import CHECKPOINT_NAME, cell_name, is_seed_member, parse_cell, seed_number
 from regcli.locks import ModelLock
 from regcli.records import METRICS_NAME, load_metrics
 from regcli.stats import mean, mean_half_width, sample_std, welch
@@ -40,28 +39,7 @@ from regcli.weights import NEAR_ZERO, pruned_predictors, pruned_state, weight_st
 NOTEBOOK_ACCURACY = {"none": 99.42, "l1": 99.59, "l2": 99.46, "l1_l2": 99.35}
 PATH_SPARSITIES = (0.5, 0.7, 0.9)  # shares of conv weights zeroed for the pruned-accuracy path
 CACHE_NAME = "pruning.json"
-CELL_PATTERN = re.compile(r"l1-(?P<l1>[0-9.e+-]+)_wd-(?P<wd>[0-9.e+-]+)")
 README_SECTION = ("path-table", "regcli report")
-
-
-def strength_text(value: float) -> str:
-    """The shortest text that reads back to exactly this strength (3e-05, 0.001, 0)."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(value)
-
-
-def cell_name(l1: float, weight_decay: float) -> str:
-    return f"l1-{strength_text(l1)}_wd-{strength_text(weight_decay)}"
-
-
-def parse_cell(name: str) -> tuple[float, float] | None:
-    match = CELL_PATTERN.fullmatch(name)
-    if not match:
-        return None
-    try:
-        return float(match["l1"]), float(match["wd"])
-    except ValueError:
-        return None
 
 
 def path_of(l1: float, weight_decay: float) -> str:

@@ -1,5 +1,5 @@
-"""Model folders and their names: what a folder holds, which folders form a seed group, the
-names of the figures drawn from them, and the settings a `--config` file or folder gives.
+"""Every name regcli gives a file or folder: model folders and what they hold, which folders
+form a seed group, a sweep's cell folders, and the figures drawn from them.
 
 A seed group is only real `seed-<k>` folders (not links) of one parent; a name given with
 --name is one plain folder of bounded length, so that every file derived from it fits; the
@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from regcli.errors import RegcliError, UsageError
-from regcli.files import FileProblem, read_text
-from regcli.records import METRICS_NAME, load_metrics
 from regcli.text import natural_key
 
 CHECKPOINT_NAME = "model.pt"  # a finished run
@@ -48,47 +46,6 @@ def checkpoint_path(model: Path | str) -> Path:
             "train one with `regcli train`)"
         )
     return path
-
-
-# --- --config: settings from a TOML file or a saved run ----------------------------------------
-
-
-def folder_settings(folder: Path) -> dict:
-    """`--config models/<name>`: a saved run's settings; a folder of seed-<k> folders stands for
-    its seeds, whose settings (the seed aside) must agree."""
-    from regcli.config import TrainConfig, check_same_settings
-
-    if (folder / METRICS_NAME).is_file():
-        return dict(load_metrics(folder)["config"])
-    seeds = [p for p in seed_dirs(folder) if (p / METRICS_NAME).is_file()]
-    if not seeds:
-        raise UsageError(f"--config {folder}: no saved run there (no {METRICS_NAME})")
-    configs = [(str(p), TrainConfig.from_dict(load_metrics(p)["config"])) for p in seeds]
-    check_same_settings(configs, f"--config {folder}")
-    return {k: v for k, v in configs[0][1].as_dict().items() if k != "seed"}
-
-
-def read_settings(
-    path: Path, tables: tuple[str, ...] = (), elsewhere: dict[str, str] | None = None
-) -> tuple[dict, dict]:
-    """`--config`: TrainConfig settings from a TOML file (and its allowed extra tables), or the
-    config of a saved run from its folder. Unknown settings are an error naming them, and so
-    are settings that belong elsewhere (`elsewhere`: setting -> where it goes)."""
-    from regcli.config import FIELD_NAMES, check_keys, parse_toml
-
-    path = Path(path)
-    if path.is_dir():
-        return folder_settings(path), {}
-    try:
-        text = read_text(path)
-    except FileProblem as error:
-        raise UsageError(f"--config {error}") from None
-    data = check_keys(parse_toml(text, str(path)), (*FIELD_NAMES, *tables), str(path))
-    for key, where in (elsewhere or {}).items():
-        if key in data:
-            raise UsageError(f"{path}: {key} belongs in {where}")
-    extra = {table: data.pop(table, {}) for table in tables}
-    return data, extra
 
 
 # --- model folders and their names ----------------------------------------------------------
@@ -235,6 +192,34 @@ def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
                 seen.add(folder.resolve())
                 chosen.append(folder)
     return chosen
+
+
+# --- a sweep's cells: <sweep>/<cell>/seed-<k>, the cell named by its strengths ---------------
+
+CELL_PATTERN = re.compile(r"l1-(?P<l1>[0-9.e+-]+)_wd-(?P<wd>[0-9.e+-]+)")
+
+
+def strength_text(value: float) -> str:
+    """The shortest text that reads back to exactly this strength (3e-05, 0.001, 0)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def cell_name(l1: float, weight_decay: float) -> str:
+    return f"l1-{strength_text(l1)}_wd-{strength_text(weight_decay)}"
+
+
+def parse_cell(name: str) -> tuple[float, float] | None:
+    match = CELL_PATTERN.fullmatch(name)
+    if not match:
+        return None
+    try:
+        return float(match["l1"]), float(match["wd"])
+    except ValueError:
+        return None
+
+
+# --- figures ---------------------------------------------------------------------------------
 
 
 def figure_path(images_dir: Path, label: str, kind: str) -> Path:

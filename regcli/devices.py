@@ -1,0 +1,42 @@
+"""Which device trains, and how many models it trains at once.
+
+`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit choice must be available. On CUDA
+a group holds all the models that fit (a generous memory estimate per model); on a CPU one model
+at a time measured faster than a group (`make bench`), so that is the default there.
+"""
+
+import torch
+
+from regcli.config import Device
+from regcli.errors import RegcliError, UsageError
+
+CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped is slower there (make bench)
+GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
+MAX_GROUP_SIZE = 256  # cuDNN's 32-bit index limits come into view well above this
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit choice must be available."""
+    try:
+        name = Device(name).value
+    except ValueError:
+        choices = ", ".join(Device)
+        raise UsageError(f"unknown device {name!r}; choose one of {choices}") from None
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[name]:
+        raise RegcliError(f"device {name!r} was asked for but is not available here")
+    return torch.device(name)
+
+
+def default_group_size(device: torch.device) -> int:
+    """All that fit on CUDA (a generous memory estimate); one at a time elsewhere (measured)."""
+    if device.type != "cuda":
+        return CPU_GROUP_SIZE
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(MAX_GROUP_SIZE, int(0.6 * free) // GPU_MODEL_BYTES))
