@@ -1,3 +1,5 @@
+"""`python -m regcli`: the command line."""
+
 from regcli.cli import main
 
 main()

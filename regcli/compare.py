@@ -1,5 +1,5 @@
-"""Side-by-side comparison of trained models: one row per model, and per seed group its mean,
-spread and 95% Welch interval against the unregularized group.
+"""Side-by-side comparison of trained models: one `ModelRow` per model, and per seed group a
+`SeedGroup` with its mean, spread and 95% Welch interval against the unregularized group.
 
 The table shows what regularization is supposed to change: the train-test gap (overfitting), the
 L1 norm of the weights and the share of near-zero weights (sparsity, what L1 should increase).
@@ -8,6 +8,7 @@ share one configuration (the seed aside), each holds its own seed and no two hol
 weights; any other model stands alone, under a label unique among the models compared.
 """
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,36 +19,117 @@ from regcli.errors import RegcliError
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
 from regcli.layout import checkpoint_path, is_seed_member, model_label
 from regcli.records import load_metrics
-from regcli.stats import mean, sample_std, welch
+from regcli.stats import Difference, SeedStats, seed_stats, verdict
 from regcli.tables import render
-from regcli.weights import NEAR_ZERO, weight_stats
+from regcli.weights import NEAR_ZERO, near_zero_share, weight_stats
 
 README_SECTION = ("results-table", "regcli report")  # the README's generated results tables
-COLUMNS = {  # key -> (header, format)
-    "model": ("model", "{}"),
-    "parameters": ("params", "{:,}"),
-    "l1": ("l1", "{:g}"),
-    "weight_decay": ("weight decay", "{:g}"),
-    "final_test_accuracy": ("final test acc %", "{:.2f}"),
-    "best_test_accuracy": ("best test acc % (epoch)", "{:.2f}"),
-    "final_train_accuracy": ("final train acc %", "{:.2f}"),
-    "gap": ("train-test gap (points)", "{:+.2f}"),
-    "weight_l1_norm": ("weight L1 norm", "{:.1f}"),
-    "near_zero_share": (f"near-zero weights % (<{NEAR_ZERO:g})", "{:.2f}"),
-}
-SEED_HEADERS = [
-    "variant",
-    "seeds",
-    "final test acc % (mean +- std)",
-    "min",
-    "max",
-    "vs none (95% Welch interval)",
-    "weight L1 norm (mean)",
-    f"near-zero weights % (<{NEAR_ZERO:g}, mean)",
-]
+NOT_IN_JSON = ("history", "group_path", "weights_sha256")
 
 
-def summarize(model_dir: Path, label: str | None = None) -> dict:
+@dataclass(frozen=True)
+class ModelRow:
+    """One model of the comparison (accuracies and shares in %), read from its folder."""
+
+    model: str  # its label, unique among the models compared
+    group: str  # <name> for models/<name>/seed-<k>, else the label itself
+    group_path: str  # the folder that holds a seed's group (a lone model's own folder)
+    seeded: bool
+    config: TrainConfig
+    weights_sha256: str
+    mode: str
+    parameters: int
+    l1: float
+    weight_decay: float
+    final_test_accuracy: float
+    best_test_accuracy: float
+    best_epoch: int
+    final_train_accuracy: float
+    gap: float  # final train minus final test accuracy, in points
+    weight_l1_norm: float
+    near_zero_share: float
+    history: list[dict]  # metrics.json's epochs
+
+    def as_json(self) -> dict:
+        """The row as `compare --json` prints it (no history, folder or digest)."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IN_JSON}
+        return {**plain, "config": self.config.as_dict()}  # "config" keeps its place
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """A group of two or more seeds: final test accuracy (%) and weights over its seeds."""
+
+    group: str
+    accuracy: SeedStats
+    weight_l1_norm: SeedStats
+    near_zero_share: SeedStats
+    versus_none: Difference | None  # None for the unregularized group itself, or no such group
+
+    def as_json(self) -> dict:
+        out = {
+            "group": self.group,
+            "seeds": self.accuracy.n,
+            "mean": self.accuracy.mean,
+            "std": self.accuracy.std,
+            "min": self.accuracy.min,
+            "max": self.accuracy.max,
+            "weight_l1_norm": self.weight_l1_norm.mean,
+            "near_zero_share": self.near_zero_share.mean,
+            "versus_none": verdict(self.versus_none, absent=""),
+        }
+        if self.versus_none is not None:
+            out["difference"] = self.versus_none.estimate
+            out["half_width"] = self.versus_none.half_width
+        return out
+
+
+@dataclass(frozen=True)
+class Band:
+    """A curve per epoch: a seed group's mean with its lowest and highest seed."""
+
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of plots.compare_figure (a seed group's: a band)."""
+
+    label: str
+    group: str
+    seeds: int
+    epochs: list[int]
+    accuracy: Band  # test accuracy, %
+    loss: Band  # test loss
+
+
+COLUMNS = (  # header, the row's text
+    ("model", lambda r: r.model),
+    ("params", lambda r: f"{r.parameters:,}"),
+    ("l1", lambda r: f"{r.l1:g}"),
+    ("weight decay", lambda r: f"{r.weight_decay:g}"),
+    ("final test acc %", lambda r: f"{r.final_test_accuracy:.2f}"),
+    ("best test acc % (epoch)", lambda r: f"{r.best_test_accuracy:.2f} ({r.best_epoch})"),
+    ("final train acc %", lambda r: f"{r.final_train_accuracy:.2f}"),
+    ("train-test gap (points)", lambda r: f"{r.gap:+.2f}"),
+    ("weight L1 norm", lambda r: f"{r.weight_l1_norm:.1f}"),
+    (f"near-zero weights % (<{NEAR_ZERO:g})", lambda r: f"{r.near_zero_share:.2f}"),
+)
+SEED_COLUMNS = (  # header, the group's text
+    ("variant", lambda g: g.group),
+    ("seeds", lambda g: str(g.accuracy.n)),
+    ("final test acc % (mean +- std)", lambda g: f"{g.accuracy.mean:.3f} +- {g.accuracy.std:.3f}"),
+    ("min", lambda g: f"{g.accuracy.min:.2f}"),
+    ("max", lambda g: f"{g.accuracy.max:.2f}"),
+    ("vs none (95% Welch interval)", lambda g: verdict(g.versus_none)),
+    ("weight L1 norm (mean)", lambda g: f"{g.weight_l1_norm.mean:.1f}"),
+    (f"near-zero weights % (<{NEAR_ZERO:g}, mean)", lambda g: f"{g.near_zero_share.mean:.2f}"),
+)
+
+
+def summarize(model_dir: Path, label: str | None = None) -> ModelRow:
     """One row of the comparison, from metrics.json and model.pt (which must agree)."""
     metrics = load_metrics(model_dir)
     path = checkpoint_path(model_dir)
@@ -62,148 +144,110 @@ def summarize(model_dir: Path, label: str | None = None) -> dict:
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
     weights = weight_stats(model_from_checkpoint(payload, path))
-    return {
-        "model": label,
-        "group": label.rsplit("/", 1)[0] if seeded else label,
-        "group_path": str(Path(model_dir).resolve().parent if seeded else model_dir),
-        "seeded": seeded,
-        "config": config,
-        "weights_sha256": weights_sha256(payload["state_dict"]),
-        "mode": config.mode,
-        "parameters": payload["parameters"],
-        "l1": config.l1,
-        "weight_decay": config.weight_decay,
-        "final_test_accuracy": 100 * final["test_accuracy"],
-        "best_test_accuracy": 100 * best["test_accuracy"],
-        "best_epoch": best["epoch"],
-        "final_train_accuracy": 100 * final["train_accuracy"],
-        "gap": 100 * (final["train_accuracy"] - final["test_accuracy"]),
-        "weight_l1_norm": weights["l1_norm"],
-        "near_zero_share": 100 * weights[f"below_{NEAR_ZERO:g}"],
-        "history": history,
-    }
+    return ModelRow(
+        model=label,
+        group=label.rsplit("/", 1)[0] if seeded else label,
+        group_path=str(Path(model_dir).resolve().parent if seeded else model_dir),
+        seeded=seeded,
+        config=config,
+        weights_sha256=weights_sha256(payload["state_dict"]),
+        mode=config.mode,
+        parameters=payload["parameters"],
+        l1=config.l1,
+        weight_decay=config.weight_decay,
+        final_test_accuracy=100 * final["test_accuracy"],
+        best_test_accuracy=100 * best["test_accuracy"],
+        best_epoch=best["epoch"],
+        final_train_accuracy=100 * final["train_accuracy"],
+        gap=100 * (final["train_accuracy"] - final["test_accuracy"]),
+        weight_l1_norm=weights["l1_norm"],
+        near_zero_share=near_zero_share(weights),
+        history=history,
+    )
 
 
-def groups(rows: list[dict]) -> dict[str, list[dict]]:
+def groups(rows: list[ModelRow]) -> dict[str, list[ModelRow]]:
     """The seeds of <name>/seed-<k> form the group "<name> seeds"; any other model is alone
     (models/<name>/model.pt itself is not one of the seeds). A group whose members differ in
     configuration (the seed aside) is refused, not averaged."""
-    grouped: dict[str, list[dict]] = {}
+    grouped: dict[str, list[ModelRow]] = {}
     for row in rows:
-        key = f"{row['group_path']} seeds" if row["seeded"] else row["model"]
-        grouped.setdefault(key, []).append(row)
+        grouped.setdefault(f"{row.group_path} seeds" if row.seeded else row.model, []).append(row)
     for members in grouped.values():
-        group = [Member(Path(m["model"]), m["config"], m["weights_sha256"]) for m in members]
-        check_group(group, f"seed group {members[0]['group']}")
+        group = [Member(Path(m.model), m.config, m.weights_sha256) for m in members]
+        check_group(group, f"seed group {members[0].group}")
     return grouped
 
 
-def seed_summary(rows: list[dict]) -> list[dict]:
+def seed_summary(rows: list[ModelRow]) -> list[SeedGroup]:
     """Per group of two or more seeds: final test accuracy mean, spread, and the difference
-    from the unregularized group with its 95% Welch interval."""
-    seeded = {name: members for name, members in groups(rows).items() if len(members) > 1}
-    baseline = next((m for m in seeded.values() if m[0]["mode"] == "none"), None)
-    summary = []
-    for members in seeded.values():
-        finals = [m["final_test_accuracy"] for m in members]
-        entry = {
-            "group": members[0]["group"],
-            "seeds": len(members),
-            "mean": mean(finals),
-            "std": sample_std(finals),
-            "min": min(finals),
-            "max": max(finals),
-            "weight_l1_norm": mean([m["weight_l1_norm"] for m in members]),
-            "near_zero_share": mean([m["near_zero_share"] for m in members]),
-            "versus_none": "",
-        }
-        if baseline is not None and members is not baseline:
-            difference = welch(finals, [m["final_test_accuracy"] for m in baseline])
-            entry.update(
-                difference=difference.estimate,
-                half_width=difference.half_width,
-                versus_none=difference.verdict(),
-            )
-        summary.append(entry)
-    return summary
+    from the (first) unregularized group with its 95% Welch interval."""
+    seeded = [members for members in groups(rows).values() if len(members) > 1]
+    finals = [seed_stats([m.final_test_accuracy for m in members]) for members in seeded]
+    none = next((i for i, members in enumerate(seeded) if members[0].mode == "none"), None)
+    return [
+        SeedGroup(
+            group=members[0].group,
+            accuracy=accuracy,
+            weight_l1_norm=seed_stats([m.weight_l1_norm for m in members]),
+            near_zero_share=seed_stats([m.near_zero_share for m in members]),
+            versus_none=None if none in (None, i) else accuracy.versus(finals[none]),
+        )
+        for i, (members, accuracy) in enumerate(zip(seeded, finals, strict=True))
+    ]
 
 
-def series(rows: list[dict]) -> list[dict]:
+def band(curves: list[list[float]]) -> Band:
+    array = np.array(curves)
+    return Band(array.mean(0).tolist(), array.min(0).tolist(), array.max(0).tolist())
+
+
+def series(rows: list[ModelRow]) -> list[Series]:
     """Per group, its accuracy and loss per epoch (seed groups: mean, min and max), for
     plots.compare_figure."""
     out = []
     for name, members in groups(rows).items():
-        epochs = [r["epoch"] for r in members[0]["history"]]
-        entry = {
-            "label": name if len(members) == 1 else f"{members[0]['group']} ({len(members)} seeds)",
-            "group": members[0]["group"],
-            "seeds": len(members),
-            "epochs": epochs,
-        }
-        for key, field, scale in (("accuracy", "test_accuracy", 100), ("loss", "test_loss", 1)):
-            curves = np.array([[scale * r[field] for r in m["history"]] for m in members])
-            entry[key] = {
-                "mean": curves.mean(0).tolist(),
-                "low": curves.min(0).tolist(),
-                "high": curves.max(0).tolist(),
-            }
-        out.append(entry)
+        first, seeds = members[0], len(members)
+        out.append(
+            Series(
+                label=name if seeds == 1 else f"{first.group} ({seeds} seeds)",
+                group=first.group,
+                seeds=seeds,
+                epochs=[r["epoch"] for r in first.history],
+                accuracy=band([[100 * r["test_accuracy"] for r in m.history] for m in members]),
+                loss=band([[r["test_loss"] for r in m.history] for m in members]),
+            )
+        )
     return out
 
 
-def cells(row: dict) -> list[str]:
-    values = []
-    for key, (_, fmt) in COLUMNS.items():
-        text = fmt.format(row[key])
-        if key == "best_test_accuracy":
-            text += f" ({row['best_epoch']})"
-        values.append(text)
-    return values
+def table(columns: tuple, items: list, markdown: bool) -> str:
+    body = [[text(item) for _, text in columns] for item in items]
+    return render([header for header, _ in columns], body, markdown=markdown)
 
 
-def seed_cells(entry: dict) -> list[str]:
-    return [
-        entry["group"],
-        str(entry["seeds"]),
-        f"{entry['mean']:.3f} +- {entry['std']:.3f}",
-        f"{entry['min']:.2f}",
-        f"{entry['max']:.2f}",
-        entry["versus_none"] or "-",
-        f"{entry['weight_l1_norm']:.1f}",
-        f"{entry['near_zero_share']:.2f}",
-    ]
+def seed_tables(rows: list[ModelRow], markdown: bool) -> list[str]:
+    """The seed groups' table, if the rows hold any group of two or more seeds."""
+    if not any(len(m) > 1 for m in groups(rows).values()):
+        return []
+    return [table(SEED_COLUMNS, seed_summary(rows), markdown)]
 
 
-def comparison_tables(rows: list[dict], markdown: bool) -> str:
+def comparison_tables(rows: list[ModelRow], markdown: bool) -> str:
     """Every model, then the seed groups (if any), as text or Markdown."""
-    tables = [render([h for h, _ in COLUMNS.values()], [cells(r) for r in rows], markdown=markdown)]
-    if any(len(m) > 1 for m in groups(rows).values()):
-        tables.append(
-            render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)], markdown=markdown)
-        )
-    return "\n\n".join(tables)
+    return "\n\n".join([table(COLUMNS, rows, markdown), *seed_tables(rows, markdown)])
 
 
-def results_markdown(rows: list[dict]) -> str:
+def results_markdown(rows: list[ModelRow]) -> str:
     """The README's results: the single runs, then the seed groups (if any)."""
-    singles = [r for r in rows if not r["seeded"]]
-    headers = [h for h, _ in COLUMNS.values()]
-    parts = [render(headers, [cells(r) for r in singles], markdown=True)] if singles else []
-    if any(len(m) > 1 for m in groups(rows).values()):
-        parts.append(
-            render(SEED_HEADERS, [seed_cells(e) for e in seed_summary(rows)], markdown=True)
-        )
-    return "\n\n".join(parts)
+    singles = [r for r in rows if not r.seeded]
+    parts = [table(COLUMNS, singles, markdown=True)] if singles else []
+    return "\n\n".join([*parts, *seed_tables(rows, markdown=True)])
 
 
-def as_json(rows: list[dict]) -> dict:
+def as_json(rows: list[ModelRow]) -> dict:
     """Everything `compare` shows, as plain data."""
-    plain = [
-        {
-            k: (v.as_dict() if k == "config" else v)
-            for k, v in r.items()
-            if k not in ("history", "group_path", "weights_sha256")
-        }
-        for r in rows
-    ]
-    return {"models": plain, "seed_groups": seed_summary(rows)}
+    return {
+        "models": [r.as_json() for r in rows],
+        "seed_groups": [g.as_json() for g in seed_summary(rows)],
+    }

@@ -10,6 +10,7 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from typing import get_args
 
 from regcli.errors import RegcliError, UsageError
@@ -46,6 +47,23 @@ class RegScope(StrEnum):
 class Grid(StrEnum):
     paths = "paths"  # the L1 path (weight decay 0) and the L2 path (l1 0)
     product = "product"  # every (l1, weight decay) combination
+
+
+GRID_DEFAULTS = {  # `regcli sweep`'s grid: the committed regularization path (`make sweep`)
+    "l1": "0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3",
+    "weight_decay": "0,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3",
+    "grid": Grid.paths.value,
+    "seeds": 5,  # seeds 0..4 per cell
+}
+
+
+class Existing(StrEnum):
+    """What a job does with a folder that already holds a run."""
+
+    fail = "fail"  # refuse (a named run needs an empty folder)
+    force = "force"  # replace it (an interrupted run is abandoned)
+    resume = "resume"  # continue its interrupted run (same settings)
+    reuse = "reuse"  # keep an identical finished run, continue an identical interrupted one
 
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the MNIST splits
@@ -150,6 +168,27 @@ class TrainConfig:
             raise UsageError(f"{source}: a config must be a table of settings")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a job runs (the science is TrainConfig's): one object, from the CLI to the
+    runner, so a new run setting is one field here and one option in regcli/cli/options.py."""
+
+    device: str = "auto"  # a Device: where to train
+    group_size: int | None = None  # models per grouped network; None: all that fit, 1 on a CPU
+    deterministic: bool = True  # cuDNN's deterministic kernels on a GPU (bit-for-bit resume)
+    models_dir: Path = Path("models")  # model folders live in <models_dir>/<name>/
+    images_dir: Path | None = Path("images")  # history figures; None: none (a sweep's models)
+    data_dir: Path | None = None  # the MNIST files (None: $REGCLI_DATA_DIR, else ./data)
+    existing: Existing = Existing.fail  # what to do with a folder that holds a run
+    versioned: bool = False  # no --name given: the next free <name>-1, -2, ... if it is taken
+    command: tuple[str, ...] = ()  # the command line, for each run's record
+
+    @property
+    def purpose(self) -> str:
+        """What a lock file says its holder is doing ("regcli train", "regcli sweep")."""
+        return " ".join(self.command[:2]) or "regcli"
 
 
 CHOICES = {"reg_scope": RegScope, "schedule": Schedule}

@@ -49,8 +49,10 @@ class TrainingReporter(Reporter):
     """Epoch k/N, a bar over the epoch's steps, images/s, running loss and time left for the
     run (on a terminal); one summary line per epoch (always, unless quiet)."""
 
-    def __init__(self, quiet: bool = False, batch_size: int = 128):
-        self.quiet, self.batch_size = quiet, batch_size
+    def __init__(self, quiet: bool = False, batch_size: int = 128, groups: str | None = None):
+        """groups: what to call a seed group when all its seeds are done ("cell" for a sweep),
+        or None to say nothing then."""
+        self.quiet, self.batch_size, self.groups = quiet, batch_size, groups
         self.progress = live_bar() if not quiet and stderr.is_terminal else None
         self.task = None
         self.running_loss: Callable[[], float | None] = lambda: None
@@ -101,10 +103,13 @@ class TrainingReporter(Reporter):
         info = f"{images:,.0f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
         self.progress.update(self.task, advance=1, info=f"{info}  {clock(left)} left")
 
-    def status(self, text: str) -> None:
-        """A line about the whole job (e.g. a sweep's cells done), kept above the live bar."""
-        if not self.quiet:
-            stderr.print(text, markup=False)
+    def announce(self, message: str) -> None:
+        """A line about the plan (a reused or resumed folder), kept above the live bar."""
+        say(message, self.quiet)
+
+    def group_done(self, name: str, done: int, total: int) -> None:
+        if self.groups:
+            say(f"{self.groups} {name} done ({done}/{total})", self.quiet)
 
     def testing(self) -> None:
         if self.progress:

@@ -19,17 +19,27 @@ class UsageError(RegcliError):
 
 
 class Interrupted(RegcliError):
-    """Training stopped at a batch boundary on SIGINT or SIGTERM; exit 128 + signal number."""
+    """Work stopped at a safe point on SIGINT or SIGTERM; exit 128 + signal number.
+
+    The runner fills in what was kept (`epochs_saved`, `folder`, `needs_force`) in one place,
+    and the CLI turns them into the command that goes on (see cli/app.py, `continue_hint`).
+    """
 
     prefix = "interrupted"
 
-    def __init__(self, message: str, signal_number: int):
+    def __init__(
+        self,
+        message: str,
+        signal_number: int,
+        *,
+        epochs_saved: int = 0,  # epochs of the interrupted group saved in last.pt
+        folder: str | None = None,  # the folder name under --models-dir the job used
+        needs_force: bool = False,  # the folders held runs before: starting again needs --force
+    ):
         super().__init__(message)
+        self.signal_number = signal_number
         self.exit_code = 128 + signal_number
-
-
-class Diverged(RegcliError):
-    """A model's loss became NaN, infinite or absurd."""
+        self.epochs_saved, self.folder, self.needs_force = epochs_saved, folder, needs_force
 
 
 class Locked(RegcliError):

@@ -1,9 +1,9 @@
 """What a job tells whoever watches it: one reporter for every event, a no-op by default.
 
 The trainer reports its run, epochs and steps; the runner reports the job's size, what it
-reuses or resumes, each model it saves and each sweep cell it completes. `Reporter` does
-nothing with any of them, so core code calls it without checking for one; the CLI's
-`console.TrainingReporter` draws bars and prints lines, and tests subclass it to watch or act.
+reuses or resumes, each model it saves and each seed group (a sweep's cell) it completes.
+`Reporter` does nothing with any of them, so core code calls it without checking for one; the
+CLI's `console.TrainingReporter` draws bars and prints lines, and tests subclass it.
 """
 
 from collections.abc import Callable
@@ -39,5 +39,6 @@ class Reporter:
     def saved(self, outcome: Any) -> None:
         """A model folder is complete: trained, resumed, reused or recorded as diverged."""
 
-    def cell_done(self, cell: str, done: int, total: int) -> None:
-        """A sweep's cell has all its seeds."""
+    def group_done(self, name: str, done: int, total: int) -> None:
+        """Every seed of one configuration (a sweep's cell) is saved or reused: the done-th
+        of the job's total."""

@@ -8,7 +8,9 @@ For the trainer, all K*P parameters live in one flat vector (`FlatParameters`), 
 parameter as the state dict orders them. Per-member quantities (learning rate, momentum, L1 and
 weight decay strengths, the alive mask) become per-element ones with one gather through
 `member_of`, so the SGD update of every member is a handful of elementwise kernels, and
-per-member sums (the L1 penalty) are one gather through `by_member` and a row sum.
+per-member sums (the L1 penalty) are one gather through `by_member` and a row sum. Each
+member's learning-rate and momentum schedule, read off PyTorch's own schedulers, is one column
+of a per-step table (`schedule_tables`).
 """
 
 import hashlib
@@ -55,6 +57,46 @@ def derived_seed(*parts) -> int:
     """A 63-bit seed from any parts (seeds, epoch, purpose): the same parts, the same seed."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
+    """Learning rate and momentum at every step 0..T (T = all steps), read off PyTorch's own
+    scheduler so that a grouped member follows exactly the schedule it would follow alone."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=config.lr, momentum=config.momentum)
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.lr,
+            total_steps=total,
+            base_momentum=max(0.0, config.momentum - 0.05),
+            max_momentum=config.momentum + 0.05,
+        )
+    else:  # step: x0.1 after each third of the run, stepped per batch like one-cycle
+        third = max(1, total // 3)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=third, gamma=0.1)
+    lrs, momenta = [], []
+    for _ in range(total + 1):
+        group = optimizer.param_groups[0]
+        lrs.append(group["lr"])
+        momenta.append(group["momentum"])
+        if len(lrs) <= total:
+            optimizer.step()
+            schedule.step()
+    return lrs, momenta
+
+
+def schedule_tables(
+    configs: list[TrainConfig], steps_per_epoch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every member's learning rate and momentum at every step, as two [T + 1, K] tensors on
+    the device (a step's K values contiguous), for a step counter on the device to read."""
+    tables = [schedule_table(c, steps_per_epoch) for c in configs]
+    lrs, momenta = (
+        torch.tensor([table[j] for table in tables], device=device).T.contiguous() for j in (0, 1)
+    )
+    return lrs, momenta
 
 
 class FlatParameters:

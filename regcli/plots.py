@@ -1,14 +1,17 @@
 """Every figure, drawn through matplotlib's object API (no pyplot state), so they work headless.
 
-Functions here take plain rows and series (the modules that compute them never draw) and return
-a Figure; `save_figure` writes it atomically. Colours agree across figures: one colour per mode
-(none, l1, l2, l1_l2) wherever the four variants appear, a single run in its seed group's colour,
-and strengths along one colour scale in the path figures.
+Functions here take the rows and series that other modules compute (compare.Series,
+strength_path.PathCell, the dicts of weights.py; those modules never draw) and return a Figure;
+`save_figure` writes it atomically. Colours agree across figures: one colour per mode (none,
+l1, l2, l1_l2) wherever the four variants appear, a single run in its seed group's colour, and
+strengths along one colour scale in the path figures.
 """
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -18,6 +21,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from regcli.files import write_bytes
+
+if TYPE_CHECKING:
+    from regcli.compare import Series
+    from regcli.stats import SeedStats
+    from regcli.strength_path import PathCell
 
 MODE_COLOURS = {"none": "#555555", "l1": "#1f77b4", "l2": "#d62728", "l1_l2": "#9467bd"}
 PATH_COLOURS = {"l1": MODE_COLOURS["l1"], "l2": MODE_COLOURS["l2"]}  # the L1 and L2 paths
@@ -86,23 +94,23 @@ def misclassified_figure(images, rows: list[dict], title: str) -> Figure:
     return figure
 
 
-def compare_figure(series: list[dict]) -> Figure:
-    """Test accuracy and loss per epoch. Each series: label, group, epochs, and for "accuracy"
-    and "loss" a mean line with low/high (a seed group's range, shaded); a single run is dashed
-    in its group's colour, a seed group's mean solid."""
+def compare_figure(series: list["Series"]) -> Figure:
+    """Test accuracy and loss per epoch. Each series (compare.Series): label, group, epochs, and
+    for accuracy and loss a mean line with low/high (a seed group's range, shaded); a single run
+    is dashed in its group's colour, a seed group's mean solid."""
     figure = Figure(figsize=(12, 4.5))
     accuracy, loss = figure.subplots(1, 2)
-    palette = colours([s["group"] for s in series])
+    palette = colours([s.group for s in series])
     for s in series:
-        style = {"color": palette[s["group"]], "linestyle": "-" if s["seeds"] > 1 else "--"}
-        for axes, key in ((accuracy, "accuracy"), (loss, "loss")):
-            mean, low, high = (np.asarray(s[key][part]) for part in ("mean", "low", "high"))
-            axes.plot(s["epochs"], mean, marker="o", markersize=2.5, label=s["label"], **style)
-            if s["seeds"] > 1:
-                axes.fill_between(s["epochs"], low, high, alpha=0.2, color=style["color"], lw=0)
+        style = {"color": palette[s.group], "linestyle": "-" if s.seeds > 1 else "--"}
+        for axes, band in ((accuracy, s.accuracy), (loss, s.loss)):
+            mean, low, high = (np.asarray(part) for part in (band.mean, band.low, band.high))
+            axes.plot(s.epochs, mean, marker="o", markersize=2.5, label=s.label, **style)
+            if s.seeds > 1:
+                axes.fill_between(s.epochs, low, high, alpha=0.2, color=style["color"], lw=0)
     accuracy.set(title="Test (validation) accuracy", xlabel="epoch", ylabel="accuracy (%)")
     loss.set(title="Test (validation) loss", xlabel="epoch", ylabel="cross-entropy")
-    finals = [s["accuracy"]["mean"][-1] for s in series]
+    finals = [s.accuracy.mean[-1] for s in series]
     top = min(max(finals) + 0.3, 100.05)
     bottom = max(0.0, min(finals) - 1.0)  # a model far below the rest still shows
     accuracy.set_ylim(bottom, max(top, bottom + 0.5))
@@ -183,33 +191,40 @@ def pruning_figure(curves: list[dict]) -> Figure:
 
 # --- regularization paths --------------------------------------------------------------------
 
+ALONG = ("l1", "l2")  # the two paths drawn against strength (strength_path.Penalty values)
+PATH_NAMES = {"l1": "L1", "l2": "L2 (weight decay)"}
+Quantity = Callable[["PathCell"], "SeedStats | None"]
 
-def _path_panel(axes, cells: list[dict], key: str, baseline: dict | None, scale: float = 1.0):
+
+def by_strength(cells: list["PathCell"], path: str) -> list["PathCell"]:
+    return sorted((c for c in cells if c.path == path), key=lambda c: c.strength)
+
+
+def _path_panel(axes, cells: list["PathCell"], quantity: Quantity, baseline: "PathCell | None"):
     """One quantity against strength: the L1 and L2 paths as lines with 95% intervals, the
     unregularized mean and interval as a band, diverged cells as crosses on the axis."""
-    if baseline is not None and baseline.get(key) is not None:
-        centre = scale * baseline[key]
-        half = scale * (baseline.get(f"{key}_half_width") or 0.0)
+    if baseline is not None and quantity(baseline) is not None:
+        centre, half = quantity(baseline).mean, quantity(baseline).half_width or 0.0
         axes.axhspan(centre - half, centre + half, color=MODE_COLOURS["none"], alpha=0.15, lw=0)
         axes.axhline(centre, color=MODE_COLOURS["none"], lw=1, label="no regularization")
-    for path in ("l1", "l2"):
-        points = sorted((c for c in cells if c["path"] == path), key=lambda c: c["strength"])
-        good = [c for c in points if c.get(key) is not None]
+    for path in ALONG:
+        points = by_strength(cells, path)
+        good = [(c.strength, quantity(c)) for c in points if quantity(c) is not None]
         if good:
             axes.errorbar(
-                [c["strength"] for c in good],
-                [scale * c[key] for c in good],
-                yerr=[scale * (c.get(f"{key}_half_width") or 0.0) for c in good],
+                [strength for strength, _ in good],
+                [stats.mean for _, stats in good],
+                yerr=[stats.half_width or 0.0 for _, stats in good],
                 color=PATH_COLOURS[path],
                 marker="o",
                 markersize=4,
                 capsize=3,
-                label=f"{'L1' if path == 'l1' else 'L2 (weight decay)'} path",
+                label=f"{PATH_NAMES[path]} path",
             )
-        lost = [c for c in points if c.get(key) is None and c["diverged"]]
+        lost = [c.strength for c in points if quantity(c) is None and c.diverged]
         if lost:
             axes.plot(
-                [c["strength"] for c in lost],
+                lost,
                 [0] * len(lost),
                 "x",
                 ms=9,
@@ -224,54 +239,56 @@ def _path_panel(axes, cells: list[dict], key: str, baseline: dict | None, scale:
     axes.grid(alpha=0.3)
 
 
-def path_figure(cells: list[dict], title: str) -> Figure:
-    """The regularization path: accuracy, near-zero share, L1 norm and pruned accuracy against
-    strength. Each cell: path ("l1", "l2" or "none"), strength, diverged, and per quantity its
-    seed mean and the half width of its 95% interval (key + "_half_width")."""
-    baseline = next((c for c in cells if c["path"] == "none"), None)
-    along = [c for c in cells if c["path"] in ("l1", "l2")]
-    figure = Figure(figsize=(13, 9), layout="constrained")
-    (accuracy, sparse), (norm, pruned) = figure.subplots(2, 2)
-    _path_panel(accuracy, along, "accuracy", baseline)
-    accuracy.set(title="Final test accuracy (seed mean, 95% interval)", ylabel="accuracy (%)")
-    _path_panel(sparse, along, "near_zero_share", baseline)
-    sparse.set(title="Near-zero conv weights (|w| < 1e-3)", ylabel="share of weights (%)")
-    _path_panel(norm, along, "l1_norm", baseline)
-    norm.set(title="L1 norm of the conv weights", ylabel="sum |w|")
-    levels = sorted({float(s) for c in cells for s in c.get("pruned", {})})
+def _pruned_panel(axes, cells: list["PathCell"], baseline: "PathCell | None") -> None:
+    """Accuracy after pruning against strength, a line style per share zeroed."""
+    levels = sorted({s for c in cells for s in c.pruned})
+    along = [c for c in cells if c.path in ALONG]
     styles = ["-", "--", ":", "-."]
     for level, style in zip(levels, styles * 3, strict=False):
-        for path in ("l1", "l2"):
-            points = sorted(
-                (c for c in along if c["path"] == path and c.get("pruned")),
-                key=lambda c: c["strength"],
-            )
-            points = [c for c in points if c["pruned"].get(repr(level)) is not None]
+        for path in ALONG:
+            points = [c for c in by_strength(along, path) if c.pruned.get(level) is not None]
             if points:
-                pruned.plot(
-                    [c["strength"] for c in points],
-                    [c["pruned"][repr(level)] for c in points],
+                axes.plot(
+                    [c.strength for c in points],
+                    [c.pruned[level] for c in points],
                     linestyle=style,
                     marker="o",
                     markersize=3,
                     color=PATH_COLOURS[path],
                     label=f"{path}, {100 * level:g}% zeroed",
                 )
-        if baseline and baseline.get("pruned", {}).get(repr(level)) is not None:
-            pruned.axhline(
-                baseline["pruned"][repr(level)],
+        if baseline and baseline.pruned.get(level) is not None:
+            axes.axhline(
+                baseline.pruned[level],
                 color=MODE_COLOURS["none"],
                 linestyle=style,
                 lw=1,
                 label=f"none, {100 * level:g}% zeroed",
             )
-    pruned.set_xscale("log")
-    pruned.set(
+    axes.set_xscale("log")
+    axes.set(
         title="Accuracy after magnitude pruning (no retraining)",
         xlabel="strength (log scale; l1 or weight decay)",
         ylabel="accuracy (%)",
     )
-    pruned.grid(alpha=0.3)
+    axes.grid(alpha=0.3)
+
+
+def path_figure(cells: list["PathCell"], title: str) -> Figure:
+    """The regularization path: accuracy, near-zero share, L1 norm and pruned accuracy against
+    strength. Each cell (strength_path.PathCell): path, strength, diverged, and per quantity its
+    seed statistics (mean, and the half width of its 95% interval)."""
+    baseline = next((c for c in cells if c.path == "none"), None)
+    along = [c for c in cells if c.path in ALONG]
+    figure = Figure(figsize=(13, 9), layout="constrained")
+    (accuracy, sparse), (norm, pruned) = figure.subplots(2, 2)
+    _path_panel(accuracy, along, lambda c: c.accuracy, baseline)
+    accuracy.set(title="Final test accuracy (seed mean, 95% interval)", ylabel="accuracy (%)")
+    _path_panel(sparse, along, lambda c: c.near_zero_share, baseline)
+    sparse.set(title="Near-zero conv weights (|w| < 1e-3)", ylabel="share of weights (%)")
+    _path_panel(norm, along, lambda c: c.l1_norm, baseline)
+    norm.set(title="L1 norm of the conv weights", ylabel="sum |w|")
+    _pruned_panel(pruned, cells, baseline)
     for axes in (accuracy, sparse, norm, pruned):
         handles, labels = axes.get_legend_handles_labels()
         if handles:
@@ -280,43 +297,26 @@ def path_figure(cells: list[dict], title: str) -> Figure:
     return figure
 
 
-def strength_pruning_figure(cells: list[dict], title: str) -> Figure:
+def strength_pruning_figure(cells: list["PathCell"], title: str) -> Figure:
     """Accuracy against the share of weights zeroed, one line per strength, coloured along one
     scale of strength; a panel per path."""
-    along = [c for c in cells if c["path"] in ("l1", "l2") and c.get("pruned")]
-    baseline = next((c for c in cells if c["path"] == "none" and c.get("pruned")), None)
-    strengths = [c["strength"] for c in along]
+    along = [c for c in cells if c.path in ALONG and c.pruned]
+    baseline = next((c for c in cells if c.path == "none" and c.pruned), None)
+    strengths = [c.strength for c in along]
     figure = Figure(figsize=(13, 4.8), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
     if not strengths:
         return figure
     norm = LogNorm(min(strengths), max(strengths))
     cmap = colormaps[STRENGTH_MAP]
-    for axes, path in zip(panels, ("l1", "l2"), strict=True):
+    for axes, path in zip(panels, ALONG, strict=True):
         if baseline:
-            levels = sorted(baseline["pruned"], key=float)
-            axes.plot(
-                [100 * float(s) for s in levels],
-                [baseline["pruned"][s] for s in levels],
-                color=MODE_COLOURS["none"],
-                lw=2,
-                linestyle="--",
-                label="none",
-            )
-        for cell in sorted((c for c in along if c["path"] == path), key=lambda c: c["strength"]):
-            levels = sorted(cell["pruned"], key=float)
-            axes.plot(
-                [100 * float(s) for s in levels],
-                [cell["pruned"][s] for s in levels],
-                marker="o",
-                markersize=3,
-                color=cmap(norm(cell["strength"])),
-                label=f"{cell['strength']:g}",
-            )
-        axes.set(
-            title=f"{'L1' if path == 'l1' else 'L2 (weight decay)'} path",
-            xlabel="conv weights set to zero (%)",
-        )
+            style = {"color": MODE_COLOURS["none"], "lw": 2, "linestyle": "--"}
+            pruned_line(axes, baseline.pruned, **style, label="none")
+        for cell in by_strength(along, path):
+            style = {"marker": "o", "markersize": 3, "color": cmap(norm(cell.strength))}
+            pruned_line(axes, cell.pruned, **style, label=f"{cell.strength:g}")
+        axes.set(title=f"{PATH_NAMES[path]} path", xlabel="conv weights set to zero (%)")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, title="strength")
     panels[0].set_ylabel("test accuracy (%)")
@@ -324,3 +324,9 @@ def strength_pruning_figure(cells: list[dict], title: str) -> Figure:
     scale.set_label("strength (l1 or weight decay)")
     figure.suptitle(title)
     return figure
+
+
+def pruned_line(axes, pruned: dict[float, float], **style) -> None:
+    """Accuracy (%) against the share of weights zeroed (%), one point per share."""
+    levels = sorted(pruned)
+    axes.plot([100 * s for s in levels], [pruned[s] for s in levels], **style)

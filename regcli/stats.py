@@ -1,20 +1,24 @@
-"""Just enough statistics to say whether two groups of seeds differ: Welch's t interval.
+"""Seed statistics: one function, `seed_stats`, summarizes the values of a group of seeds, and
+Welch's t interval says whether two such groups differ.
 
 Two runs of the same configuration with different seeds differ by about 0.1 point of test
-accuracy, so a single run per variant cannot rank variants. With several seeds per variant, the
-difference of the means gets a 95% confidence interval from Welch's t (unequal variances), and a
-plain verdict: "within noise" when the interval contains zero.
+accuracy, so a single run per variant cannot rank variants. With several seeds per variant, each
+quantity gets its mean, spread and the 95% interval of its mean; the difference of two groups'
+means gets a 95% confidence interval from Welch's t (unequal variances), and a plain verdict:
+"within noise" when the interval contains zero.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 
-def mean(values: list[float]) -> float:
+def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def sample_std(values: list[float]) -> float:
+def sample_std(values: Sequence[float]) -> float:
     """Standard deviation with Bessel's correction; 0 for a single value."""
     if len(values) < 2 or min(values) == max(values):
         return 0.0  # exactly: rounding in the mean must not invent a spread
@@ -35,6 +39,7 @@ def t_cdf(x: float, df: float) -> float:
     return 0.5 + total * h / 3
 
 
+@lru_cache(maxsize=256)
 def t_quantile(p: float, df: float) -> float:
     """The value t with t_cdf(t, df) = p (bisection; p in (0.5, 1))."""
     low, high = 0.0, 1.0
@@ -60,6 +65,11 @@ class Difference:
     def high(self) -> float:
         return self.estimate + self.half_width
 
+    @property
+    def worse(self) -> bool:
+        """The whole interval lies below zero: a measurable loss (never with no interval)."""
+        return self.high < 0
+
     def verdict(self, unit: str = "points") -> str:
         if math.isnan(self.half_width):
             return "needs at least 2 seeds on each side"
@@ -69,24 +79,53 @@ class Difference:
         return f"{direction} by {abs(self.estimate):.2f} +- {self.half_width:.2f} {unit}"
 
 
-def mean_half_width(values: list[float], confidence: float = 0.95) -> float:
-    """Half width of the t confidence interval of the mean; nan for fewer than 2 values."""
-    if len(values) < 2:
-        return math.nan
-    quantile = t_quantile(1 - (1 - confidence) / 2, len(values) - 1)
-    return quantile * sample_std(values) / math.sqrt(len(values))
+def verdict(difference: Difference | None, absent: str = "-") -> str:
+    """A difference's verdict, or `absent` where nothing was compared."""
+    return difference.verdict() if difference is not None else absent
 
 
-def welch(a: list[float], b: list[float], confidence: float = 0.95) -> Difference:
+@dataclass(frozen=True)
+class SeedStats:
+    """One quantity over a group of seeds. No NaN: what one value cannot say is None."""
+
+    n: int
+    mean: float
+    std: float  # sample standard deviation (Bessel); 0 for one value
+    min: float
+    max: float
+    half_width: float | None  # of the confidence interval of the mean; None for one value
+    confidence: float = 0.95
+
+    @property
+    def spread(self) -> float:
+        return self.max - self.min
+
+    def versus(self, baseline: "SeedStats") -> Difference:
+        """self.mean - baseline.mean with Welch's t interval, at self's confidence."""
+        estimate = self.mean - baseline.mean
+        if self.n < 2 or baseline.n < 2:
+            return Difference(estimate, math.nan, math.nan)
+        va, vb = self.std**2 / self.n, baseline.std**2 / baseline.n
+        if va + vb == 0:  # identical runs on both sides: no spread, the difference is exact
+            return Difference(estimate, 0.0, math.inf)
+        df = (va + vb) ** 2 / (va**2 / (self.n - 1) + vb**2 / (baseline.n - 1))
+        half_width = t_quantile(1 - (1 - self.confidence) / 2, df) * math.sqrt(va + vb)
+        return Difference(estimate, half_width, df)
+
+
+def seed_stats(values: Sequence[float], confidence: float = 0.95) -> SeedStats:
+    """Count, mean, spread and the t interval of the mean of one quantity over some seeds."""
+    if not values:
+        raise ValueError("seed_stats needs at least one value")
+    n, std = len(values), sample_std(values)
+    half_width = None
+    if n >= 2:
+        half_width = t_quantile(1 - (1 - confidence) / 2, n - 1) * std / math.sqrt(n)
+    return SeedStats(n, mean(values), std, min(values), max(values), half_width, confidence)
+
+
+def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
     """mean(a) - mean(b) with Welch's t confidence interval."""
     if not a or not b:
         raise ValueError("welch needs values on both sides")
-    estimate = mean(a) - mean(b)
-    if len(a) < 2 or len(b) < 2:
-        return Difference(estimate, math.nan, math.nan)
-    va, vb = sample_std(a) ** 2 / len(a), sample_std(b) ** 2 / len(b)
-    if va + vb == 0:  # identical runs on both sides: no spread, the difference is exact
-        return Difference(estimate, 0.0, math.inf)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half_width = t_quantile(1 - (1 - confidence) / 2, df) * math.sqrt(va + vb)
-    return Difference(estimate, half_width, df)
+    return seed_stats(a, confidence).versus(seed_stats(b, confidence))

@@ -9,13 +9,22 @@ result: it is recorded as diverged and drawn so. No per-model figures are writte
 """
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from regcli.config import MAX_STRENGTH, Grid, TrainConfig, check_keys, config_toml
+from regcli.config import (
+    GRID_DEFAULTS,
+    MAX_STRENGTH,
+    Grid,
+    RunOptions,
+    TrainConfig,
+    check_keys,
+    config_toml,
+)
 from regcli.errors import RegcliError, UsageError
+from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell
-from regcli.runs import MAX_SEEDS, Request, member_dir, plan_run, train_job
+from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
 from regcli.tables import clock, render
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
@@ -142,17 +151,18 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
-def preview(requests: list[Request], models_dir: Path, *, force: bool, device: str) -> dict:
+def preview(job: "SweepJob", options: RunOptions) -> dict:
     """What a sweep would do, without locking or writing anything: per cell how many seeds are
     reused, resumed or trained, and an estimate of the training time."""
     from regcli.devices import resolve_device
 
-    device = resolve_device(device).type
+    device = resolve_device(options.device).type
+    requests = job.requests()
     cells: dict[str, dict] = {}
     finished = []
     for request in requests:
-        model_dir = member_dir(models_dir, request)
-        plan = plan_run(model_dir, request.config, force=force, resume=False, reuse=True)
+        model_dir = member_dir(options.models_dir, request)
+        plan = plan_run(model_dir, request.config, options.existing)
         cell = request.name.split("/", 1)[1]
         l1, weight_decay = parse_cell(cell)
         entry = cells.setdefault(
@@ -167,14 +177,14 @@ def preview(requests: list[Request], models_dir: Path, *, force: bool, device: s
             },
         )
         entry[plan.action] += 1
-        if plan.action == "reuse":
+        if plan.action == Action.reuse:
             finished.append(model_dir)
     pending = sum(c["train"] + c["resume"] for c in cells.values())
     rate = measured_rate(finished)
-    seconds = estimate_seconds(requests[0].config, pending, device, rate)
+    seconds = estimate_seconds(job.base, pending, device, rate)
     return {
-        "folder": str(Path(models_dir) / requests[0].name.split("/")[0]),
-        "seeds": len({r.config.seed for r in requests}),
+        "folder": str(Path(options.models_dir) / job.name),
+        "seeds": job.seeds,
         "cells": list(cells.values()),
         "models": len(requests),
         "reuse": sum(c["reuse"] for c in cells.values()),
@@ -185,53 +195,12 @@ def preview(requests: list[Request], models_dir: Path, *, force: bool, device: s
     }
 
 
-def train_sweep(
-    requests: list[Request],
-    *,
-    models_dir: Path,
-    data_dir: Path | None,
-    device_name: str,
-    group_size: int | None,
-    deterministic: bool,
-    force: bool,
-    reporter,
-    command: list[str],
-    on_cell_done,
-    announce=lambda message: None,
-):
-    """Train the grid's pending models (as groups on a GPU), reusing and resuming the rest;
-    calls on_cell_done(cell, done, total) as each cell's last seed is saved or reused."""
-    cell_of = {member_dir(models_dir, r): member_dir(models_dir, r).parent for r in requests}
-    seeds_left: dict[Path, int] = {}
-    for cell in cell_of.values():
-        seeds_left[cell] = seeds_left.get(cell, 0) + 1
-    total, done = len(seeds_left), 0
+def train(job: "SweepJob", options: RunOptions, reporter: Reporter) -> list:
+    """Train the grid's pending models (as groups on a GPU), reusing and resuming the rest; the
+    reporter hears of each cell as its last seed is saved or reused."""
+    from regcli.runner import train_job
 
-    def saved(outcome) -> None:
-        nonlocal done
-        cell = cell_of[Path(outcome.model_dir)]
-        seeds_left[cell] -= 1
-        if seeds_left[cell] == 0:
-            done += 1
-            on_cell_done(cell.name, done, total)
-
-    return train_job(
-        requests,
-        models_dir=models_dir,
-        images_dir=None,
-        data_dir=data_dir,
-        auto_name=False,
-        force=force,
-        resume=False,
-        device_name=device_name,
-        group_size=group_size,
-        deterministic=deterministic,
-        reporter=reporter,
-        command=command,
-        announce=announce,
-        on_saved=saved,
-        purpose="regcli sweep",
-    )
+    return train_job(job.requests(), options, reporter)
 
 
 GRID_SETTINGS = ("l1", "weight_decay", "grid", "seeds")  # a config file's [sweep] table
@@ -265,14 +234,6 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
     return l1s, decays, grid, seeds
 
 
-def config_text(base: TrainConfig, l1s: list[float], decays: list[float], grid: str, seeds: int):
-    """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
-    shared = {k: v for k, v in base.as_dict().items() if k not in ("l1", "weight_decay", "seed")}
-    grid_table = {"l1": l1s, "weight_decay": decays, "grid": grid, "seeds": seeds}
-    text = config_toml(shared, {"sweep": grid_table}, title="regcli sweep --config <this file>")
-    return text.rstrip("\n")
-
-
 def preview_text(plan: dict) -> str:
     rows = [
         [
@@ -294,11 +255,53 @@ def preview_text(plan: dict) -> str:
     )
 
 
-def summary_line(sweep_dir: Path, outcomes: list, cells: int, seeds: int) -> str:
-    diverged = sum(1 for o in outcomes if o.diverged)
-    reused = sum(1 for o in outcomes if o.action == "reused")
-    resumed = sum(1 for o in outcomes if o.action == "resumed")
-    return (
-        f"sweep {sweep_dir}: {cells} cells x {seeds} seeds: {len(outcomes) - reused - resumed} "
-        f"trained, {resumed} resumed, {reused} reused, {diverged} diverged (recorded as results)"
-    )
+@dataclass(frozen=True)
+class SweepJob:
+    """One sweep: its folder name, the settings every cell shares, and the grid."""
+
+    name: str  # the sweep's folder under --models-dir
+    base: TrainConfig  # every cell's settings but its strengths and seed
+    l1s: tuple[float, ...]
+    weight_decays: tuple[float, ...]
+    grid: str  # a Grid
+    seeds: int  # seeds 0..seeds-1 per cell
+
+    def cells(self) -> list[tuple[float, float]]:
+        return grid_cells(list(self.l1s), list(self.weight_decays), self.grid)
+
+    def requests(self) -> list[Request]:
+        return sweep_requests(self.base, self.name, self.cells(), self.seeds)
+
+    def config_text(self) -> str:
+        """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
+        shared = {
+            k: v for k, v in self.base.as_dict().items() if k not in ("l1", "weight_decay", "seed")
+        }
+        table = {
+            "l1": list(self.l1s),
+            "weight_decay": list(self.weight_decays),
+            "grid": self.grid,
+            "seeds": self.seeds,
+        }
+        text = config_toml(shared, {"sweep": table}, title="regcli sweep --config <this file>")
+        return text.rstrip("\n")
+
+    def summary_line(self, models_dir: Path, outcomes: list) -> str:
+        diverged = sum(1 for o in outcomes if o.diverged)
+        reused = sum(1 for o in outcomes if o.action == "reused")
+        resumed = sum(1 for o in outcomes if o.action == "resumed")
+        trained = len(outcomes) - reused - resumed
+        return (
+            f"sweep {Path(models_dir) / self.name}: {len(self.cells())} cells x {self.seeds} "
+            f"seeds: {trained} trained, {resumed} resumed, {reused} reused, {diverged} diverged "
+            "(recorded as results)"
+        )
+
+
+def plan(name: str, settings: dict, table: dict, typed: dict, source: str) -> SweepJob:
+    """The sweep from its resolved settings, its config file's [sweep] table and the grid
+    options typed on the command line (which win), checked and capped before anything is
+    built."""
+    l1s, decays, grid, seeds = resolve_grid(typed, table, defaults=GRID_DEFAULTS, source=source)
+    base = TrainConfig.from_dict({**settings, "l1": 0.0, "weight_decay": 0.0}, "settings")
+    return SweepJob(name, base, tuple(l1s), tuple(decays), grid, seeds)

@@ -1,23 +1,17 @@
-"""The one trainer: a group of 1..K configs trained as one grouped network, each its own model.
+"""Train a group of 1..K configs on one device as one grouped network, each member its own model.
 
-Every member of a group is the model it would be alone, in distribution: its own seed gives its
-initial weights, data order and rotation angles; its loss is its own mean cross-entropy; its L1
-penalty, weight decay (scope included), momentum and one-cycle schedule are its own; BatchNorm
-over K*C channels is per-member BatchNorm. Only the dropout masks come from one generator shared
-by the group (seeded from all members' seeds). A single run is a group of one, and with K=1 the
-grouped network is exactly `Net`.
+Every member is the model it would be alone, in distribution: its own seed gives its initial
+weights, data order and rotation angles; its mean cross-entropy, L1 penalty, weight decay (scope
+included), momentum and schedule are its own; BatchNorm over K*C channels is per-member
+BatchNorm. Only the dropout masks come from one generator shared by the group (seeded from all
+members' seeds). A single run is a group of one: with K=1 the grouped network is exactly `Net`.
 
-A step (`GroupTrainer.step`) is pure tensor work on fixed buffers: gather the batch through this
-epoch's order, rotate by gather, forward, backward, and the SGD update of the flat parameter
-vector, with the learning rate and momentum read from a precomputed table by a step counter on
-the device. On a CPU it runs eagerly. On CUDA it is captured once as a CUDA graph (one for full
-batches, one for the last, shorter batch) and replayed: no Python and no host sync inside an
-epoch. Each epoch's data order and angles are drawn outside, from per-(seed, epoch) generators,
-and dropout is reseeded per epoch, so a resumed run needs no saved random state to continue
-bit-identically on the same device.
-
-A member whose loss becomes non-finite or absurd stops: its updates are masked from that step
-on, the step is recorded, and the others go on.
+A step (`GroupTrainer.step`) is pure tensor work on fixed buffers, the learning rate and momentum
+read from precomputed tables by a step counter on the device: eager on a CPU, replayed as CUDA
+graphs on a GPU (no Python and no host sync inside an epoch). Each epoch's data order, angles and
+dropout seed come from per-(seed, epoch) generators, so a resumed run needs no saved random state
+to continue bit-identically on the same device. A member whose loss becomes non-finite or absurd
+stops (its updates are masked from that step on, the step recorded); the others go on.
 """
 
 import math
@@ -34,16 +28,25 @@ from regcli.config import NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
 from regcli.data import Split
 from regcli.errors import Interrupted, UsageError, first_line
 from regcli.events import Reporter
-from regcli.grouped import FlatParameters, derived_seed, initial_state, pack, unpack
+from regcli.grouped import (
+    FlatParameters,
+    derived_seed,
+    initial_state,
+    pack,
+    schedule_tables,
+    unpack,
+)
 from regcli.model import Net
 from regcli.records import EpochRecord
 from regcli.scoring import EVAL_BATCH, score_logits
 
+NO_REPORTER = Reporter()  # a run nobody watches
+
 # A mean cross-entropy above this means the logits have blown up: a 10-class model that guesses
 # scores 2.3, and nothing that learns ever gets near 1,000. (The L1 penalty is not counted: a
 # strong but finite penalty is a choice, not a divergence; see `penalty_dominates`.)
-DIVERGED_LOSS = 1_000.0
-PENALTY_DOMINATES = 10.0  # penalty / data term above this: the data has almost no say
+DIVERGED_LOSS = 1_000.0  # nats per image (mean cross-entropy)
+PENALTY_DOMINATES = 10.0  # ratio penalty / data term; above it the data has almost no say
 WARMUP_STEPS = 3  # eager steps before CUDA graph capture (cuDNN and cuBLAS set-up)
 CUDA_ELEMENTS_LIMIT = 2**30  # activation elements per evaluation chunk (cuDNN wants < 2**31)
 
@@ -55,41 +58,13 @@ class MemberState:
     weights: dict[str, torch.Tensor]  # an ordinary Net state dict
     momentum: dict[str, torch.Tensor]  # SGD momentum buffers, by parameter name
     history: list[EpochRecord]
-    diverged: dict | None  # {"epoch", "batch", "loss"} once the member has stopped
+    diverged: dict | None  # {"epoch", "batch", "loss", "during"} once it has stopped
 
 
 class StopFlag:
     """Set (by a signal handler) to ask the trainer to stop at the next batch boundary."""
 
     signal_number: int | None = None
-
-
-def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
-    """Learning rate and momentum at every step 0..T (T = all steps), read off PyTorch's own
-    scheduler so that a grouped member follows exactly the schedule it would follow alone."""
-    weight = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([weight], lr=config.lr, momentum=config.momentum)
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=config.lr,
-            total_steps=total,
-            base_momentum=max(0.0, config.momentum - 0.05),
-            max_momentum=config.momentum + 0.05,
-        )
-    else:  # step: x0.1 after each third of the run, stepped per batch like one-cycle
-        third = max(1, total // 3)
-        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=third, gamma=0.1)
-    lrs, momenta = [], []
-    for _ in range(total + 1):
-        group = optimizer.param_groups[0]
-        lrs.append(group["lr"])
-        momenta.append(group["momentum"])
-        if len(lrs) <= total:
-            optimizer.step()
-            schedule.step()
-    return lrs, momenta
 
 
 class GroupTrainer:
@@ -111,38 +86,51 @@ class GroupTrainer:
                 "the members of one training group must share epochs, batch size, "
                 "dropout, rotation and data limits"
             )
-        self.configs, self.device = configs, torch.device(device)
-        self.members = k = len(configs)
-        first = configs[0]
-        self.epochs, self.batch_size = first.epochs, first.batch_size
+        self.configs, self.device, self.members = configs, torch.device(device), len(configs)
+        self.epochs, self.batch_size = configs[0].epochs, configs[0].batch_size
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cudnn.benchmark = not deterministic
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        self.captured: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
+        self.load_data(train_split, test_split)
+        self.build_state(resume)
+        self.make_buffers(resume)
 
+    # --- set-up ----------------------------------------------------------------------------
+
+    def load_data(self, train_split: Split, test_split: Split) -> None:
+        """The train and test images on the device, and the batches an epoch is cut into."""
+        first = self.configs[0]
         train = train_split.head(first.limit_train)
-        self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(self.device)
-        self.labels = torch.from_numpy(np.ascontiguousarray(train.labels)).to(self.device)
+        self.images, self.labels = self.on_device(train.images), self.on_device(train.labels)
         self.test = test_split.head(first.limit_test)
-        self.test_images = torch.from_numpy(np.ascontiguousarray(self.test.images)).to(self.device)
-        self.size = n = len(train)
-        self.full_steps, self.tail = divmod(n, self.batch_size)
+        self.test_images = self.on_device(self.test.images)
+        self.size = len(train)
+        self.full_steps, self.tail = divmod(self.size, self.batch_size)
         self.steps_per_epoch = self.full_steps + (self.tail > 0)
+        self.batches = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
 
-        self.net = Net(first.dropout, members=k).to(self.device)
-        states = [m.weights for m in resume] if resume else [initial_state(c) for c in configs]
+    def build_state(self, resume: list[MemberState] | None) -> None:
+        """The grouped network, its flat parameters and momentum (fresh or resumed), every
+        member's learning-rate and momentum schedule, and the rotation table."""
+        first = self.configs[0]
+        self.net = Net(first.dropout, members=self.members).to(self.device)
+        states = [m.weights for m in resume] if resume else [initial_state(c) for c in self.configs]
         self.net.load_state_dict(pack(states))
-        self.params = FlatParameters(self.net, configs)
+        self.params = FlatParameters(self.net, self.configs)
         self.momentum = torch.zeros_like(self.params.vector)
         if resume:
             self.momentum.copy_(self.params.flatten(pack([m.momentum for m in resume])))
-        tables = [schedule_table(c, self.steps_per_epoch) for c in configs]
-        self.lr_table = torch.tensor([t[0] for t in tables], device=self.device).T.contiguous()
-        self.momentum_table = torch.tensor(
-            [t[1] for t in tables], device=self.device
-        ).T.contiguous()
+        tables = schedule_tables(self.configs, self.steps_per_epoch, self.device)
+        self.lr_table, self.momentum_table = tables  # [T + 1, K]: by step, then member
         self.rotate = RandomRotation(first.max_rotation, self.device)
 
+    def make_buffers(self, resume: list[MemberState] | None) -> None:
+        """Every tensor a step reads or writes besides the weights: step counters, the epoch's
+        order and angles, the epoch's sums, who is alive, and per-batch-size constants."""
+        k, n = self.members, self.size
         done = len(resume[0].history) if resume else 0
         as_long = {"dtype": torch.long, "device": self.device}
         self.step_count = torch.full((1,), done * self.steps_per_epoch, **as_long)
@@ -153,18 +141,16 @@ class GroupTrainer:
         self.alive = torch.ones(k, dtype=torch.bool, device=self.device)
         self.diverged_step = torch.full((k,), -1, **as_long)
         self.diverged_loss = torch.zeros(k, device=self.device)
-        if resume:
-            for i, member in enumerate(resume):
-                if member.diverged:
-                    self.alive[i] = False
-        self.batches = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
+        if resume:  # a member that has diverged stays stopped
+            self.alive.copy_(torch.tensor([not m.diverged for m in resume]))
         self.positions = {size: torch.arange(size, **as_long) for size in set(self.batches)}
         self.scales = {  # a step's (mean loss, mean penalty, correct count) -> epoch sums
             size: torch.tensor([size, size, 1], dtype=torch.float64, device=self.device)
             for size in self.positions
         }
-        self.captured: dict[int, torch.cuda.CUDAGraph] = {}
-        self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
+
+    def on_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     # --- the step --------------------------------------------------------------------------
 
@@ -222,18 +208,9 @@ class GroupTrainer:
 
     def mutable(self) -> list[torch.Tensor]:
         """Every tensor a step writes, to undo the warm-up steps before capture."""
-        buffers = [b for b in self.net.buffers()]
-        return [
-            self.params.vector,
-            self.momentum,
-            *buffers,
-            self.step_count,
-            self.epoch_step,
-            self.sums,
-            self.alive,
-            self.diverged_step,
-            self.diverged_loss,
-        ]
+        weights = [self.params.vector, self.momentum, *self.net.buffers()]
+        counters = [self.step_count, self.epoch_step, self.sums]
+        return [*weights, *counters, self.alive, self.diverged_step, self.diverged_loss]
 
     def capture(self) -> None:
         """Warm up eagerly on a side stream, then capture one graph per batch size; the warm-up
@@ -257,7 +234,7 @@ class GroupTrainer:
                 self.captured[batch] = graph
         except Exception as error:  # an op that cannot be captured: correct, only slower
             if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error):
-                raise  # the group does not fit: runs.py splits it
+                raise  # the group does not fit: runner.py splits it
             self.captured.clear()
             self.graphs = False
             self.graph_error = first_line(error)
@@ -286,8 +263,8 @@ class GroupTrainer:
         torch.manual_seed(derived_seed([c.seed for c in self.configs], epoch, "dropout"))
 
     def train_epoch(
-        self, epoch: int, reporter: Reporter | None = None, stop: StopFlag | None = None
-    ):
+        self, epoch: int, reporter: Reporter = NO_REPORTER, stop: StopFlag | None = None
+    ) -> np.ndarray:
         """One pass; returns per-member sums (data loss, penalty, correct) as a numpy [K, 3]."""
         self.net.train()
         if self.graphs and not self.captured:
@@ -296,16 +273,14 @@ class GroupTrainer:
         self.epoch_step.zero_()
         self.sums.zero_()
         reader = RunningLoss(self)
-        if reporter:
-            reporter.epoch_started(epoch, reader.read)
+        reporter.epoch_started(epoch, reader.read)
         for number, batch in enumerate(self.batches, 1):
             if stop is not None and stop.signal_number is not None:
                 message = f"stopped in epoch {epoch} at batch {number}/{len(self.batches)}"
                 raise Interrupted(message, stop.signal_number)
             self.run_step(batch)
             reader.stepped(number)
-            if reporter:
-                reporter.step_done()
+            reporter.step_done()
         return self.sums.cpu().numpy()
 
     def test_logits(self) -> np.ndarray:
@@ -322,9 +297,7 @@ class GroupTrainer:
                 out.append(self.net(x).view(-1, k, NUM_CLASSES).cpu())
         return torch.cat(out).numpy()
 
-    def member_states(
-        self, histories: list[list[EpochRecord]], diverged: list
-    ) -> list[MemberState]:
+    def member_states(self, histories: list, diverged: list) -> list[MemberState]:
         """Each member's weights and momentum as ordinary Net-shaped dicts, on the CPU."""
         state = self.net.state_dict()  # the parameters live in the flat vector
         weights = unpack({k: v.cpu() for k, v in state.items()}, self.members)
@@ -353,9 +326,8 @@ class RunningLoss:
 
     def totals(self) -> torch.Tensor:
         t = self.trainer
-        alive = t.alive.double()
         loss = torch.where(t.alive, t.sums[:, 0], 0.0).sum()
-        seen = t.epoch_step.double()[0] * t.batch_size * alive.sum()
+        seen = t.epoch_step.double()[0] * t.batch_size * t.alive.double().sum()
         return torch.stack([loss, seen])
 
     def stepped(self, number: int) -> None:
@@ -384,7 +356,7 @@ def train_group(
     test_split: Split,
     device: torch.device,
     *,
-    reporter: Reporter | None = None,
+    reporter: Reporter = NO_REPORTER,
     resume: list[MemberState] | None = None,
     on_epoch: Callable[[list[MemberState]], None] | None = None,
     stop: StopFlag | None = None,
@@ -398,91 +370,131 @@ def train_group(
     from there. Returns each member's final state and history (diverged members: up to their
     last good epoch, with `diverged` saying where), and how the group was trained.
     """
+    splits = train_split, test_split
     trainer = GroupTrainer(
-        configs,
-        train_split,
-        test_split,
-        device,
-        resume=resume,
-        deterministic=deterministic,
-        graphs=graphs,
+        configs, *splits, device, resume=resume, deterministic=deterministic, graphs=graphs
     )
-    k = len(configs)
-    histories = [list(m.history) for m in resume] if resume else [[] for _ in configs]
-    diverged = [m.diverged for m in resume] if resume else [None] * k
-    done = len(histories[0])
-    warned = set()  # members whose penalty was reported as dominating
-    if reporter:
-        reporter.run_started(label, k, trainer.epochs, trainer.steps_per_epoch, done + 1)
-    for epoch in range(done + 1, trainer.epochs + 1):
-        if all(diverged):
+    progress = Progress(trainer, resume)
+    first = len(progress.histories[0]) + 1
+    reporter.run_started(label, trainer.members, trainer.epochs, trainer.steps_per_epoch, first)
+    for epoch in range(first, trainer.epochs + 1):
+        if all(progress.diverged):
             break
         started = time.perf_counter()
         sums = trainer.train_epoch(epoch, reporter, stop)
-        if reporter:
-            reporter.testing()
-        logits = trainer.test_logits()
-        lrs = trainer.lr_table[trainer.step_count.item()].tolist()
-        alive = trainer.alive.tolist()
-        steps, losses = trainer.diverged_step.tolist(), trainer.diverged_loss.tolist()
-        seconds = time.perf_counter() - started
-        records, notes = [], []
-        for i in range(k):
-            if diverged[i]:
-                records.append(None)
-                continue
-            if not alive[i]:
-                batch = steps[i] - (epoch - 1) * trainer.steps_per_epoch + 1
-                loss = losses[i]
-                diverged[i] = {
-                    "epoch": epoch,
-                    "batch": batch,
-                    "loss": loss if math.isfinite(loss) else str(loss),
-                    "during": "training",
-                }
-                records.append(None)
-                continue
-            data_loss, penalty, correct = sums[i] / trainer.size
-            test = score_logits(logits[:, i], trainer.test.labels)
-            if not test.loss <= DIVERGED_LOSS:  # finite training loss, blown-up predictions
-                diverged[i] = {
-                    "epoch": epoch,
-                    "batch": trainer.steps_per_epoch,
-                    "loss": test.loss if math.isfinite(test.loss) else str(test.loss),
-                    "during": "test",
-                }
-                trainer.alive[i] = False
-                records.append(None)
-                continue
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=float(data_loss),
-                penalty=float(penalty),
-                train_accuracy=float(correct),
-                test_loss=test.loss,
-                test_accuracy=test.accuracy,
-                lr=lrs[i],
-                seconds=seconds,
-            )
-            histories[i].append(record)
-            records.append(record)
-            if penalty_dominates(record) and i not in warned:
-                warned.add(i)
-                notes.append(
-                    f"{'' if k == 1 else f'member {i + 1}: '}the L1 penalty "
-                    f"({record.penalty:.3g}) dwarfs the data term ({record.train_loss:.3g}): "
-                    f"--l1 {configs[i].l1:g} leaves the data almost no say; try a smaller --l1"
-                )
-        if trainer.graph_error and epoch == done + 1:
+        reporter.testing()
+        results = EpochResults.read(trainer, sums, trainer.test_logits(), started)
+        records = progress.judge(epoch, results)
+        notes = progress.penalty_warnings(records)
+        if trainer.graph_error and epoch == first:
             notes.append(f"CUDA graph capture failed ({trainer.graph_error}); trained eagerly")
-        if reporter:
-            reporter.epoch_finished(epoch, records, notes)
-        states = trainer.member_states(histories, diverged)
+        reporter.epoch_finished(epoch, records, notes)
         if on_epoch:
-            on_epoch(states)
-    info = {
-        "group_size": k,
+            on_epoch(progress.states())
+    return progress.states(), run_info(trainer, deterministic)
+
+
+@dataclass
+class EpochResults:
+    """What one epoch left on the device, read back to the host."""
+
+    sums: np.ndarray  # [K, 3]: data loss x batch, penalty x batch, correct, over the epoch
+    logits: np.ndarray  # [N, K, 10]: every member's test logits after the epoch
+    lrs: list[float]  # each member's learning rate at the epoch's end
+    alive: list[bool]  # False: the member's loss went bad in this epoch (or before)
+    diverged_step: list[int]  # the step (counted from the run's start) it went bad at
+    diverged_loss: list[float]  # its loss (data + penalty) at that step
+    seconds: float  # wall time of the epoch, test pass included
+
+    @classmethod
+    def read(cls, trainer: GroupTrainer, sums, logits, started: float) -> "EpochResults":
+        return cls(
+            sums=sums,
+            logits=logits,
+            lrs=trainer.lr_table[trainer.step_count.item()].tolist(),
+            alive=trainer.alive.tolist(),
+            diverged_step=trainer.diverged_step.tolist(),
+            diverged_loss=trainer.diverged_loss.tolist(),
+            seconds=time.perf_counter() - started,
+        )
+
+
+class Progress:
+    """Each member's history, where it diverged (if it has), and whether it was warned."""
+
+    def __init__(self, trainer: GroupTrainer, resume: list[MemberState] | None):
+        k = trainer.members
+        self.trainer = trainer
+        self.histories = [list(m.history) for m in resume] if resume else [[] for _ in range(k)]
+        self.diverged = [m.diverged for m in resume] if resume else [None] * k
+        self.warned: set[int] = set()
+
+    def judge(self, epoch: int, results: EpochResults) -> list[EpochRecord | None]:
+        """Each member's record of the epoch, added to its history; None once it has diverged."""
+        records = []
+        for i, history in enumerate(self.histories):
+            record = None
+            if not self.diverged[i]:
+                record, self.diverged[i] = member_record(self.trainer, i, epoch, results)
+            if record:
+                history.append(record)
+            records.append(record)
+        return records
+
+    def penalty_warnings(self, records: list[EpochRecord | None]) -> list[str]:
+        """A warning for each member whose L1 penalty dwarfs its data term (once a run)."""
+        notes = []
+        for i, record in enumerate(records):
+            if record and penalty_dominates(record) and i not in self.warned:
+                self.warned.add(i)
+                notes.append(
+                    f"{'' if len(records) == 1 else f'member {i + 1}: '}the L1 penalty "
+                    f"({record.penalty:.3g}) dwarfs the data term ({record.train_loss:.3g}): "
+                    f"--l1 {self.trainer.configs[i].l1:g} leaves the data almost no say; "
+                    "try a smaller --l1"
+                )
+        return notes
+
+    def states(self) -> list[MemberState]:
+        return self.trainer.member_states(self.histories, self.diverged)
+
+
+def member_record(
+    trainer: GroupTrainer, i: int, epoch: int, results: EpochResults
+) -> tuple[EpochRecord | None, dict | None]:
+    """Member i's record of the epoch, or where it diverged instead: in training (its loss went
+    bad at some step) or in the test pass (a finite training loss, blown-up predictions)."""
+    if not results.alive[i]:
+        batch = results.diverged_step[i] - (epoch - 1) * trainer.steps_per_epoch + 1
+        return None, divergence(epoch, batch, results.diverged_loss[i], "training")
+    data_loss, penalty, correct = results.sums[i] / trainer.size
+    test = score_logits(results.logits[:, i], trainer.test.labels)
+    if not test.loss <= DIVERGED_LOSS:
+        trainer.alive[i] = False
+        return None, divergence(epoch, trainer.steps_per_epoch, test.loss, "test")
+    record = EpochRecord(
+        epoch=epoch,
+        train_loss=float(data_loss),
+        penalty=float(penalty),
+        train_accuracy=float(correct),
+        test_loss=test.loss,
+        test_accuracy=test.accuracy,
+        lr=results.lrs[i],
+        seconds=results.seconds,
+    )
+    return record, None
+
+
+def divergence(epoch: int, batch: int, loss: float, during: str) -> dict:
+    """Where a member stopped (MemberState.diverged): a non-finite loss is kept as its text."""
+    shown = loss if math.isfinite(loss) else str(loss)
+    return {"epoch": epoch, "batch": batch, "loss": shown, "during": during}
+
+
+def run_info(trainer: GroupTrainer, deterministic: bool) -> dict:
+    """How the group was trained."""
+    return {
+        "group_size": trainer.members,
         "cuda_graphs": trainer.graphs and bool(trainer.captured),
         "deterministic": deterministic if trainer.device.type == "cuda" else True,
     }
-    return trainer.member_states(histories, diverged), info

@@ -4,9 +4,13 @@ L1 pushes weights towards exactly zero (a constant pull, whatever their size); L
 proportion to their size and rarely makes them zero. Two measurements show the difference: the
 distribution of weight magnitudes, and test accuracy after magnitude pruning (zero the smallest
 weights of the whole network, no retraining): a network with many near-zero weights loses less.
+Pruned accuracies can be cached beside a model (pruning.json), keyed by the sha256 of its
+model.pt, so that a report over 70 models recomputes only what changed; a cache whose numbers
+are not finite percentages is measured again.
 """
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -15,7 +19,9 @@ from regcli.backends import current_onnx, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
 from regcli.config import Backend
 from regcli.errors import RegcliError, UsageError
+from regcli.files import FileProblem, read_json, write_json
 from regcli.layout import ONNX_NAME, model_group, model_label
+from regcli.locks import ModelLock
 from regcli.model import torch_predictor
 from regcli.regularization import regularized_parameters
 from regcli.scoring import score
@@ -23,6 +29,7 @@ from regcli.tables import render
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)  # |w| below each of these counts as "small"
 NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
+CACHE_NAME = "pruning.json"  # pruned accuracies beside a model.pt
 
 
 def prunable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,6 +48,11 @@ def weight_stats(model: torch.nn.Module) -> dict:
         **{f"below_{t:g}": float((flat.abs() < t).float().mean()) for t in THRESHOLDS},
         "values": flat.numpy(),
     }
+
+
+def near_zero_share(stats: dict) -> float:
+    """The share (%) of near-zero weights (|w| < NEAR_ZERO) in weight_stats' numbers."""
+    return 100 * stats[f"below_{NEAR_ZERO:g}"]
 
 
 def model_weights(model_dir: Path) -> dict:
@@ -139,4 +151,50 @@ def prune_curve(
         "group": model_group(model_dir),
         "backend": backend,
         "points": points,
+    }
+
+
+def cached_pruned_accuracies(
+    model_dir: Path, model, sha256: str, sparsities, test, backend: str, device: str
+) -> dict[float, float]:
+    """Accuracy (%) after zeroing each share in `sparsities`, from the cache when it is for
+    this very model.pt (sha256), this backend and this test set; the cache is refreshed
+    otherwise (unless the folder is locked or read-only: the numbers are returned anyway)."""
+    key = {"source_sha256": sha256, "backend": backend, "test_images": len(test)}
+    path = Path(model_dir) / CACHE_NAME
+    known = cached_accuracies(path, key)
+    missing = [s for s in sparsities if repr(s) not in known]
+    if missing:
+        predictor_with = pruned_predictors(model_dir, model, backend, device)
+        for sparsity in missing:
+            known[repr(sparsity)] = (
+                100 * score(predictor_with(pruned_state(model, sparsity)), test).accuracy
+            )
+        try:
+            with ModelLock(model_dir, "regcli pruning cache"):
+                write_json(path, {**key, "device": device, "accuracy": known})
+        except RegcliError:  # locked by a run, or a read-only folder: keep the numbers anyway
+            pass
+    return {s: known[repr(s)] for s in sparsities}
+
+
+def cached_accuracies(path: Path, key: dict) -> dict[str, float]:
+    """The pruned accuracies in a cache, if it is for `key` and every number in it is a finite
+    percentage; else nothing (they are measured again)."""
+    try:
+        cache = read_json(path) if path.exists() else {}
+    except FileProblem:
+        return {}
+    if not isinstance(cache, dict) or any(cache.get(k) != v for k, v in key.items()):
+        return {}
+    known = cache.get("accuracy")
+    if not isinstance(known, dict):
+        return {}
+    return {
+        level: value
+        for level, value in known.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 100
     }

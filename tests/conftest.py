@@ -15,10 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from regcli.cli import app
-from regcli.config import TrainConfig
+from regcli.config import Existing, RunOptions, TrainConfig
 from regcli.data import load_split
 from regcli.events import Reporter
-from regcli.runs import Request, train_job
+from regcli.runner import train_job
+from regcli.runs import Request
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -136,19 +137,16 @@ def relabel(model_dir: Path, **settings) -> None:
     (model_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
-def train_cpu(requests: list[Request], models: Path, **options):
-    """`regcli train`'s own path on the CPU: named folders, nothing forced or resumed, no
-    figures, unless options say otherwise."""
-    settings = dict(
-        models_dir=models,
-        images_dir=None,
-        data_dir=DATA_DIR,
-        auto_name=False,
-        force=False,
-        resume=False,
-        device_name="cpu",
-    )
-    return train_job(requests, **{**settings, **options})
+def train_cpu(requests: list[Request], models: Path, *, reporter=None, resume=False, **options):
+    """`regcli train`'s own path on the CPU: named folders, nothing forced (seeds reuse and
+    resume), no figures, unless options say otherwise."""
+    seeded = any(r.seeded for r in requests)
+    existing = Existing.resume if resume else Existing.reuse if seeded else Existing.fail
+    if "command" in options:
+        options["command"] = tuple(options["command"])
+    settings = dict(models_dir=models, images_dir=None, data_dir=DATA_DIR, device="cpu")
+    run = RunOptions(**{**settings, **options, "existing": existing})
+    return train_job(requests, run, reporter or Reporter())
 
 
 def train_model(config: TrainConfig, name: str, models: Path, images: Path | None = None) -> Path:

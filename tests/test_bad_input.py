@@ -40,6 +40,15 @@ from tests.conftest import (
 )
 
 
+def damaged(source: Path, damage, tmp_path: Path, mnist, command: str, extra):
+    """Copy a model, damage it, and run `command` on it: (its folder, the tree before, result)."""
+    model_dir = copy_model(source, tmp_path / "models")
+    digits_npy(tmp_path, mnist)
+    damage(model_dir)
+    before = tree(tmp_path)
+    return model_dir, before, invoke(command, model_dir, *extra(tmp_path))
+
+
 def digits_npy(tmp_path: Path, mnist) -> Path:
     path = tmp_path / "digits.npy"
     np.save(path, mnist[1].images[:3])
@@ -156,12 +165,8 @@ MODEL_COMMANDS = {
 @pytest.mark.parametrize("command", list(MODEL_COMMANDS))
 @pytest.mark.parametrize("damage, reason", CHECKPOINT_DAMAGE)
 def test_damaged_checkpoint(command, damage, reason, quick_model, mnist, tmp_path):
-    model_dir = copy_model(quick_model, tmp_path / "models")
-    digits_npy(tmp_path, mnist)
-    damage(model_dir)
     extra, strict = MODEL_COMMANDS[command]
-    before = tree(tmp_path)
-    result = invoke(command, model_dir, *extra(tmp_path))
+    model_dir, before, result = damaged(quick_model, damage, tmp_path, mnist, command, extra)
     if strict:
         fails_cleanly(result, 1, [reason, str(model_dir / "model.pt")], before, tmp_path)
     else:
@@ -260,11 +265,10 @@ ONNX_COMMANDS = {
 @pytest.mark.parametrize("command", list(ONNX_COMMANDS))
 @pytest.mark.parametrize("damage, reason", ONNX_DAMAGE)
 def test_unusable_onnx(command, damage, reason, exported, mnist, tmp_path):
-    model_dir = copy_model(exported, tmp_path / "models")
-    digits_npy(tmp_path, mnist)
-    damage(model_dir)
-    before = tree(tmp_path)
-    result = invoke(command, model_dir, "--backend", "onnx", *ONNX_COMMANDS[command](tmp_path))
+    def extra(tmp):
+        return ["--backend", "onnx", *ONNX_COMMANDS[command](tmp)]
+
+    model_dir, before, result = damaged(exported, damage, tmp_path, mnist, command, extra)
     fails_cleanly(result, 1, [reason, str(model_dir / "model.onnx")], before, tmp_path)
 
 
@@ -497,12 +501,7 @@ def test_divergence_is_one_line_with_epoch_and_batch(options, tmp_path):
         "--name",
         "run",
         *options,
-        "--models-dir",
-        models,
-        "--images-dir",
-        tmp_path / "images",
-        "--data-dir",
-        DATA_DIR,
+        *places(tmp_path),
     )
     no_traceback(result)
     line = one_line_error(result, 1, "diverged")
@@ -521,12 +520,7 @@ def test_a_strong_finite_penalty_trains_with_a_warning(tmp_path):
         "--l1",
         "1",
         *TINY,
-        "--models-dir",
-        models,
-        "--images-dir",
-        tmp_path / "images",
-        "--data-dir",
-        DATA_DIR,
+        *places(tmp_path),
         "--quiet",
     )
     assert result.exit_code == 0, result.output

@@ -9,7 +9,16 @@ import torch
 from rich.console import Console
 
 from regcli import __version__
-from tests.conftest import DATA_DIR, REPO, TINY, invoke, one_line_error, snapshot, train_cpu
+from tests.conftest import (
+    DATA_DIR,
+    REPO,
+    TINY,
+    invoke,
+    one_line_error,
+    places,
+    snapshot,
+    train_cpu,
+)
 
 
 def test_train_writes_every_artifact_with_its_run_record(tmp_path):
@@ -79,12 +88,7 @@ def test_train_json_prints_the_final_records(tmp_path):
         *TINY,
         "--seeds",
         "2",
-        "--models-dir",
-        tmp_path / "m",
-        "--images-dir",
-        tmp_path / "i",
-        "--data-dir",
-        DATA_DIR,
+        *places(tmp_path),
         "--json",
         "--quiet",
     )
@@ -141,7 +145,7 @@ def test_help_shows_flags_as_flags():
 
 
 def test_shell_completion_is_on_and_completes_model_folders(monkeypatch):
-    from regcli.cli import complete_models
+    from regcli.cli.options import complete_models
 
     assert invoke("--show-completion", "bash").exit_code == 0
     monkeypatch.chdir(REPO)
@@ -170,16 +174,11 @@ def test_print_config_then_config_repeats_the_settings(tmp_path):
         "--config",
         run_toml,
         *TINY,
-        "--models-dir",
-        tmp_path / "m",
-        "--images-dir",
-        tmp_path / "i",
-        "--data-dir",
-        DATA_DIR,
+        *places(tmp_path),
         "--quiet",
     )
     assert trained.exit_code == 0, trained.output
-    saved = json.loads((tmp_path / "m" / "l1" / "metrics.json").read_text())["config"]
+    saved = json.loads((tmp_path / "models" / "l1" / "metrics.json").read_text())["config"]
     assert (saved["l1"], saved["momentum"], saved["dropout"], saved["epochs"]) == (
         3e-5,
         0.8,
@@ -187,7 +186,7 @@ def test_print_config_then_config_repeats_the_settings(tmp_path):
         1,
     )
     # a saved model's folder repeats its settings
-    repeated = invoke("train", "--config", tmp_path / "m" / "l1", "--print-config").stdout
+    repeated = invoke("train", "--config", tmp_path / "models" / "l1", "--print-config").stdout
     assert "limit_train = 256" in repeated and "momentum = 0.8" in repeated
 
 

@@ -1,12 +1,20 @@
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
 from regcli.backends import is_current
 from regcli.checkpoints import load_checkpoint, model_from_checkpoint
-from regcli.compare import README_SECTION, results_markdown, seed_summary, series, summarize
+from regcli.compare import (
+    README_SECTION,
+    as_json,
+    results_markdown,
+    seed_summary,
+    series,
+    summarize,
+)
 from regcli.data import load_split
 from regcli.evaluate import evaluate_model
 from regcli.files import readme_markers
@@ -27,13 +35,11 @@ def test_summary_numbers_come_from_the_files(quick_model):
     row = summarize(quick_model)
     payload = load_checkpoint(quick_model)
     weights = regularized_parameters(model_from_checkpoint(payload), "weights")
-    assert row["weight_l1_norm"] == pytest.approx(
-        sum(float(w.detach().abs().sum()) for w in weights)
-    )
+    assert row.weight_l1_norm == pytest.approx(sum(float(w.detach().abs().sum()) for w in weights))
     small = sum(int((w.abs() < 1e-3).sum()) for w in weights)
-    assert row["near_zero_share"] == pytest.approx(100 * small / sum(w.numel() for w in weights))
-    assert row["final_test_accuracy"] == pytest.approx(100 * payload["final"]["test_accuracy"])
-    assert row["gap"] == pytest.approx(row["final_train_accuracy"] - row["final_test_accuracy"])
+    assert row.near_zero_share == pytest.approx(100 * small / sum(w.numel() for w in weights))
+    assert row.final_test_accuracy == pytest.approx(100 * payload["final"]["test_accuracy"])
+    assert row.gap == pytest.approx(row.final_train_accuracy - row.final_test_accuracy)
 
 
 def test_compare_cli_draws_every_model_and_prints_tables(quick_model, tmp_path):
@@ -116,11 +122,14 @@ def test_seed_groups_are_compared_with_the_unregularized_group(tiny_group, tmp_p
         shutil.copytree(tiny_group / f"seed-{k}", none / f"seed-{k}")
         relabel(none / f"seed-{k}", l1=0.0, weight_decay=0.0)
     rows = [summarize(d) for d in find_models(models)]
-    summary = {entry["group"]: entry for entry in seed_summary(rows)}
-    assert set(summary) == {"none", "grp"} and summary["grp"]["seeds"] == 2
-    assert summary["grp"]["difference"] == 0  # the same runs: no difference of the means
-    assert summary["grp"]["versus_none"].startswith("within noise (+0.00 +- ")
-    assert summary["none"]["versus_none"] == ""  # the baseline is not compared with itself
+    summary = {entry.group: entry for entry in seed_summary(rows)}
+    assert set(summary) == {"none", "grp"} and summary["grp"].accuracy.n == 2
+    assert summary["grp"].versus_none.estimate == 0  # the same runs: no difference of the means
+    assert summary["grp"].versus_none.verdict().startswith("within noise (+0.00 +- ")
+    assert summary["none"].versus_none is None  # the baseline is not compared with itself
+    plain = {entry["group"]: entry for entry in as_json(rows)["seed_groups"]}
+    assert plain["grp"]["difference"] == 0 and plain["grp"]["seeds"] == 2
+    assert plain["none"]["versus_none"] == "" and "difference" not in plain["none"]
     result = invoke("compare", "--models-dir", models, "--images-dir", tmp_path / "images")
     assert result.exit_code == 0, result.output
     assert "grp/seed-1" in result.stdout and "within noise" in result.stdout
@@ -128,15 +137,15 @@ def test_seed_groups_are_compared_with_the_unregularized_group(tiny_group, tmp_p
 
 def test_a_model_far_below_the_rest_still_shows_in_the_figure(quick_model, tmp_path):
     rows = [summarize(quick_model)]
-    weak = {
-        **rows[0],
-        "model": "weak",
-        "group": "weak",
-        "history": [{**r, "test_accuracy": 0.5} for r in rows[0]["history"]],
-    }
+    weak = replace(
+        rows[0],
+        model="weak",
+        group="weak",
+        history=[{**r, "test_accuracy": 0.5} for r in rows[0].history],
+    )
     drawn = series([*rows, weak])
-    assert [s["accuracy"]["mean"][-1] for s in drawn] == [
-        100 * rows[0]["history"][-1]["test_accuracy"],
+    assert [s.accuracy.mean[-1] for s in drawn] == [
+        100 * rows[0].history[-1]["test_accuracy"],
         50.0,
     ]
     from regcli.plots import compare_figure
@@ -171,7 +180,7 @@ def test_readme_path_section_matches_the_committed_sweep():
     sweep = REPO / "models" / "sweep"
     cells = paths.path_stats(sweep, load_split(DATA_DIR, "test"))  # pruning from the caches
     assert generated == path_section(cells, sweep).strip()
-    assert len(cells) == 14 and all(c["seeds"] == 5 and c["epochs"] == 15 for c in cells)
+    assert len(cells) == 14 and all(c.seeds == 5 and c.epochs == 15 for c in cells)
 
 
 @committed

@@ -1,5 +1,6 @@
 """The grouped trainer on CUDA: graph capture changes nothing, a seed fixes the numbers, resume is
-bit-identical, a member is the model it would be alone, a diverging member is masked.
+bit-identical, a diverging member is masked. (That one step of a member is its textbook SGD step
+alone is tests/test_grouped.py's check, on the CPU and on CUDA.)
 
 Skipped without a GPU. Runs without pytest too (`python3 tests/test_cuda.py`), as on a GPU
 machine that has PyTorch but no test tools.
@@ -18,6 +19,7 @@ from regcli.config import TrainConfig  # noqa: E402
 from regcli.data import load_split  # noqa: E402
 from regcli.errors import Interrupted  # noqa: E402
 from regcli.train import StopFlag, train_group  # noqa: E402
+from tests.helpers import strip  # noqa: E402
 
 try:
     import pytest
@@ -41,13 +43,6 @@ def splits():
 
 def run(configs, **options):
     return train_group(configs, *splits(), torch.device("cuda"), **options)
-
-
-def strip(states):
-    return [
-        [{k: v for k, v in r.as_dict().items() if k != "seconds"} for r in s.history]
-        for s in states
-    ]
 
 
 def same_weights(a, b) -> bool:
@@ -92,51 +87,6 @@ def test_resume_continues_bit_identically():
         pass
     resumed, _ = run(MIXED, resume=saved[-1])
     assert strip(resumed) == strip(straight) and same_weights(resumed, straight)
-
-
-def test_a_member_steps_as_it_would_alone():
-    """With dropout and rotation off, one step of member k equals torch.optim.SGD on that Net."""
-    import torch.nn.functional as F
-
-    from regcli.grouped import initial_state
-    from regcli.model import Net
-    from regcli.regularization import regularized_parameters
-    from regcli.train import GroupTrainer, schedule_table
-
-    configs = [replace(c, dropout=0.0, max_rotation=0.0, limit_train=256) for c in MIXED]
-    train, test = splits()
-    torch.backends.cudnn.allow_tf32 = False  # float32 arithmetic on both sides, not TF32
-    device = torch.device("cuda")
-    trainer = GroupTrainer(configs, train, test, device, graphs=False)
-    trainer.order.copy_(torch.arange(256, device=device).expand(3, -1))
-    trainer.angles.zero_()
-    trainer.epoch_step.zero_()
-    trainer.net.train()
-    trainer.step(128)
-    grouped = trainer.member_states([[]] * 3, [None] * 3)
-    images = torch.from_numpy(train.images[:128]).float().div(255).unsqueeze(1).to(device)
-    labels = torch.from_numpy(train.labels[:128]).to(device)
-    for config, member in zip(configs, grouped, strict=True):
-        net = Net(0.0).to(device)
-        net.load_state_dict(initial_state(config))
-        scope = {id(p) for p in regularized_parameters(net, config.reg_scope)}
-        groups = [
-            {
-                "params": [p for p in net.parameters() if id(p) in scope],
-                "weight_decay": config.weight_decay,
-            },
-            {"params": [p for p in net.parameters() if id(p) not in scope], "weight_decay": 0.0},
-        ]
-        lr, momentum = schedule_table(config, 2)
-        optimizer = torch.optim.SGD(
-            [g for g in groups if g["params"]], lr=lr[0], momentum=momentum[0]
-        )
-        penalty = config.l1 * sum(p.abs().sum() for p in net.parameters() if id(p) in scope)
-        (F.cross_entropy(net.train()(images), labels) + penalty).backward()
-        optimizer.step()
-        for key, value in net.state_dict().items():
-            assert torch.allclose(value.float().cpu(), member.weights[key].float(), atol=2e-5), key
-    torch.backends.cudnn.allow_tf32 = True
 
 
 def test_a_diverging_member_is_masked_and_the_others_go_on():

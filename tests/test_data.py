@@ -22,6 +22,7 @@ from regcli.data import (
     resolve_data_dir,
 )
 from regcli.errors import RegcliError
+from tests.conftest import tree
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
@@ -48,15 +49,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
     header += b"".join(struct.pack(">I", size) for size in array.shape)
     return header + array.astype(np.uint8).tobytes()
-
-
-def tree(folder: Path) -> dict:
-    """Every file and folder under folder (files with their bytes); None if it is absent."""
-    if not folder.exists():
-        return None
-    return {
-        path: path.read_bytes() if path.is_file() else "dir" for path in sorted(folder.rglob("*"))
-    }
 
 
 def zeros_gzip(size: int) -> bytes:

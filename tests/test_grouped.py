@@ -1,4 +1,5 @@
-"""K models as one grouped network: each member is the model it would be alone (CPU, small data)."""
+"""K models as one grouped network: each member is the model it would be alone (small data; on
+the CPU, and on CUDA where a GPU is present)."""
 
 import json
 from dataclasses import replace
@@ -9,10 +10,11 @@ import torch.nn.functional as F
 
 from regcli.config import TrainConfig
 from regcli.errors import UsageError
-from regcli.grouped import FlatParameters, initial_state, pack, unpack
+from regcli.grouped import FlatParameters, initial_state, pack, schedule_table, unpack
 from regcli.model import Net
 from regcli.regularization import regularized_parameters
-from regcli.train import GroupTrainer, schedule_table, train_group
+from regcli.train import GroupTrainer, train_group
+from tests.helpers import strip
 
 CPU = torch.device("cpu")
 BASE = TrainConfig(epochs=2, limit_train=640, limit_test=256)
@@ -78,24 +80,37 @@ def textbook_step(config, net, images, labels, lr, momentum):
     optimizer.step()
 
 
-def test_with_dropout_off_a_members_step_is_its_own_step_alone(mnist):
+ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+TOLERANCE = {"cpu": 1e-5, "cuda": 2e-5}  # absolute, per weight: float32 sums in another order
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
+def test_with_dropout_off_a_members_step_is_its_own_step_alone(mnist, device, monkeypatch):
+    """With dropout and rotation off, one step of member k equals torch.optim.SGD on that Net
+    alone (eagerly; on CUDA in float32 on both sides, not TF32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     configs = [replace(c, dropout=0.0, max_rotation=0.0) for c in MEMBERS]
     train, test = mnist
-    trainer = GroupTrainer(configs, train, test, CPU)
-    trainer.order.copy_(torch.arange(640).expand(4, -1))  # every member: the same first batch
+    trainer = GroupTrainer(configs, train, test, device, graphs=False)
+    every = torch.arange(640, device=device)
+    trainer.order.copy_(every.expand(4, -1))  # every member: the same first batch
     trainer.angles.zero_()
     trainer.epoch_step.zero_()
     trainer.net.train()
     trainer.step(128)
     grouped = trainer.member_states([[]] * 4, [None] * 4)
-    images = torch.from_numpy(train.images[:128]).float().div(255).unsqueeze(1)
-    labels = torch.from_numpy(train.labels[:128])
+    images = torch.from_numpy(train.images[:128]).float().div(255).unsqueeze(1).to(device)
+    labels = torch.from_numpy(train.labels[:128]).to(device)
     for config, member, net in zip(configs, grouped, nets(configs), strict=True):
+        net.to(device)
         lr, momentum = schedule_table(config, trainer.steps_per_epoch)
         before = {k: v.clone() for k, v in net.state_dict().items()}
         textbook_step(config, net, images, labels, lr[0], momentum[0])
         for key, value in net.state_dict().items():
-            assert torch.allclose(value, member.weights[key], atol=1e-5), key
+            alone, together = value.float().cpu(), member.weights[key].float()
+            assert torch.allclose(alone, together, atol=TOLERANCE[device.type]), key
             if key.endswith("weight") and "layers.1.0" in key:
                 assert not torch.equal(value, before[key])  # the step did move the weights
 
@@ -119,13 +134,6 @@ def test_penalty_and_decay_touch_only_their_own_member():
     expected = 1e-3 * sum(p.abs().sum() for p in regularized_parameters(single, "weights"))
     assert penalty[0] == 0 and penalty[2] == 0
     assert penalty[1].item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def strip(states):
-    return [
-        [{k: v for k, v in r.as_dict().items() if k != "seconds"} for r in s.history]
-        for s in states
-    ]
 
 
 def test_a_group_run_is_repeatable_and_its_members_learn(mnist):
@@ -167,11 +175,11 @@ def test_members_must_share_the_run_length_and_data():
 
 def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
     """Out of GPU memory before the first epoch: the group trains as two halves instead."""
-    import regcli.runs as runs
+    import regcli.runner as runner
     from regcli.runs import Request
     from tests.conftest import train_cpu
 
-    real = runs.train_group
+    real = runner.train_group
     sizes = []
 
     def tight_memory(configs, *args, **kwargs):
@@ -180,7 +188,7 @@ def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(configs, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "train_group", tight_memory)
+    monkeypatch.setattr(runner, "train_group", tight_memory)
     config = TrainConfig(epochs=1, limit_train=256, limit_test=128)
     requests = [Request(replace(config, seed=k), "g", seeded=True) for k in range(4)]
     outcomes = train_cpu(requests, tmp_path, group_size=4)

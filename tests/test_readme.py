@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 
 from regcli.model import Net, count_parameters, layer_summary
-from tests.conftest import REPO, invoke
-
-TINY_TRAINING = ["--epochs", "1", "--limit-train", "256", "--limit-test", "128", "--device", "cpu"]
+from tests.conftest import REPO, TINY, invoke
 
 
 def cli_section() -> list[str]:
@@ -26,7 +24,7 @@ def as_run(line: str) -> tuple[list[str], str | None]:
     assert words[0] == "regcli", line
     no_training = {"--print-config", "--dry-run", "--report"} & set(words)
     if words[1] in ("train", "sweep") and not no_training:
-        words += TINY_TRAINING
+        words += TINY
     return words[1:], (shlex.split(target, comments=True) or [None])[0]
 
 

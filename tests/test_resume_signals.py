@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +18,13 @@ from regcli.runs import Request
 from tests.conftest import (
     DATA_DIR,
     REPO,
+    RESUMABLE,
+    RESUME_OPTIONS,
     TINY,
     Interrupter,
     invoke,
     one_line_error,
+    places,
     snapshot,
     train_cpu,
 )
@@ -156,19 +160,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path):
     process.wait()
     assert_complete_or_absent(model_dir)
     assert not (model_dir / "model.pt").exists()
-    result = invoke(
-        "train",
-        "--name",
-        "killed",
-        "--epochs",
-        "6",
-        "--models-dir",
-        tmp_path / "models",
-        "--images-dir",
-        tmp_path / "images",
-        *SMALL,
-        "--resume",
-    )
+    result = resume_small(tmp_path, "killed", 6)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(model_dir)["epochs"] == 6
     # the OS dropped the killed process's lock; nothing of it is left once the run is done
@@ -208,22 +200,16 @@ def test_sigkill_mid_save_leaves_no_partial_model(tmp_path):
     assert list(model_dir.glob(".model.pt.*.tmp"))  # the unfinished write, under another name
     assert_complete_or_absent(model_dir)
     assert len(torch.load(model_dir / LAST_NAME, weights_only=True)["history"]) == 2
-    result = invoke(
-        "train",
-        "--name",
-        "saving",
-        "--epochs",
-        "2",
-        "--models-dir",
-        tmp_path / "models",
-        "--images-dir",
-        tmp_path / "images",
-        *SMALL,
-        "--resume",
-    )
+    result = resume_small(tmp_path, "saving", 2)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(model_dir)["epochs"] == 2
     assert not list(model_dir.glob(".*"))  # the stale temporary is cleaned up, no lock left
+
+
+def resume_small(tmp_path: Path, name: str, epochs: int):
+    """`regcli train --resume` of a SMALL run of this many epochs, in-process."""
+    args = ["train", "--name", name, "--epochs", str(epochs), *places(tmp_path)[:4], *SMALL]
+    return invoke(*args, "--resume")
 
 
 def test_two_runs_at_once_both_finish_intact(tmp_path):
@@ -309,32 +295,15 @@ def test_interrupted_before_any_epoch_the_hint_starts_again(tmp_path):
 
 def test_a_resumed_runs_record_keeps_its_first_command_and_all_its_time(tmp_path):
     models = tmp_path / "models"
-    options = [
-        "--name",
-        "r",
-        "--epochs",
-        "2",
-        "--limit-train",
-        "256",
-        "--limit-test",
-        "128",
-        "--device",
-        "cpu",
-        "--models-dir",
-        models,
-        "--data-dir",
-        DATA_DIR,
-        "--quiet",
-    ]
-    config = TrainConfig(epochs=2, limit_train=256, limit_test=128)
     with pytest.raises(Interrupted):
         train_cpu(
-            [Request(config, "r")],
+            [Request(RESUMABLE, "r")],
             models,
             reporter=Interrupter(1),
             command=["regcli", "train", "first"],
         )
     first = torch.load(models / "r" / LAST_NAME, weights_only=True)["run"]
+    options = ["--name", "r", *RESUME_OPTIONS, *places(tmp_path), "--quiet"]
     assert invoke("train", *options, "--resume").exit_code == 0
     run = json.loads((models / "r" / "metrics.json").read_text())["run"]
     assert run["command"] == ["regcli", "train", "first"] and run["started"] == first["started"]

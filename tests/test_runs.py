@@ -130,7 +130,7 @@ def invoke_interrupted(monkeypatch, at: str, *args):
                 os.kill(os.getpid(), signal.SIGINT)
 
     with monkeypatch.context() as patched:
-        patched.setattr("regcli.cli.TrainingReporter", Interrupting)
+        patched.setattr("regcli.cli.training.TrainingReporter", Interrupting)
         return invoke(*args)
 
 

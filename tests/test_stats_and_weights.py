@@ -7,7 +7,7 @@ import torch
 from regcli.checkpoints import load_model
 from regcli.errors import UsageError
 from regcli.scoring import score
-from regcli.stats import sample_std, t_quantile, welch
+from regcli.stats import sample_std, seed_stats, t_quantile, welch
 from regcli.weights import parse_sparsities, prunable, prune_curve, pruned_state, weight_stats
 from tests.conftest import DATA_DIR, invoke, one_line_error
 
@@ -122,3 +122,18 @@ def test_prune_cli_and_bad_sparsity(quick_model, tmp_path):
         with pytest.raises(UsageError):
             parse_sparsities(bad)
     one_line_error(invoke("prune", quick_model, "--sparsity", "2"), 2, "--sparsity")
+
+
+def test_seed_stats_of_one_value_and_of_several():
+    one = seed_stats([99.5])
+    assert (one.n, one.mean, one.std, one.min, one.max) == (1, 99.5, 0.0, 99.5, 99.5)
+    assert one.half_width is None and one.spread == 0  # undefined is None, never NaN
+    three = seed_stats([4, 5, 6])
+    assert (three.n, three.mean, three.std, three.min, three.max) == (3, 5, 1, 4, 6)
+    # t(0.975, 2) = 4.30265; half width = 4.30265 * 1 / sqrt(3) = 2.48414
+    assert three.half_width == pytest.approx(2.48414, abs=1e-4)
+    assert three.versus(seed_stats([1, 2, 3])) == welch([4, 5, 6], [1, 2, 3])
+    assert math.isnan(one.versus(three).half_width) and one.versus(three).estimate == 94.5
+    assert not welch([1, 2, 3], [1.5, 2.5, 3.5]).worse and welch([1, 2, 3], [4, 5, 6]).worse
+    with pytest.raises(ValueError):
+        seed_stats([])

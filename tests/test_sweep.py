@@ -15,7 +15,14 @@ from regcli.errors import UsageError
 from regcli.layout import LAST_NAME, cell_name, parse_cell
 from regcli.records import load_metrics
 from regcli.stats import mean, welch
-from regcli.strength_path import PATH_SPARSITIES, path_stats
+from regcli.strength_path import (
+    PATH_SPARSITIES,
+    PathCell,
+    Penalty,
+    cells_json,
+    path_stats,
+    path_table,
+)
 from regcli.sweep import grid_cells, parse_strengths
 from regcli.weights import prune_curve, weight_stats
 from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, snapshot
@@ -226,6 +233,27 @@ def test_grids_share_the_unregularized_cell():
     assert grid_cells([1e-5], [1e-4], "paths") == [(0.0, 0.0), (1e-5, 0.0), (0.0, 1e-4)]
     product = grid_cells([0.0, 1e-5], [1e-4], "product")
     assert sorted(product) == sorted([(0.0, 0.0), (1e-5, 0.0), (0.0, 1e-4), (1e-5, 1e-4)])
+
+
+def test_a_cell_without_a_model_in_json_and_in_the_table():
+    assert [Penalty.of(*s) for s in ((0, 0), (1e-3, 0), (0, 1e-2), (1e-3, 1e-2))] == [
+        "none",
+        "l1",
+        "l2",
+        "both",
+    ]
+    cell = PathCell("l1-0.001_wd-0", 1e-3, 0.0, Penalty.L1, 1e-3, 2, 1, 2, 0, epochs=1)
+    (plain,) = cells_json([cell])
+    assert list(plain) == [
+        *("cell", "l1", "weight_decay", "path", "strength", "seeds", "unfinished", "diverged"),
+        *("missing", "epochs", "accuracy"),
+    ]
+    assert plain["path"] == "l1" and type(plain["path"]) is str and plain["accuracy"] is None
+    _, _, row = path_table([cell], markdown=True).splitlines()
+    assert [text.strip() for text in row.split("|")[1:-1]] == [
+        *("l1-0.001_wd-0", "0.001", "0", "2 (2 diverged, 1 unfinished)", "diverged"),
+        *["-"] * (3 + len(PATH_SPARSITIES)),
+    ]
 
 
 def test_path_stats_refuse_a_cell_that_mixes_configurations(swept, tmp_path, mnist):

@@ -1,0 +1,197 @@
+"""Commands on one model at a time: `summary`, `export`, `evaluate`, `misclassified` and
+`predict`. With `--backend onnx` the last three never load PyTorch."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from regcli.cli.app import app, command_line, each_model, exit_if, print_json, print_line
+from regcli.cli.options import (
+    BackendOption,
+    DataDir,
+    ImagesDir,
+    JsonFlag,
+    ModelArg,
+    ModelsArg,
+    ModelsDir,
+    Quiet,
+)
+from regcli.config import Backend
+from regcli.console import say, stderr
+from regcli.errors import UsageError
+from regcli.layout import figure_paths, model_dirs, model_label
+from regcli.text import terminal_safe
+
+
+@app.command()
+def summary(json_output: JsonFlag = False):
+    """Print the network layer by layer: output shape, parameters, receptive field."""
+    from regcli.model import Net, count_parameters, layer_summary, layer_table
+
+    rows = layer_summary(Net())
+    if json_output:
+        print_json({"layers": rows, "parameters": count_parameters(Net())})
+    else:
+        print_line(layer_table(rows))
+
+
+@app.command()
+def export(
+    models: ModelsArg = None,
+    models_dir: ModelsDir = Path("models"),
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="Export even if model.onnx is up to date.")] = False,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
+    from regcli.backends import is_current
+    from regcli.export import export_model
+
+    def export_one(model_dir: Path) -> dict:
+        target = Path(model_dir) / "model.onnx"
+        if is_current(model_dir) and not force:
+            say(f"up to date: {target}", quiet)
+            return {"model": str(model_dir), "onnx": str(target), "action": "up to date"}
+        command = command_line()
+        say(f"exported {export_model(model_dir, data_dir=data_dir, command=command)}", quiet)
+        return {"model": str(model_dir), "onnx": str(target), "action": "exported"}
+
+    done, failed = each_model(model_dirs(models, models_dir), "exporting", quiet, export_one)
+    if json_output:
+        print_json(done)
+    exit_if(failed)
+
+
+@app.command()
+def evaluate(
+    models: ModelsArg = None,
+    backend: BackendOption = Backend.torch,
+    models_dir: ModelsDir = Path("models"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Test loss, accuracy and per-class accuracy on all 10,000 test images (--json: and the
+    confusion matrix)."""
+    from regcli.data import load_split
+    from regcli.evaluate import evaluate_model
+    from regcli.tables import Streaming
+
+    dirs = model_dirs(models, models_dir)
+    test = load_split(data_dir, "test")
+    widths = [max(len(model_label(d)) for d in dirs), 7, 9, 8, 13, 9]
+    headers = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
+    table = None if json_output else Streaming(headers, widths, print_line)
+
+    def evaluate_one(model_dir: Path) -> dict:
+        r = evaluate_model(model_dir, backend=backend.value, test=test)[0]
+        if table:  # each row as soon as it is scored
+            table.row(
+                [
+                    r["model"],
+                    r["backend"],
+                    f"{100 * r['accuracy']:.2f}%",
+                    f"{r['loss']:.4f}",
+                    f"{r['correct']:,}/{r['total']:,}",
+                    f"{r['images_per_second']:,.0f}",
+                ]
+            )
+            per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
+            print_line(f"  per class (%): {per_class}")
+        return r
+
+    results, failed = each_model(dirs, "evaluating", quiet, evaluate_one)
+    if json_output:
+        print_json(results)
+    exit_if(failed)
+
+
+@app.command()
+def misclassified(
+    models: ModelsArg = None,
+    backend: BackendOption = Backend.torch,
+    count: Annotated[int, typer.Option(help="How many digits to show.", min=1, max=400)] = 25,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Figure path (one model only). Default: <images-dir>/<name>_misclassified.png.",
+            show_default=False,
+        ),
+    ] = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Plot misclassified test digits with true label, prediction and confidence."""
+    from regcli.data import load_split
+    from regcli.evaluate import plot_misclassified
+
+    dirs = model_dirs(models, models_dir)
+    if out is not None and len(dirs) > 1:
+        raise UsageError(
+            f"--out names one file but {len(dirs)} models were given; give one "
+            "model, or use --images-dir"
+        )
+    test = load_split(data_dir, "test")
+    targets = figure_paths(images_dir, dirs, "misclassified", models_dir)  # one per model
+
+    def plot_one(model_dir: Path) -> dict:
+        target = out or targets[model_dir]
+        rows = plot_misclassified(
+            model_dir, backend=backend.value, test=test, count=count, out=target
+        )
+        say(f"wrote {target} ({len(rows)} digits)", quiet)
+        return {"model": model_label(model_dir), "figure": str(target), "misclassified": rows}
+
+    listing, failed = each_model(dirs, "plotting", quiet, plot_one)
+    if json_output:
+        print_json(listing)
+    exit_if(failed)
+
+
+@app.command()
+def predict(
+    model: ModelArg,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Image files (PNG, JPEG, BMP), folders of them, or .npy arrays."),
+    ],
+    backend: BackendOption = Backend.torch,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write every row to a .csv or .json file.", show_default=False),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines (one object per input) to stdout.")
+    ] = False,
+):
+    """Predict digits in real images; exit code 1 if any input could not be read."""
+    import json
+
+    from regcli.backends import open_predictor
+    from regcli.predict import check_out, predict_files
+
+    check_out(out)  # a bad --out before the model is even opened
+    predictor = open_predictor(model, backend=backend.value)
+
+    def show(row: dict) -> None:
+        if json_output:
+            print_line(json.dumps(row, allow_nan=False))
+        else:
+            top3 = "  ".join(f"{c}:{p:.3f}" for c, p in row["top3"])
+            print_line(
+                f"{terminal_safe(row['path'])}\t{row['prediction']}\t"
+                f"{row['probability']:.4f}\t{top3}"
+            )
+
+    def failure(path: str, message: str) -> None:
+        stderr.print(f"error: {terminal_safe(message)}", markup=False)
+
+    _, failed = predict_files(predictor, paths, out, on_row=show, on_failure=failure)
+    if out is not None:
+        say(f"wrote {out}")
+    exit_if(failed)

@@ -1,0 +1,160 @@
+"""Commands over several models: `compare`, `report`, `weights` and `prune`: tables, figures
+and the README's generated sections, from the models on disk (no training)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from regcli.cli.app import app, each_model, exit_if, print_json, print_line
+from regcli.cli.options import (
+    BackendOption,
+    DataDir,
+    DeviceOption,
+    ImagesDir,
+    JsonFlag,
+    ModelsArg,
+    ModelsDir,
+    OutFigure,
+    Quiet,
+)
+from regcli.config import Backend, Device
+from regcli.console import model_progress, say
+from regcli.layout import model_dirs, model_label, summary_figure, unique_labels
+
+
+@app.command()
+def compare(
+    models: ModelsArg = None,
+    markdown: Annotated[bool, typer.Option(help="Print Markdown tables.")] = False,
+    out: OutFigure = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Compare models: test accuracy and loss curves in one figure, and summary tables."""
+    from regcli import compare as comparison
+    from regcli.plots import compare_figure, save_figure
+
+    dirs = model_dirs(models, models_dir)
+    labels = unique_labels(dirs, models_dir)
+    rows, failed = each_model(dirs, "reading", quiet, lambda d: comparison.summarize(d, labels[d]))
+    if rows:
+        figure = summary_figure("compare", images_dir, dirs if models else None, out, models_dir)
+        save_figure(compare_figure(comparison.series(rows)), figure)
+        if json_output:
+            print_json(comparison.as_json(rows))
+        else:
+            print_line(comparison.comparison_tables(rows, markdown))
+        say(f"wrote {figure}", quiet)
+    exit_if(failed)
+
+
+@app.command()
+def report(
+    models: ModelsArg = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    readme: Annotated[
+        Path | None,
+        typer.Option(help="Also refresh this README's generated tables.", show_default=False),
+    ] = None,
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="A sweep folder whose path figures and table to add.", show_default=False
+        ),
+    ] = None,
+    device: DeviceOption = Device.cpu,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures written.")] = False,
+    quiet: Quiet = False,
+):
+    """Rebuild every figure (and, with --readme, its tables) from the models on disk."""
+    from regcli.report import report as build
+
+    dirs = model_dirs(models, models_dir)
+    total = len(dirs) + (sum(1 for _ in Path(sweep).glob("*/seed-*")) if sweep else 0)
+    with model_progress(total, "report", quiet) as advance:
+        written = build(
+            dirs,
+            models_dir=models_dir,
+            images_dir=images_dir,
+            data_dir=data_dir,
+            readme=readme,
+            sweep=sweep,
+            device=device.value,
+            advance=advance,
+        )
+    if json_output:
+        print_json({"figures": [str(p) for p in written], "readme": readme and str(readme)})
+    tables = f" and the tables in {readme}" if readme else ""
+    say(f"wrote {len(written)} figures in {images_dir}{tables}", quiet)
+
+
+@app.command()
+def weights(
+    models: ModelsArg = None,
+    out: OutFigure = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Weight norms, shares of small weights, and their distributions in one figure."""
+    from regcli.plots import save_figure, weights_figure
+    from regcli.weights import model_weights, weights_table
+
+    dirs = model_dirs(models, models_dir)
+    stats, failed = each_model(dirs, "reading", quiet, model_weights)
+    if stats:
+        figure = summary_figure("weights", images_dir, dirs if models else None, out, models_dir)
+        save_figure(weights_figure(stats), figure)
+        rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
+        print_json(rows) if json_output else print_line(weights_table(rows))
+        say(f"wrote {figure}", quiet)
+    exit_if(failed)
+
+
+@app.command()
+def prune(
+    models: ModelsArg = None,
+    sparsity: Annotated[
+        str, typer.Option(help="Fractions of conv weights to zero, comma-separated.")
+    ] = "0.5,0.7,0.9",
+    backend: BackendOption = Backend.torch,
+    out: OutFigure = None,
+    models_dir: ModelsDir = Path("models"),
+    images_dir: ImagesDir = Path("images"),
+    data_dir: DataDir = None,
+    json_output: JsonFlag = False,
+    quiet: Quiet = False,
+):
+    """Zero the smallest conv weights (no retraining) and measure test accuracy at each level."""
+    from regcli.data import load_split
+    from regcli.plots import pruning_figure, save_figure
+    from regcli.tables import Streaming
+    from regcli.weights import parse_sparsities, prune_curve
+
+    levels = parse_sparsities(sparsity)
+    dirs = model_dirs(models, models_dir)
+    test = load_split(data_dir, "test")
+    headers = ["model", *(f"{100 * s:g}% zero" for s in levels)]
+    widths = [max(len(model_label(d)) for d in dirs)] + [9] * len(levels)
+    table = None if json_output else Streaming(headers, widths, print_line)
+
+    def prune_one(model_dir: Path) -> dict:
+        curve = prune_curve(model_dir, levels, backend=backend.value, test=test)
+        if table:
+            table.row([curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])])
+        return curve
+
+    curves, failed = each_model(dirs, "pruning", quiet, prune_one)
+    if curves:
+        figure = summary_figure("pruning", images_dir, dirs if models else None, out, models_dir)
+        save_figure(pruning_figure(curves), figure)
+        say(f"wrote {figure}", quiet)
+    if json_output:
+        print_json(curves)
+    exit_if(failed)

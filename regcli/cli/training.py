@@ -1,0 +1,259 @@
+"""Commands that train: `train` (one model, seeds, variants), `sweep` (a grid), `runs` (what is
+there). Each parses, builds a TrainConfig and RunOptions, calls the core, and prints."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from regcli.cli.app import (
+    app,
+    command_line,
+    continue_hint,
+    print_json,
+    print_line,
+)
+from regcli.cli.options import (
+    OUTPUT,
+    RUN,
+    RUN_OPTIONS,
+    STRENGTHS,
+    TRAINING,
+    JsonFlag,
+    ModelsDir,
+    existing,
+    run_options,
+    settings_from,
+    typed_here,
+    with_options,
+)
+from regcli.config import GRID_DEFAULTS, Grid, TrainConfig, config_toml
+from regcli.console import TrainingReporter, model_progress, say, stderr
+from regcli.errors import Interrupted
+from regcli.layout import check_name
+
+Force = Annotated[
+    bool,
+    typer.Option(
+        help="Replace finished models (or abandon interrupted runs) there.", rich_help_panel=RUN
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(help="Continue an interrupted run (give the same options).", rich_help_panel=RUN),
+]
+JsonRecords = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the final records as JSON on stdout.", rich_help_panel=OUTPUT
+    ),
+]
+Name = Annotated[
+    str | None,
+    typer.Option(
+        help="Model folder under --models-dir. Default: the mode (none, l1, l2, l1_l2), or "
+        "the next free <mode>-1, <mode>-2, ... if that one is taken.",
+        show_default=False,
+        rich_help_panel=RUN,
+    ),
+]
+Variants = Annotated[
+    str | None,
+    typer.Option(
+        help="Train several variants at once, e.g. none,l1,l2,l1_l2, each into "
+        "<models-dir>/<variant>/ with its strengths from --l1 / --weight-decay.",
+        show_default=False,
+        rich_help_panel=RUN,
+    ),
+]
+Seeds = Annotated[
+    int | None,
+    typer.Option(
+        help="Train seeds 0..N-1 into <name>/seed-<k>/, reusing finished ones of the same "
+        "settings and resuming interrupted ones.",
+        show_default=False,
+        rich_help_panel=RUN,
+    ),
+]
+GRID = "Grid"  # the sweep's help panel for its grid
+L1s = Annotated[
+    str,
+    typer.Option(
+        help="L1 strengths: 0,1e-5,1e-4 or a log range low:high:count.", rich_help_panel=GRID
+    ),
+]
+WeightDecays = Annotated[
+    str, typer.Option(help="Weight decay strengths, the same forms.", rich_help_panel=GRID)
+]
+GridOption = Annotated[
+    Grid,
+    typer.Option(
+        help="paths: the L1 path and the L2 path; product: every combination.",
+        rich_help_panel=GRID,
+    ),
+]
+CellSeeds = Annotated[int, typer.Option(help="Seeds 0..N-1 per cell.", min=1, rich_help_panel=GRID)]
+SweepName = Annotated[
+    str, typer.Option(help="Sweep folder under --models-dir.", rich_help_panel=RUN)
+]
+Retrain = Annotated[
+    bool, typer.Option(help="Retrain cells that are already there.", rich_help_panel=RUN)
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        help="Print the cells, what would be trained or reused, and a time estimate.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ReportOnly = Annotated[
+    bool,
+    typer.Option(
+        "--report",
+        help="No training: the path figures and table from the models on disk.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+DEFAULT_GRID = Grid(GRID_DEFAULTS["grid"])
+
+
+@app.command()
+@with_options(STRENGTHS, TRAINING, RUN_OPTIONS)
+def train(
+    ctx: typer.Context,
+    name: Name = None,
+    variants: Variants = None,
+    seeds: Seeds = None,
+    force: Force = False,
+    resume: Resume = False,
+    json_output: JsonRecords = False,
+    *,
+    given: dict,
+):
+    """Train models and write their checkpoints, metrics and history plots."""
+    settings, _ = settings_from(ctx, given)
+    base = TrainConfig.from_dict(settings, "settings")
+    if given["print_config"]:
+        title = "regcli train --config <this file>"
+        print_line(config_toml(base.as_dict(), title=title).rstrip("\n"))
+        return
+    folder = existing(force=force, resume=resume, reuse=seeds is not None)
+    if name is not None:
+        check_name(name, given["models_dir"])  # before PyTorch's seconds of import
+    from regcli.runner import train_job
+    from regcli.runs import requests_for
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    requests = requests_for(base, name, chosen, seeds)
+    versioned = name is None and not chosen
+    options = run_options(given, folder, command_line(), versioned=versioned)
+    quiet = given["quiet"]
+    try:
+        with TrainingReporter(quiet, base.batch_size) as reporter:
+            outcomes = train_job(requests, options, reporter)
+    except Interrupted as stopped:
+        message = continue_hint(stopped, automatic=seeds is not None, versioned=versioned)
+        raise Interrupted(message, stopped.signal_number) from None
+    report_outcomes(outcomes, json_output, quiet, options.images_dir)
+
+
+def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path | None) -> None:
+    """'saved' lines (stderr), the final records (--json), one error line per divergence."""
+    done = [o for o in outcomes if o.action in ("trained", "resumed")]
+    for outcome in done:
+        final = 100 * outcome.history[-1]["test_accuracy"]
+        say(f"saved {outcome.model_dir} (test acc {final:.2f}%)", quiet)
+    if images_dir is not None and done:
+        say(f"wrote their history figures in {images_dir}", quiet)
+    if json_output:
+        print_json([o.record() for o in outcomes])
+    lines = [o.divergence() for o in outcomes if o.diverged]
+    for line in lines:
+        stderr.print(f"error: {line}", markup=False)
+    if lines:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(models_dir: ModelsDir = Path("models"), json_output: JsonFlag = False):
+    """List the runs under --models-dir: settings, seed, epochs, state and final accuracy."""
+    from regcli.runs import list_runs, runs_table
+
+    rows = list_runs(models_dir)
+    if json_output:
+        print_json(rows)
+    elif rows:
+        print_line(runs_table(rows))
+    else:
+        say(f"no runs under {models_dir}; train one with `regcli train`")
+
+
+@app.command()
+@with_options(TRAINING, RUN_OPTIONS)
+def sweep(
+    ctx: typer.Context,
+    l1: L1s = GRID_DEFAULTS["l1"],
+    weight_decay: WeightDecays = GRID_DEFAULTS["weight_decay"],
+    grid: GridOption = DEFAULT_GRID,
+    seeds: CellSeeds = GRID_DEFAULTS["seeds"],
+    name: SweepName = "sweep",
+    force: Retrain = False,
+    dry_run: DryRun = False,
+    report_only: ReportOnly = False,
+    json_output: JsonFlag = False,
+    *,
+    given: dict,
+):
+    """Train a grid of regularization strengths x seeds and draw the regularization path."""
+    from regcli import sweep as grid_search
+
+    models_dir, quiet = given["models_dir"], given["quiet"]
+    check_name(name, models_dir)  # one plain folder under --models-dir, as for train
+    lists = "the [sweep] table, as a list of strengths"
+    elsewhere = {"l1": lists, "weight_decay": lists}
+    settings, tables = settings_from(ctx, given, tables=("sweep",), elsewhere=elsewhere)
+    grid_options = {"l1": l1, "weight_decay": weight_decay, "grid": grid.value, "seeds": seeds}
+    typed = {k: v for k, v in grid_options.items() if typed_here(ctx, k)}
+    source = str(given["config"])
+    job = grid_search.plan(name, settings, tables.get("sweep", {}), typed, source)
+    if given["print_config"]:
+        print_line(job.config_text())
+    elif report_only:
+        sweep_report(job, given, json_output)
+    elif dry_run:
+        options = run_options(given, existing(force=force, resume=False, reuse=True), [])
+        preview = grid_search.preview(job, options)
+        print_json(preview) if json_output else print_line(grid_search.preview_text(preview))
+    else:
+        folder = existing(force=force, resume=False, reuse=True)
+        options = run_options(given, folder, command_line(), images_dir=None)
+        try:
+            with TrainingReporter(quiet, job.base.batch_size, groups="cell") as reporter:
+                outcomes = grid_search.train(job, options, reporter)
+        except Interrupted as stopped:  # finished cells are kept, interrupted ones resume
+            message = continue_hint(stopped, automatic=True, versioned=False)
+            raise Interrupted(message, stopped.signal_number) from None
+        say(job.summary_line(models_dir, outcomes), quiet)
+        if json_output:
+            print_json([o.record() for o in outcomes])
+        say(f"the path: regcli sweep --name {name} --report", quiet)
+
+
+def sweep_report(job, given: dict, json_output: bool) -> None:
+    """`regcli sweep --report`: the path's table (or JSON) and its figures, from disk."""
+    from regcli.report import sweep_report as build
+    from regcli.strength_path import cells_json, path_table
+
+    folder = given["models_dir"] / job.name
+    total = sum(1 for _ in folder.glob("*/seed-*"))
+    with model_progress(total, "reading the sweep", given["quiet"]) as advance:
+        cells, written = build(
+            folder,
+            images_dir=given["images_dir"],
+            data_dir=given["data_dir"],
+            device=given["device"].value,
+            advance=advance,
+        )
+    print_json(cells_json(cells)) if json_output else print_line(path_table(cells))
+    for figure in written:
+        say(f"wrote {figure}", given["quiet"])
