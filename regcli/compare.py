@@ -1,5 +1,6 @@
 """Side-by-side comparison of trained models: one `ModelRow` per model, and per seed group a
-`SeedGroup` with its mean, spread and 95% Welch interval against the unregularized group.
+`SeedGroup` with its mean, spread and 95% interval against the unregularized group (seed by seed
+where both hold the same seeds, else Welch), Holm-adjusted over the groups compared.
 
 The table shows what regularization is supposed to change: the train-test gap (overfitting), the
 L1 norm of the weights and the share of near-zero weights (sparsity, what L1 should increase).
@@ -19,7 +20,7 @@ from regcli.errors import RegcliError
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
 from regcli.layout import checkpoint_path, is_seed_member, model_label
 from regcli.records import load_metrics
-from regcli.stats import Difference, SeedStats, seed_stats, verdict
+from regcli.stats import Difference, SeedStats, holm_adjusted, seed_stats, verdict
 from regcli.tables import render
 from regcli.weights import NEAR_ZERO, near_zero_share, weight_stats
 
@@ -123,7 +124,7 @@ SEED_COLUMNS = (  # header, the group's text
     ("final test acc % (mean +- std)", lambda g: f"{g.accuracy.mean:.3f} +- {g.accuracy.std:.3f}"),
     ("min", lambda g: f"{g.accuracy.min:.2f}"),
     ("max", lambda g: f"{g.accuracy.max:.2f}"),
-    ("vs none (95% Welch interval)", lambda g: verdict(g.versus_none)),
+    ("vs none (95% interval; Holm-adjusted p)", lambda g: verdict(g.versus_none)),
     ("weight L1 norm (mean)", lambda g: f"{g.weight_l1_norm.mean:.1f}"),
     (f"near-zero weights % (<{NEAR_ZERO:g}, mean)", lambda g: f"{g.near_zero_share.mean:.2f}"),
 )
@@ -181,19 +182,27 @@ def groups(rows: list[ModelRow]) -> dict[str, list[ModelRow]]:
 
 def seed_summary(rows: list[ModelRow]) -> list[SeedGroup]:
     """Per group of two or more seeds: final test accuracy mean, spread, and the difference
-    from the (first) unregularized group with its 95% Welch interval."""
+    from the (first) unregularized group with its 95% interval (paired where the seeds are the
+    same), Holm-adjusted over the groups compared."""
     seeded = [members for members in groups(rows).values() if len(members) > 1]
-    finals = [seed_stats([m.final_test_accuracy for m in members]) for members in seeded]
+    finals = [
+        seed_stats([m.final_test_accuracy for m in ms], seeds=[m.config.seed for m in ms])
+        for ms in seeded
+    ]
     none = next((i for i, members in enumerate(seeded) if members[0].mode == "none"), None)
+    versus = holm_adjusted(
+        [None if none in (None, i) else accuracy.versus(finals[none]) for i, accuracy in
+         enumerate(finals)]
+    )  # fmt: skip
     return [
         SeedGroup(
             group=members[0].group,
             accuracy=accuracy,
             weight_l1_norm=seed_stats([m.weight_l1_norm for m in members]),
             near_zero_share=seed_stats([m.near_zero_share for m in members]),
-            versus_none=None if none in (None, i) else accuracy.versus(finals[none]),
+            versus_none=difference,
         )
-        for i, (members, accuracy) in enumerate(zip(seeded, finals, strict=True))
+        for members, accuracy, difference in zip(seeded, finals, versus, strict=True)
     ]
 
 

@@ -3,7 +3,8 @@ statistics (a `PathCell`), as data and as the path table.
 
 A sweep lives in <models-dir>/<sweep>/<cell>/seed-<k>/, each an ordinary model folder; the
 cell's name says its strengths (`l1-3e-05_wd-0`) and reads back to them. Per cell: final test
-accuracy (seed mean, spread, 95% interval, and Welch's interval against the unregularized cell),
+accuracy (seed mean, spread, 95% interval, and the paired interval against the unregularized cell:
+seed k is seed k in every cell; Holm-adjusted over the path's comparisons),
 the share of near-zero conv weights, their L1 norm, and accuracy after magnitude pruning (cached
 beside each model, see weights.cached_pruned_accuracies). A cell folder must carry its canonical
 name, its seeds must be real seed-<k> folders of seed k with distinct weights, and a finished
@@ -30,7 +31,7 @@ from regcli.files import sha256_bytes
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
 from regcli.layout import CHECKPOINT_NAME, cell_name, is_seed_member, parse_cell, seed_number
 from regcli.records import METRICS_NAME, load_metrics
-from regcli.stats import Difference, SeedStats, mean, seed_stats, verdict
+from regcli.stats import Difference, SeedStats, holm_adjusted, mean, seed_stats, verdict
 from regcli.tables import render
 from regcli.text import natural_key
 from regcli.weights import NEAR_ZERO, cached_pruned_accuracies, near_zero_share, weight_stats
@@ -93,6 +94,7 @@ class Seed:
 class SeedNumbers:
     """One seed's measurements (accuracies and shares in %)."""
 
+    seed: int
     accuracy: float  # final test accuracy
     near_zero_share: float
     l1_norm: float
@@ -223,6 +225,7 @@ def member_stats(member: Seed, test, *, backend: str, device: str) -> SeedNumber
         member.dir, member.model, member.sha256, PATH_SPARSITIES, test, backend, device
     )
     return SeedNumbers(
+        seed=member.config.seed,
         accuracy=100 * member.metrics["epochs"][-1]["test_accuracy"],
         near_zero_share=near_zero_share(weights),
         l1_norm=weights["l1_norm"],
@@ -260,7 +263,7 @@ def summarize_cell(
     )
     if not good:
         return counts
-    accuracy = seed_stats([n.accuracy for n in good])
+    accuracy = seed_stats([n.accuracy for n in good], seeds=[n.seed for n in good])
     compared = baseline is not None and cell.path is not Penalty.NONE
     return replace(
         counts,
@@ -297,9 +300,13 @@ def path_stats(
             advance(f"{cell.name}/{member.dir.name}")
         measured.append((cell, members, numbers))
     base = next((n for c, _, n in measured if c.path is Penalty.NONE), [])
-    accuracies = [n.accuracy for n in base if n is not None]
-    baseline = seed_stats(accuracies) if accuracies else None  # every seed diverged: none
-    return [summarize_cell(*cell, baseline) for cell in measured]
+    good = [n for n in base if n is not None]
+    baseline = (  # an unregularized cell whose every seed diverged: no baseline
+        seed_stats([n.accuracy for n in good], seeds=[n.seed for n in good]) if good else None
+    )
+    cells = [summarize_cell(*cell, baseline) for cell in measured]
+    adjusted = holm_adjusted([c.versus_none for c in cells])  # one study: Holm over its cells
+    return [replace(c, versus_none=d) for c, d in zip(cells, adjusted, strict=True)]
 
 
 PATH_HEADERS = [
@@ -308,7 +315,7 @@ PATH_HEADERS = [
     "weight decay",
     "seeds",
     "final test acc % (mean +- std)",
-    "vs none (95% Welch interval)",
+    "vs none (95% interval; Holm-adjusted p)",
     f"near-zero % (<{NEAR_ZERO:g})",
     "weight L1 norm",
     *(f"acc % at {100 * s:g}% zeroed" for s in PATH_SPARSITIES),

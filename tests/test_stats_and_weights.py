@@ -7,7 +7,17 @@ import torch
 from regcli.checkpoints import load_model
 from regcli.errors import UsageError
 from regcli.scoring import score
-from regcli.stats import sample_std, seed_stats, t_quantile, welch
+from regcli.stats import (
+    holm,
+    holm_adjusted,
+    one_standard_error,
+    paired,
+    sample_std,
+    seed_stats,
+    t_quantile,
+    trend,
+    welch,
+)
 from regcli.weights import parse_sparsities, prunable, prune_curve, pruned_state, weight_stats
 from tests.conftest import DATA_DIR, invoke, one_line_error
 
@@ -21,13 +31,15 @@ def test_t_quantiles_match_the_tables():
 def test_welch_interval_against_a_hand_computed_example():
     # a = 4, 5, 6 and b = 1, 2, 3: means 5 and 2, variances 1 and 1, n = 3 each.
     # se = sqrt(1/3 + 1/3) = 0.81650; df = (2/3)^2 / ((1/3)^2/2 + (1/3)^2/2) = 4;
-    # t(0.975, 4) = 2.77645; half width = 2.77645 * 0.81650 = 2.26696.
+    # t(0.975, 4) = 2.77645; half width = 2.77645 * 0.81650 = 2.26696; t = 3 / 0.81650 = 3.6742
+    # and the closed form of Student's t with 4 degrees of freedom gives p = 0.0213.
     difference = welch([4, 5, 6], [1, 2, 3])
     assert difference.estimate == 3
     assert difference.df == pytest.approx(4)
     assert difference.half_width == pytest.approx(2.26696, abs=1e-4)
-    assert difference.verdict() == "better by 3.00 +- 2.27 points"
-    assert welch([1, 2, 3], [4, 5, 6]).verdict() == "worse by 3.00 +- 2.27 points"
+    assert difference.p == pytest.approx(0.0213, abs=1e-4) and difference.method == "Welch"
+    assert difference.verdict() == "better by 3.00 +- 2.27 points; Welch, p 0.021"
+    assert welch([1, 2, 3], [4, 5, 6]).verdict() == "worse by 3.00 +- 2.27 points; Welch, p 0.021"
     assert welch([1, 2, 3], [1.5, 2.5, 3.5]).verdict().startswith("within noise")
 
 
@@ -137,3 +149,65 @@ def test_seed_stats_of_one_value_and_of_several():
     assert not welch([1, 2, 3], [1.5, 2.5, 3.5]).worse and welch([1, 2, 3], [4, 5, 6]).worse
     with pytest.raises(ValueError):
         seed_stats([])
+
+
+# --- statistics that fit the design: paired, Holm, trend, one standard error -------------------
+
+SEEDED_A = [99.50, 99.45, 99.60, 99.55, 99.40]  # seeds 0..4 of one cell
+SEEDED_B = [99.55, 99.50, 99.58, 99.62, 99.47]  # the same seeds of the baseline cell
+
+
+def test_the_paired_interval_against_a_hand_computed_case():
+    # differences -0.05 -0.05 +0.02 -0.07 -0.07: mean -0.044, sd 0.0371484, se 0.0166132;
+    # t(0.975, 4) = 2.7764451 gives +- 0.0461258; t = -2.6485, and Student's t with 4 degrees
+    # of freedom in closed form, F(t) = 1/2 + 3/4 x (1 - x^2 / 3) with x = t / sqrt(4 + t^2),
+    # gives the two-sided p = 0.0570718
+    difference = paired(SEEDED_A, SEEDED_B)
+    assert difference.method == "paired" and difference.df == 4
+    assert difference.estimate == pytest.approx(-0.044, abs=1e-12)
+    assert difference.half_width == pytest.approx(0.0461258, abs=1e-6)
+    assert difference.p == pytest.approx(0.0570718, abs=1e-6)
+    assert not difference.measurable and difference.verdict().startswith("within noise (-0.04")
+
+
+def test_groups_of_the_same_seeds_are_paired_and_others_welch():
+    a = seed_stats(SEEDED_A, seeds=range(5))
+    same = a.versus(seed_stats(SEEDED_B, seeds=range(5)))
+    other = a.versus(seed_stats(SEEDED_B, seeds=range(5, 10)))
+    unknown = seed_stats(SEEDED_A).versus(seed_stats(SEEDED_B))
+    assert same == paired(SEEDED_A, SEEDED_B)
+    assert other.method == unknown.method == "Welch" and other == unknown
+    assert other.half_width == pytest.approx(welch(SEEDED_A, SEEDED_B).half_width)
+
+
+def test_holm_against_a_known_table():
+    # sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> 0.06 (monotone)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+    significant = paired(SEEDED_A, [v + 0.2 for v in SEEDED_A[::-1]])
+    adjusted = holm_adjusted([None, significant, paired(SEEDED_A, SEEDED_B)])
+    assert adjusted[0] is None and adjusted[1].adjusted_p == pytest.approx(2 * significant.p)
+    assert "Holm p" in adjusted[2].verdict()
+
+
+def test_the_trend_per_decade_with_seeds_as_fixed_effects():
+    strengths = [1e-5, 1e-4, 1e-3]
+    exact = [(s, k, 99 + 0.5 * k - 0.1 * math.log10(s)) for s in strengths for k in range(3)]
+    line = trend(exact)
+    assert line.slope == pytest.approx(-0.1) and line.points == 9
+    assert line.half_width == pytest.approx(0, abs=1e-9)
+    noisy = [(s, k, v + (0.01 if (k + i) % 2 else -0.01)) for i, (s, k, v) in enumerate(exact)]
+    assert trend(noisy).slope == pytest.approx(-0.1, abs=0.02) and trend(noisy).p < 0.01
+    assert math.isnan(trend([(1e-3, 0, 99.0)]).half_width)
+
+
+def test_the_one_standard_error_rule_takes_the_strongest_within_one_se_of_the_best():
+    best = seed_stats([95.4, 95.5, 95.7, 95.8])  # mean 95.6, se 0.0913
+    choices = [
+        (0.0, seed_stats([95.0, 95.1])),
+        (1e-4, best),
+        (1e-3, seed_stats([95.52, 95.53])),  # within one se of the best
+        (1e-2, seed_stats([95.2, 95.3])),
+    ]
+    assert one_standard_error(choices) == 1e-3
+    assert one_standard_error(choices[:2]) == 1e-4
