@@ -8,7 +8,6 @@ from it); files of format version 1, which repeated them beside it, still load.
 """
 
 import io
-import math
 import pickle
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from regcli.errors import RegcliError, UsageError, first_line
 from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_bytes, write_bytes
 from regcli.layout import CHECKPOINT_NAME, LAST_NAME, checkpoint_path
 from regcli.model import Net, count_parameters
-from regcli.records import config_of, history_problem, record_problem, write_metrics
+from regcli.records import config_of, history_problem, record_problem, run_problem, write_metrics
 
 CHECKPOINT_FORMAT = "regcli-checkpoint"
 RUN_STATE_FORMAT = "regcli-run-state"  # last.pt
@@ -97,7 +96,8 @@ def summary_problem(payload: dict, config: TrainConfig) -> str | None:
 
 
 def checked_checkpoint(payload: dict, path: Path) -> dict:
-    problem = summary_problem(payload, checkpoint_config(payload, path))
+    config = checkpoint_config(payload, path)
+    problem = summary_problem(payload, config) or run_problem(payload.get("run"))
     if problem:
         raise RegcliError(f"{path}: not a consistent regcli checkpoint ({problem})")
     return payload
@@ -236,7 +236,7 @@ def run_state_problem(state: dict, config: TrainConfig) -> str | None:
     diverged = state.get("diverged")
     if problem is None and diverged is not None and not isinstance(diverged, dict):
         problem = f"diverged {diverged!r} is not a record of where it diverged"
-    return problem or group_problem(state.get("group")) or run_problem(state.get("run"))
+    return problem or group_problem(state.get("group")) or resume_record_problem(state.get("run"))
 
 
 def group_problem(group) -> str | None:
@@ -251,24 +251,15 @@ def group_problem(group) -> str | None:
     return None
 
 
-RUN_FIELDS = {  # last.pt's run record: field -> (type, what it is)
-    "started": (str, "a time"),
-    "command": (list, "a command line"),
-    "device": (str, "a device"),
-    "deterministic": (bool, "true or false"),
-    "seconds": ((int, float), "a number of seconds"),
-    "resumed_by": (list, "a list of command lines"),
-}
+RESUME_FIELDS = ("started", "command", "device", "deterministic", "seconds", "resumed_by")
 
 
-def run_problem(run) -> str | None:
-    """Why last.pt's run record is unusable (None if it is usable)."""
+def resume_record_problem(run) -> str | None:
+    """Why last.pt's run record cannot continue a run (None if it can): every field a resume
+    reads is there, of its type (records.run_problem)."""
     if not isinstance(run, dict):
         return "no record of its run"
-    for name, (kind, what) in RUN_FIELDS.items():
-        value = run.get(name)
-        if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
-            return f"its run record's {name} {value!r} is not {what}"
-    if not math.isfinite(run["seconds"]) or run["seconds"] < 0:
-        return f"its run record's seconds {run['seconds']!r} is not a number of seconds"
-    return None
+    missing = [name for name in RESUME_FIELDS if name not in run]
+    if missing:
+        return f"its run record has no {', '.join(missing)}"
+    return run_problem(run)

@@ -12,14 +12,17 @@ from regcli.layout import model_label
 from regcli.scoring import Scores, score
 
 
-def evaluate_model(model_dir: Path, *, backend: str, test: Split) -> tuple[dict, Scores]:
-    """Score one model on the test split; a JSON-ready summary and the raw scores."""
+def evaluate_model(
+    model_dir: Path, *, backend: str, test: Split, label: str | None = None
+) -> tuple[dict, Scores]:
+    """Score one model on the test split; a JSON-ready summary and the raw scores (the model
+    named by `label`, default its model_label)."""
     predict = open_predictor(model_dir, backend=backend)
     started = time.perf_counter()
     scores = score(predict, test)
     seconds = time.perf_counter() - started
     summary = {
-        "model": model_label(model_dir),
+        "model": label or model_label(model_dir),
         "path": str(model_dir),
         "backend": backend,
         "accuracy": scores.accuracy,

@@ -18,14 +18,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 import regcli
-from regcli.backends import CONTENT_KEY, SOURCE_KEY, content_sha256, onnx_session
-from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash, model_from_checkpoint
+from regcli.backends import CONTENT_KEY, SOURCE_KEY, content_sha256, current_onnx, onnx_session
+from regcli.checkpoints import (
+    checkpoint_config,
+    load_checkpoint,
+    load_checkpoint_with_hash,
+    model_from_checkpoint,
+)
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
-from regcli.files import write_bytes
+from regcli.files import MODEL_FILE_BYTES, read_bytes, write_bytes
 from regcli.layout import ONNX_NAME, checkpoint_path
 from regcli.locks import ModelLock
 from regcli.provenance import run_record, utc_now
@@ -95,6 +101,25 @@ def to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
             verbose=False,
         )
     return program.model_proto
+
+
+def up_to_date(model_dir: Path) -> bool:
+    """Whether model_dir/model.onnx is current (backends.current_onnx: provenance and content)
+    and its weights are exactly model.pt's: with PyTorch at hand, a file whose metadata and
+    content digest were both forged for another network is caught here and exported again."""
+    try:
+        current_onnx(model_dir)
+        graph = onnx.load_from_string(read_bytes(Path(model_dir) / ONNX_NAME, MODEL_FILE_BYTES))
+        payload = load_checkpoint(model_dir)
+    except RegcliError:
+        return False
+    held = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    weights = {
+        name: tensor.numpy()
+        for name, tensor in payload["state_dict"].items()
+        if tensor.is_floating_point()  # BatchNorm's batch counter is not in the graph
+    }
+    return all(name in held and np.array_equal(held[name], w) for name, w in weights.items())
 
 
 def export_model(model_dir: Path, *, data_dir: Path | None = None, command: list[str] = ()) -> Path:

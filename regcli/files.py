@@ -13,7 +13,6 @@ Nothing here loads PyTorch.
 import csv
 import hashlib
 import json
-import math
 import os
 import re
 import stat
@@ -23,7 +22,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from regcli.errors import RegcliError
-from regcli.text import terminal_safe
+from regcli.text import shown, terminal_safe
 
 SMALL_FILE_BYTES = 8 * 2**20  # config, metrics.json, README, caches: kilobytes; 8 MiB is generous
 MODEL_FILE_BYTES = 64 * 2**20  # model.pt ~50 KB, last.pt ~150 KB, model.onnx ~60 KB
@@ -53,29 +52,35 @@ def reason(error: OSError) -> str:
 
 
 @contextmanager
-def open_regular(path: Path | str, limit: int) -> Iterator:
-    """A regular file of at most `limit` bytes, opened for reading (FileProblem otherwise).
+def open_regular(path: Path | str, limit: int | None, label: str | None = None) -> Iterator:
+    """A regular file of at most `limit` bytes (None: any size), opened for reading; anything
+    else is FileProblem, its message naming the file as `label` (default: the path).
 
-    os.stat comes first because merely opening a FIFO blocks until a writer appears; the open
-    itself is non-blocking and checked again with fstat, so a file swapped in between is refused.
+    os.stat comes first because merely opening a FIFO blocks until a writer appears, and opening
+    a device can have effects; the open itself is non-blocking and checked again with fstat, so
+    a file swapped in between is refused.
     """
-    path = Path(path)
+    path, name = Path(path), label or str(path)
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
-            raise FileProblem(f"{path}: not a regular file ({file_kind(mode)}); not read")
+            raise FileProblem(f"{name}: not a regular file ({file_kind(mode)}); not read")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        raise FileProblem(f"{path}: no such file") from None
+        if os.path.islink(path):
+            target = terminal_safe(shown(os.readlink(path)))
+            message = f"{name}: dangling symlink (its target {target} does not exist)"
+            raise FileProblem(message) from None
+        raise FileProblem(f"{name}: no such file") from None
     except OSError as error:
-        raise FileProblem(f"{path}: cannot read ({reason(error)})") from None
+        raise FileProblem(f"{name}: cannot read ({reason(error)})") from None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise FileProblem(f"{path}: not a regular file ({file_kind(info.st_mode)}); not read")
-        if info.st_size > limit:
+            raise FileProblem(f"{name}: not a regular file ({file_kind(info.st_mode)}); not read")
+        if limit is not None and info.st_size > limit:
             raise FileProblem(
-                f"{path}: {info.st_size:,} bytes, over the {limit:,}-byte limit for this file; "
+                f"{name}: {info.st_size:,} bytes, over the {limit:,}-byte limit for this file; "
                 "not read"
             )
         os.set_blocking(fd, True)
@@ -209,13 +214,6 @@ def ensure_writable(folder: Path) -> None:
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_open(path) as f:
         f.write(data)
-
-
-def finite_only(value):
-    """The value, with every non-finite float refused (ValueError), for JSON output."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{value} is not a number JSON can hold")
-    return value
 
 
 def to_json(data, indent: int = 2) -> str:

@@ -20,16 +20,15 @@ import os
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from regcli import files
 from regcli.config import SIDE, UNIT
 from regcli.errors import RegcliError, first_line
-from regcli.files import file_kind
 from regcli.preprocess import SIXTEEN_BIT_MODES, mnist_style, to_gray
 from regcli.text import shown, terminal_safe
 
@@ -170,38 +169,10 @@ def read_input(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     yield label, mnist_style(gray, terminal_safe(label))
 
 
-@contextmanager
-def open_regular(path: Path, label: str) -> Iterator:
-    """Open a regular file for reading; anything else is refused without being opened.
-
-    os.stat comes first because merely opening a FIFO blocks until a writer appears, and opening
-    a device can have effects. The open itself is non-blocking and checked again with fstat, so
-    a file swapped for a FIFO in between is refused too.
-    """
-    safe = terminal_safe(label)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if os.path.islink(path):
-            target = terminal_safe(shown(os.readlink(path)))
-            raise RegcliError(
-                f"{safe}: dangling symlink (its target {target} does not exist)"
-            ) from None
-        raise RegcliError(f"{safe}: no such file") from None
-    except OSError as error:
-        raise RegcliError(f"{safe}: cannot read ({error.strerror or first_line(error)})") from None
-    if not stat.S_ISREG(mode):
-        raise RegcliError(f"{safe}: not a regular file ({file_kind(mode)}); not read")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        raise RegcliError(f"{safe}: cannot read ({error.strerror or first_line(error)})") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise RegcliError(f"{safe}: not a regular file ({file_kind(mode)}); not read")
-        os.set_blocking(fd, True)
-        yield f
+def open_regular(path: Path, label: str):
+    """Open a regular file for reading; anything else (a FIFO, a device, a folder, a dangling
+    link) is refused without being read (files.open_regular, named terminal-safe)."""
+    return files.open_regular(path, None, terminal_safe(label))
 
 
 def read_image(f, label: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from regcli.errors import RegcliError, UsageError
-from regcli.text import natural_key
+from regcli.text import natural_key, terminal_safe
 
 CHECKPOINT_NAME = "model.pt"  # a finished run
 LAST_NAME = "last.pt"  # an unfinished run's state after its last completed epoch
@@ -67,6 +67,20 @@ def check_name(name: str, models_dir: Path | str, option: str = "--name") -> Pat
     return Path(models_dir) / name
 
 
+def within_models_dir(folder: Path, models_dir: Path | str) -> Path:
+    """A folder a command will write into: one that lies under --models-dir (as written) must
+    still lie under it once links are followed (a linked group or cell folder would take the
+    writes elsewhere). A folder the user named outside --models-dir is the user's choice."""
+    root = Path(os.path.abspath(models_dir))
+    written = Path(os.path.abspath(folder))
+    if written.is_relative_to(root) and not Path(folder).resolve().is_relative_to(root.resolve()):
+        raise RegcliError(
+            f"{folder} leads outside --models-dir {models_dir} through a symbolic link; regcli "
+            "writes only into real folders there (move the folder in, or remove the link)"
+        )
+    return Path(folder)
+
+
 def seed_number(model_dir: Path) -> int | None:
     name = Path(model_dir).name
     suffix = name.removeprefix(SEED_PREFIX)
@@ -101,11 +115,12 @@ def model_group(model_dir: Path) -> str:
 
 
 def model_label(model_dir: Path) -> str:
-    """How tables and legends name a model: <name>, or <name>/seed-<k>."""
+    """How tables and legends name a model: <name>, or <name>/seed-<k> (terminal-safe: a
+    folder name's control characters are escaped)."""
     model_dir = Path(model_dir)
     if is_seed_member(model_dir):
-        return f"{model_dir.parent.name}/{model_dir.name}"
-    return model_dir.name
+        return terminal_safe(f"{model_dir.parent.name}/{model_dir.name}")
+    return terminal_safe(model_dir.name)
 
 
 def unique_labels(model_dirs: list[Path], models_dir: Path | str = "models") -> dict[Path, str]:
@@ -116,7 +131,7 @@ def unique_labels(model_dirs: list[Path], models_dir: Path | str = "models") -> 
     labels, outside = {}, []
     for d in model_dirs:
         relative = inside(d, root)
-        labels[d] = relative if relative not in (None, ".") else model_label(d)
+        labels[d] = terminal_safe(relative) if relative not in (None, ".") else model_label(d)
         if relative in (None, "."):
             outside.append(d)
     parts = {d: Path(os.path.abspath(d)).parts for d in outside}
@@ -131,7 +146,7 @@ def unique_labels(model_dirs: list[Path], models_dir: Path | str = "models") -> 
             return labels
         for d in clashing:
             depth[d] += 1
-            labels[d] = "/".join(parts[d][-depth[d] :]).lstrip("/")
+            labels[d] = terminal_safe("/".join(parts[d][-depth[d] :]).lstrip("/"))
 
 
 def inside(folder: Path, root: Path) -> str | None:
@@ -232,7 +247,15 @@ def figure_paths(
 ) -> dict[Path, Path]:
     """Each model's own figure, named after its unique label (two models never share one)."""
     labels = unique_labels(model_dirs, models_dir)
-    return {d: figure_path(images_dir, labels[d], kind) for d in model_dirs}
+    paths = {d: figure_path(images_dir, labels[d], kind) for d in model_dirs}
+    taken: dict[Path, list[Path]] = {}
+    for d, path in paths.items():
+        taken.setdefault(path, []).append(d)
+    for clash in (ds for ds in taken.values() if len(ds) > 1):  # a_b and a/b: both a_b
+        for d in clash:
+            digest = hashlib.sha256(os.path.abspath(d).encode()).hexdigest()[:8]
+            paths[d] = figure_path(images_dir, f"{labels[d]}-{digest}", kind)
+    return paths
 
 
 def summary_figure(

@@ -5,7 +5,8 @@ its holder, so a second writer can say who has the model. On release the file is
 acquirer checks that the file it locked is still the one on disk, so removing it never lets two
 writers in. The lock file is opened without following links and must be a regular file, and the
 model folder itself must be a real folder (not a link to one elsewhere): a hostile .lock or
-seed-<k> link cannot make regcli write outside the models folder.
+seed-<k> link cannot make regcli write outside the models folder; a lock file with a second hard
+link is refused too (writing the holder's name would change the other file).
 """
 
 import errno
@@ -47,10 +48,13 @@ def open_lock_file(path: Path, flags: int) -> int:
                 f"{path} is a symbolic link; regcli never writes through links (remove it)"
             ) from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise RegcliError(f"{path} is {file_kind(mode)}, not a lock file (remove it)")
+        raise RegcliError(f"{path} is {file_kind(info.st_mode)}, not a lock file (remove it)")
+    if info.st_nlink > 1:  # a hard link: writing the holder's name would change the other file
+        os.close(fd)
+        raise RegcliError(f"{path} is a hard link to another file, not a lock file (remove it)")
     return fd
 
 

@@ -7,6 +7,7 @@ back is checked before use: a finite number of the right range in every field, e
 so a damaged or hand-edited file is one line naming it, never a traceback or a wrong number.
 """
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -73,6 +74,52 @@ def history_problem(history, config: TrainConfig, finished: bool) -> str | None:
     return None
 
 
+NUMBER = (int, float)
+RUN_TYPES = {  # a run record's fields (provenance.run_record), each of this type when present
+    "command": list,
+    "started": str,
+    "finished": str,
+    "device": str,
+    "machine": dict,
+    "versions": dict,
+    "code": (dict, type(None)),
+    "seconds": NUMBER,
+    "group": dict,
+    "deterministic": bool,
+    "cuda_graphs": bool,
+    "resumed_by": list,
+}
+
+
+def run_problem(run) -> str | None:
+    """Why a saved run record is not one (None if it is, or if there is none: older files)."""
+    if run is None:
+        return None
+    if not isinstance(run, dict):
+        return "its run record is not a table"
+    for name, kind in RUN_TYPES.items():
+        value = run.get(name)
+        if name in run and (
+            not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)
+        ):
+            return f"its run record's {name} {value!r:.60} is not of the right type"
+    seconds = run.get("seconds", 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        return f"its run record's seconds {seconds!r} is not a number of seconds"
+    group = run.get("group", {"size": 1, "members": []})
+    members = group.get("members", [])
+    size = group.get("size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        return f"its run record's group size {size!r} is not a count"
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        return "its run record's group members are not folder names"
+    try:
+        json.dumps(run, allow_nan=False)
+    except (TypeError, ValueError):
+        return "its run record is not plain data"
+    return None
+
+
 def config_of(data: dict, source: Path | str) -> TrainConfig:
     try:
         return TrainConfig.from_dict(data.get("config"), "config")
@@ -100,6 +147,9 @@ def load_metrics(model_dir: Path) -> dict:
         raise RegcliError(f"{path}: holds no finished epoch")
     if status == "diverged" and not isinstance(metrics.get("diverged"), dict):
         raise RegcliError(f"{path}: a diverged run that does not say where it diverged")
+    problem = run_problem(metrics.get("run"))
+    if problem:
+        raise RegcliError(f"{path}: not regcli metrics ({problem})")
     return metrics
 
 

@@ -87,7 +87,7 @@ class Outcome:
 
 
 @dataclass
-class Progress:
+class Kept:
     """What an interrupted job has kept, for the one message that says so."""
 
     epochs_saved: int = 0  # epochs of the group in training when the job stopped
@@ -114,7 +114,7 @@ def train_job(
             if plan.action != Action.train:
                 verb = "reusing" if plan.action == Action.reuse else "resuming"
                 reporter.announce(f"{verb} {plan.model_dir}")
-        progress = Progress()
+        progress = Kept()
         try:
             return train_plans(plans, options, reporter, progress)
         except Interrupted as stopped:  # the one place that says what was kept
@@ -152,7 +152,7 @@ class SeedGroups:
 
 
 def train_plans(
-    plans: list[Plan], options: RunOptions, reporter: Reporter, progress: Progress
+    plans: list[Plan], options: RunOptions, reporter: Reporter, progress: Kept
 ) -> list[Outcome]:
     """Train (or resume) every plan that needs it, in groups, and save each member's folder.
     Returns one outcome per plan, in order."""
@@ -316,7 +316,7 @@ def train_one_group(
     options: RunOptions,
     reporter: Reporter,
     stop: StopFlag,
-    progress: Progress,
+    progress: Kept,
 ) -> list[tuple[Plan, Outcome]]:
     """Train one group and save its members (GroupTooLarge if it does not fit in GPU memory)."""
     run = GroupRun(group, device, options)

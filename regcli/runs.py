@@ -301,12 +301,12 @@ def describe(folder: Path, root: Path) -> dict:
         "test_accuracy": None,
     }
     try:
-        if state == "empty" and not holder:
+        if state == State.empty and not holder:
             return row
-        if state == "interrupted":
+        if state == State.interrupted:
             last = load_run_state(folder)
             config, history = last["config"], last["history"]
-        elif state != "empty":
+        elif state != State.empty:
             metrics = load_metrics(folder)
             config, history = TrainConfig.from_dict(metrics["config"]), metrics["epochs"]
         else:
@@ -322,7 +322,7 @@ def describe(folder: Path, root: Path) -> dict:
             epochs=len(history),
             of=config.epochs,
         )
-        if history and state == "finished":
+        if history and state == State.finished:
             row["test_accuracy"] = history[-1]["test_accuracy"]
     if holder:
         row["state"] = f"locked by {holder}"

@@ -47,6 +47,9 @@ def read_settings(
         if key in data:
             raise UsageError(f"{path}: {key} belongs in {where}")
     extra = {table: data.pop(table, {}) for table in tables}
+    for table, values in extra.items():
+        if not isinstance(values, dict):
+            raise UsageError(f"{path}: [{table}] must be a table of settings, got {values!r:.40}")
     return data, extra
 
 

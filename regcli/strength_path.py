@@ -29,7 +29,14 @@ from regcli.config import TrainConfig, check_same_settings
 from regcli.errors import RegcliError
 from regcli.files import sha256_bytes
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
-from regcli.layout import CHECKPOINT_NAME, cell_name, is_seed_member, parse_cell, seed_number
+from regcli.layout import (
+    CHECKPOINT_NAME,
+    cell_name,
+    is_seed_member,
+    parse_cell,
+    real_dir,
+    seed_number,
+)
 from regcli.records import METRICS_NAME, load_metrics
 from regcli.stats import Difference, SeedStats, holm_adjusted, mean, seed_stats, verdict
 from regcli.tables import render
@@ -173,7 +180,7 @@ def read_cells(sweep_dir: Path) -> list[CellFolder]:
         raise RegcliError(f"no sweep at {sweep_dir}; run `regcli sweep` first")
     cells = []
     for folder in sorted(sweep_dir.iterdir(), key=natural_key):
-        strengths = parse_cell(folder.name) if folder.is_dir() else None
+        strengths = parse_cell(folder.name) if real_dir(folder) else None  # never a link
         if strengths is None:
             continue
         if folder.name != cell_name(*strengths):

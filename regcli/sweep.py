@@ -24,6 +24,7 @@ from regcli.config import (
 from regcli.errors import RegcliError, UsageError
 from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell
+from regcli.runner import Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
 from regcli.tables import clock, render
 
@@ -198,8 +199,6 @@ def preview(job: "SweepJob", options: RunOptions) -> dict:
 def train(job: "SweepJob", options: RunOptions, reporter: Reporter) -> list:
     """Train the grid's pending models (as groups on a GPU), reusing and resuming the rest; the
     reporter hears of each cell as its last seed is saved or reused."""
-    from regcli.runner import train_job
-
     return train_job(job.requests(), options, reporter)
 
 
@@ -288,8 +287,8 @@ class SweepJob:
 
     def summary_line(self, models_dir: Path, outcomes: list) -> str:
         diverged = sum(1 for o in outcomes if o.diverged)
-        reused = sum(1 for o in outcomes if o.action == "reused")
-        resumed = sum(1 for o in outcomes if o.action == "resumed")
+        reused = sum(1 for o in outcomes if o.action == Done.reused)
+        resumed = sum(1 for o in outcomes if o.action == Done.resumed)
         trained = len(outcomes) - reused - resumed
         return (
             f"sweep {Path(models_dir) / self.name}: {len(self.cells())} cells x {self.seeds} "

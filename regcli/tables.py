@@ -2,10 +2,13 @@
 
 `render` lays out a whole table, column widths from the content. `Streaming` prints a header and
 then one row at a time with widths fixed in advance, for commands that show each result as it
-arrives. The first column is left-aligned and the rest right-aligned unless told otherwise.
+arrives. The first column is left-aligned and the rest right-aligned unless told otherwise. Every
+cell is shown terminal-safe: a folder name holding a newline or an escape cannot forge a row.
 """
 
 from collections.abc import Callable, Sequence
+
+from regcli.text import terminal_safe
 
 Row = Sequence[str]
 
@@ -24,6 +27,7 @@ def alignments(headers: Row, align: str | None) -> str:
 
 
 def text_line(values: Row, widths: Sequence[int], align: str) -> str:
+    values = [terminal_safe(v) for v in values]  # a name from disk cannot forge a row
     cells = [
         value.ljust(width) if side == "<" else value.rjust(width)
         for value, width, side in zip(values, widths, align, strict=True)
@@ -36,9 +40,11 @@ def render(headers: Row, rows: Sequence[Row], *, markdown: bool = False, align: 
     align = alignments(headers, align)
     if markdown:
         rule = ["---" if side == "<" else "---:" for side in align]
-        lines = [headers, rule, *rows]
+        lines = [headers, rule, *([terminal_safe(v) for v in row] for row in rows)]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    widths = [
+        max([len(h), *(len(terminal_safe(r[i])) for r in rows)]) for i, h in enumerate(headers)
+    ]
     return "\n".join(text_line(line, widths, align) for line in [headers, *rows])
 
 

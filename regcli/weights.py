@@ -55,10 +55,10 @@ def near_zero_share(stats: dict) -> float:
     return 100 * stats[f"below_{NEAR_ZERO:g}"]
 
 
-def model_weights(model_dir: Path) -> dict:
+def model_weights(model_dir: Path, label: str | None = None) -> dict:
     """A model's weight statistics, labelled for tables and figures."""
     return {
-        "model": model_label(model_dir),
+        "model": label or model_label(model_dir),
         "group": model_group(model_dir),
         **weight_stats(load_model(model_dir)[0]),
     }
@@ -137,7 +137,13 @@ def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str, dev
 
 
 def prune_curve(
-    model_dir: Path, sparsities: list[float], *, backend: str, test, device: str = "cpu"
+    model_dir: Path,
+    sparsities: list[float],
+    *,
+    backend: str,
+    test,
+    device: str = "cpu",
+    label: str | None = None,
 ) -> dict:
     """Test accuracy of the model after magnitude pruning at each sparsity."""
     model, _ = load_model(model_dir)
@@ -147,7 +153,7 @@ def prune_curve(
         accuracy = score(predictor_with(pruned_state(model, sparsity)), test).accuracy
         points.append({"sparsity": sparsity, "accuracy": accuracy})
     return {
-        "model": model_label(model_dir),
+        "model": label or model_label(model_dir),
         "group": model_group(model_dir),
         "backend": backend,
         "points": points,

@@ -22,6 +22,7 @@ from regcli.runner import train_job
 from regcli.runs import Request
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+pytest_plugins = ["tests.predict_support"]  # the predict tests' fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "data"

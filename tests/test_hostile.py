@@ -601,12 +601,127 @@ def test_a_pruning_cache_of_impossible_numbers_is_measured_again(value, small_sw
     )
 
 
-def test_odd_run_records_do_not_break_a_dry_run(small_sweep, tmp_path):
+def test_odd_run_records_in_a_finished_cell_are_one_line(small_sweep, tmp_path):
     folder = sweep_copy(small_sweep, tmp_path)
     metrics_path = folder / "l1-0_wd-0" / "seed-0" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text())
-    metrics["run"] = {"seconds": "fast", "group": {"size": "x"}}
-    metrics_path.write_text(json.dumps(metrics))
-    result = invoke("sweep", *SWEEP, *places(tmp_path), "--dry-run")
-    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
-    assert "4 reused" in result.stdout, result.stdout
+    edit_json(metrics_path, run={"seconds": "fast", "group": {"size": "x"}})
+    args = ["sweep", *SWEEP, *places(tmp_path), "--dry-run"]
+    refused(args, 1, [str(metrics_path), "run record"], tmp_path)
+
+
+# --- 8. what a review found: linked parents, hard links, forged digests, names ------------------
+
+
+def test_a_folder_under_models_dir_that_leads_elsewhere_through_a_link(tiny_group, tmp_path):
+    secret = private(tmp_path)
+    elsewhere = tmp_path / "outside" / "grp"
+    shutil.copytree(tiny_group, elsewhere)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "grp").symlink_to(elsewhere)
+    args = ["export", tmp_path / "models" / "grp" / "seed-0", "--force", "--data-dir", DATA_DIR]
+    refused([*args, "--models-dir", tmp_path / "models"], 1, ["leads outside"], tmp_path)
+    untouched(secret)
+
+
+def test_a_cell_folder_that_is_a_link_is_not_read(small_sweep, tmp_path):
+    folder = sweep_copy(small_sweep, tmp_path)
+    elsewhere = tmp_path / "outside" / "cell"
+    shutil.move(folder / "l1-0.001_wd-0", elsewhere)
+    (folder / "l1-0.001_wd-0").symlink_to(elsewhere)
+    outside = tree(tmp_path / "outside")
+    result = sweep_report(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [c["cell"] for c in json.loads(result.stdout)] == ["l1-0_wd-0"]
+    assert tree(tmp_path / "outside") == outside  # no pruning cache, no lock written there
+
+
+def test_a_lock_file_with_a_second_hard_link_is_refused(exported, tmp_path):
+    secret = private(tmp_path)
+    model = copy_model(exported, tmp_path / "models")
+    os.link(secret, model / ".lock")
+    args = ["export", model, "--force", "--data-dir", DATA_DIR]
+    refused(args, 1, ["hard link"], tmp_path)
+    untouched(secret)
+
+
+def test_an_onnx_file_forged_with_a_recomputed_digest_is_exported_again(exported, tmp_path):
+    from regcli.export import up_to_date
+
+    model = copy_model(exported, tmp_path / "models")
+    forged_onnx(model, lambda proto: other_weights(proto) or True)  # digest made to match
+    assert not up_to_date(model) and up_to_date(exported)
+    result = invoke("export", model, "--data-dir", DATA_DIR)
+    assert result.exit_code == 0 and "exported" in result.stderr, result.output
+
+
+@pytest.mark.parametrize("command", ["compare", "weights", "evaluate"])
+def test_a_newline_in_a_folder_name_forges_no_row(command, exported, tmp_path):
+    models = tmp_path / "models"
+    copy_model(exported, models, "x\nevil\x1b[31m")
+    extra = ["--data-dir", DATA_DIR] if command == "evaluate" else ["--images-dir", tmp_path]
+    result = invoke(command, "--models-dir", models, *extra)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\\x0aevil\\x1b[31m" in result.stdout
+    assert not any(line.startswith("evil") for line in result.stdout.splitlines())
+
+
+def test_two_models_of_one_figure_name_get_two_figures(exported, tmp_path):
+    models = tmp_path / "models"
+    copy_model(exported, models, "a_b")
+    copy_model(exported, models / "a", "b")
+    args = ["misclassified", models / "a_b", models / "a" / "b", "--backend", "onnx"]
+    result = invoke(*args, "--count", "2", "--data-dir", DATA_DIR, *places(tmp_path)[:4])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "images").glob("a_b*_misclassified.png"))) == 2
+
+
+def test_models_of_one_last_name_are_told_apart_everywhere(exported, tmp_path):
+    models = tmp_path / "models"
+    for parent in ("a", "b"):
+        copy_model(exported, models / parent, "m")
+    pair = [models / "a" / "m", models / "b" / "m"]
+    evaluated = invoke("evaluate", *pair, "--json", "--data-dir", DATA_DIR, "--models-dir", models)
+    weighed = invoke("weights", *pair, "--json", "--images-dir", tmp_path, "--models-dir", models)
+    for result in (evaluated, weighed):
+        assert result.exit_code == 0, result.output
+        assert [r["model"] for r in json.loads(result.stdout)] == ["a/m", "b/m"]
+
+
+def test_a_failed_compare_leaves_the_figures_as_they_were(quick_model, tmp_path):
+    models = tmp_path / "models"
+    good, bad = copy_model(quick_model, models, "good"), copy_model(quick_model, models, "bad")
+    (bad / "metrics.json").write_text("{")
+    before = tree(tmp_path)
+    result = invoke("compare", "--models-dir", models, "--images-dir", tmp_path / "images")
+    no_traceback(result)
+    assert result.exit_code == 1 and "no figure written" in result.stderr, result.output
+    assert tree(tmp_path) == before and good.is_dir()
+
+
+@pytest.mark.parametrize(
+    "damage, command",
+    [
+        (lambda m: edit_json(m / "metrics.json", run={"group": [1]}), "report"),
+        (lambda m: edit_json(m / "metrics.json", run={"seconds": "fast"}), "compare"),
+        (payload(lambda p: p.update(run={"x": torch.ones(1)})), "export"),
+    ],
+    ids=["metrics-group-a-list", "metrics-seconds-a-string", "model-run-a-tensor"],
+)
+def test_a_run_record_of_the_wrong_shape_is_one_line(damage, command, quick_model, tmp_path):
+    model = copy_model(quick_model, tmp_path / "models")
+    damage(model)
+    extra = ["--images-dir", tmp_path / "images"] if command != "export" else []
+    extra += ["--data-dir", DATA_DIR] if command != "compare" else []
+    refused([command, model, *extra], 1, ["run record"], tmp_path)
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_a_config_table_that_is_not_a_table(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text("sweep = 5\n")
+    refused(["sweep", "--config", config, "--dry-run", *places(tmp_path)], 2, ["[sweep]"], tmp_path)

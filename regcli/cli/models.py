@@ -20,7 +20,7 @@ from regcli.cli.options import (
 from regcli.config import Backend
 from regcli.console import say, stderr
 from regcli.errors import UsageError
-from regcli.layout import figure_paths, model_dirs, model_label
+from regcli.layout import figure_paths, model_dirs, model_label, unique_labels, within_models_dir
 from regcli.text import terminal_safe
 
 
@@ -46,12 +46,11 @@ def export(
     quiet: Quiet = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
-    from regcli.backends import is_current
-    from regcli.export import export_model
+    from regcli.export import export_model, up_to_date
 
     def export_one(model_dir: Path) -> dict:
-        target = Path(model_dir) / "model.onnx"
-        if is_current(model_dir) and not force:
+        target = within_models_dir(model_dir, models_dir) / "model.onnx"
+        if up_to_date(model_dir) and not force:
             say(f"up to date: {target}", quiet)
             return {"model": str(model_dir), "onnx": str(target), "action": "up to date"}
         command = command_line()
@@ -80,13 +79,14 @@ def evaluate(
     from regcli.tables import Streaming
 
     dirs = model_dirs(models, models_dir)
+    labels = unique_labels(dirs, models_dir)
     test = load_split(data_dir, "test")
-    widths = [max(len(model_label(d)) for d in dirs), 7, 9, 8, 13, 9]
+    widths = [max(len(label) for label in labels.values()), 7, 9, 8, 13, 9]
     headers = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
     table = None if json_output else Streaming(headers, widths, print_line)
 
     def evaluate_one(model_dir: Path) -> dict:
-        r = evaluate_model(model_dir, backend=backend.value, test=test)[0]
+        r = evaluate_model(model_dir, backend=backend.value, test=test, label=labels[model_dir])[0]
         if table:  # each row as soon as it is scored
             table.row(
                 [

@@ -10,7 +10,6 @@ from regcli.cli.app import app, each_model, exit_if, print_json, print_line
 from regcli.cli.options import (
     BackendOption,
     DataDir,
-    DeviceOption,
     ImagesDir,
     JsonFlag,
     ModelsArg,
@@ -20,7 +19,7 @@ from regcli.cli.options import (
 )
 from regcli.config import Backend, Device
 from regcli.console import model_progress, say
-from regcli.layout import model_dirs, model_label, summary_figure, unique_labels
+from regcli.layout import model_dirs, summary_figure, unique_labels
 
 
 @app.command()
@@ -40,7 +39,7 @@ def compare(
     dirs = model_dirs(models, models_dir)
     labels = unique_labels(dirs, models_dir)
     rows, failed = each_model(dirs, "reading", quiet, lambda d: comparison.summarize(d, labels[d]))
-    if rows:
+    if rows and not no_figure(failed, quiet):
         figure = summary_figure("compare", images_dir, dirs if models else None, out, models_dir)
         save_figure(compare_figure(comparison.series(rows)), figure)
         if json_output:
@@ -67,7 +66,9 @@ def report(
             help="A sweep folder whose path figures and table to add.", show_default=False
         ),
     ] = None,
-    device: DeviceOption = Device.cpu,
+    device: Annotated[
+        Device, typer.Option(help="Where the sweep's pruned accuracies are measured.")
+    ] = Device.cpu,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures written.")] = False,
     quiet: Quiet = False,
 ):
@@ -107,8 +108,9 @@ def weights(
     from regcli.weights import model_weights, weights_table
 
     dirs = model_dirs(models, models_dir)
-    stats, failed = each_model(dirs, "reading", quiet, model_weights)
-    if stats:
+    labels = unique_labels(dirs, models_dir)
+    stats, failed = each_model(dirs, "reading", quiet, lambda d: model_weights(d, labels[d]))
+    if stats and not no_figure(failed, quiet):
         figure = summary_figure("weights", images_dir, dirs if models else None, out, models_dir)
         save_figure(weights_figure(stats), figure)
         rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
@@ -139,22 +141,32 @@ def prune(
 
     levels = parse_sparsities(sparsity)
     dirs = model_dirs(models, models_dir)
+    labels = unique_labels(dirs, models_dir)
     test = load_split(data_dir, "test")
     headers = ["model", *(f"{100 * s:g}% zero" for s in levels)]
-    widths = [max(len(model_label(d)) for d in dirs)] + [9] * len(levels)
+    widths = [max(len(label) for label in labels.values())] + [9] * len(levels)
     table = None if json_output else Streaming(headers, widths, print_line)
 
     def prune_one(model_dir: Path) -> dict:
-        curve = prune_curve(model_dir, levels, backend=backend.value, test=test)
+        label = labels[model_dir]
+        curve = prune_curve(model_dir, levels, backend=backend.value, test=test, label=label)
         if table:
             table.row([curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])])
         return curve
 
     curves, failed = each_model(dirs, "pruning", quiet, prune_one)
-    if curves:
+    if curves and not no_figure(failed, quiet):
         figure = summary_figure("pruning", images_dir, dirs if models else None, out, models_dir)
         save_figure(pruning_figure(curves), figure)
         say(f"wrote {figure}", quiet)
     if json_output:
         print_json(curves)
     exit_if(failed)
+
+
+def no_figure(failed: int, quiet: bool) -> bool:
+    """A summary figure of only some of the models asked for is not drawn: a failed command
+    leaves the figures on disk as they were."""
+    if failed:
+        say(f"no figure written: {failed} of the models could not be read", quiet)
+    return bool(failed)

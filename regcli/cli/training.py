@@ -159,7 +159,9 @@ def train(
 
 def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path | None) -> None:
     """'saved' lines (stderr), the final records (--json), one error line per divergence."""
-    done = [o for o in outcomes if o.action in ("trained", "resumed")]
+    from regcli.runner import Done
+
+    done = [o for o in outcomes if o.action in (Done.trained, Done.resumed)]
     for outcome in done:
         final = 100 * outcome.history[-1]["test_accuracy"]
         say(f"saved {outcome.model_dir} (test acc {final:.2f}%)", quiet)
