@@ -91,3 +91,24 @@ def test_the_readme_describes_the_network_that_exists():
     assert f"{len(RandomRotation(7.0).angles)} angles" in readme
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
     assert f"cross-entropy above {DIVERGED_LOSS:,.0f}" in readme
+
+
+def test_the_readme_states_the_limits_on_hostile_files_as_the_code_has_them():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    from regcli.config import MAX_LR, MAX_STRENGTH
+    from regcli.files import MODEL_FILE_BYTES, SMALL_FILE_BYTES
+    from regcli.layout import MAX_DEPTH, MAX_NAME_LENGTH
+    from regcli.preprocess import FLATTEN_FROM
+    from regcli.sweep import MAX_CELLS, MAX_MODELS, MAX_POINTS
+
+    for fact in (
+        f"caches up to {SMALL_FILE_BYTES // 2**20} MiB",
+        f"ONNX files up to {MODEL_FILE_BYTES // 2**20} MiB",
+        f"`--weight-decay` in 0..{MAX_STRENGTH:g}",
+        f"`--lr` up to {MAX_LR:.0e}".replace("e+0", "e"),
+        f"at most {MAX_POINTS} strengths per option, {MAX_CELLS} cells and {MAX_MODELS:,} models",
+        f"`--name` is at most {MAX_NAME_LENGTH} characters",
+        f"at most {MAX_DEPTH} folders below `--models-dir`",
+        f"a photo of {FLATTEN_FROM} px or more",
+    ):
+        assert fact in readme, fact
