@@ -204,8 +204,9 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator:
 
 
 def ensure_writable(folder: Path) -> None:
-    """Create `folder` if needed and prove a file can be written in it."""
-    probe = Path(folder) / ".write-test"
+    """Create `folder` if needed and prove a file can be written in it (the probe's name is
+    this process's own, so that two jobs writing into one folder never remove each other's)."""
+    probe = Path(folder) / f".write-test.{os.getpid()}"
     with atomic_open(probe) as f:
         f.write(b"")
     os.unlink(probe)

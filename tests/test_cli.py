@@ -70,7 +70,7 @@ def test_train_writes_every_artifact_with_its_run_record(tmp_path):
     assert csv_lines[0].startswith("epoch,train_loss,penalty") and len(csv_lines) == 3
     png = (images / "l1_l2_history.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".write-test"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".write-test*"))
     assert not list(tmp_path.rglob(".lock"))
 
 

@@ -725,3 +725,11 @@ def test_a_config_table_that_is_not_a_table(tmp_path):
     config = tmp_path / "grid.toml"
     config.write_text("sweep = 5\n")
     refused(["sweep", "--config", config, "--dry-run", *places(tmp_path)], 2, ["[sweep]"], tmp_path)
+
+
+def test_write_probe_of_one_job_never_removes_another_jobs(tmp_path):
+    """Two jobs checking one images folder at once: each probes with its own file."""
+    other = tmp_path / f".write-test.{os.getpid() + 1}"
+    other.write_bytes(b"")
+    files.ensure_writable(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
