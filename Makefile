@@ -26,7 +26,7 @@ STUDY = $(foreach v,$(VARIANTS),models/$(v) $(sort $(wildcard models/$(v)/seed-*
 SWEEP := models/sweep
 
 .DEFAULT_GOAL := help
-.PHONY: help install train all-variants study-onnx sweep report bench bench-readme test lint format clean
+.PHONY: help install train all-variants study-onnx sweep atlas atlas-a atlas-b report bench bench-readme test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,13 +51,36 @@ study-onnx: $(SETUP)  # (a separate make: STUDY then sees the seeds just trained
 	$(REGCLI) evaluate $(STUDY) --backend torch --quiet
 	$(REGCLI) evaluate $(STUDY) --backend onnx --quiet
 
+# the committed path's grid (regcli sweep's default grids now reach further; see config.py)
+PATH_L1 := 0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3
+PATH_WD := 0,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3
+
 sweep: $(SETUP) ## the regularization path: 14 strengths x 5 seeds x EPOCHS (for a GPU), exported, reported
-	$(REGCLI) sweep --name $(notdir $(SWEEP)) --seeds 5 --epochs $(EPOCHS)
+	$(REGCLI) sweep --name $(notdir $(SWEEP)) --seeds 5 --epochs $(EPOCHS) --l1 $(PATH_L1) --weight-decay $(PATH_WD)
 	$(REGCLI) export --models-dir $(SWEEP)
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
+# the atlas: training-set size x strength on a CPU, in two processes of one thread each (each
+# takes two sizes of about equal cost); 60,000 images come from the committed path
+ATLAS := models/atlas
+ATLAS_L1 := 0,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3
+ATLAS_WD := 0,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2,3e-2
+ATLAS_ARGS = --name $(notdir $(ATLAS)) --l1 $(ATLAS_L1) --weight-decay $(ATLAS_WD) --seeds 5 \
+	--epochs 5 --min-steps 600 --val-size 1000
+ATLAS_SIZES_a := 500,5000
+ATLAS_SIZES_b := 1000,2000
+
+atlas: $(SETUP) ## the atlas: 4 sizes x 15 cells x 5 seeds on a CPU (about 80 min on 2 cores), exported, reported
+	$(MAKE) --no-print-directory -j2 atlas-a atlas-b SETUP=$(SETUP) REGCLI="$(REGCLI)"
+	$(REGCLI) export --models-dir $(ATLAS) --quiet
+	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
+
+atlas-a atlas-b: $(SETUP)  # one process, one thread: two of the atlas's sizes
+	OMP_NUM_THREADS=1 $(REGCLI) sweep $(ATLAS_ARGS) --train-sizes $(ATLAS_SIZES_$(subst atlas-,,$@))
+
 report: $(SETUP) ## every figure and the README's result tables, from the study's models (no training)
-	$(REGCLI) report $(STUDY) $(if $(wildcard $(SWEEP)),--sweep $(SWEEP)) --readme README.md
+	$(REGCLI) report $(STUDY) $(if $(wildcard $(SWEEP)),--sweep $(SWEEP)) \
+		$(if $(wildcard $(ATLAS)),--atlas $(ATLAS)) --readme README.md
 
 bench: $(SETUP) ## measure training and inference speed (CPU, or the GPU studies on CUDA), then judge
 	$(PYTHON_BIN) benchmarks/bench.py

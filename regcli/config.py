@@ -49,12 +49,23 @@ class Grid(StrEnum):
     product = "product"  # every (l1, weight decay) combination
 
 
-GRID_DEFAULTS = {  # `regcli sweep`'s grid: the committed regularization path (`make sweep`)
-    "l1": "0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3",
-    "weight_decay": "0,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3",
+GRID_DEFAULTS = {  # `regcli sweep`'s grid: log-spaced, none included, up to where accuracy falls
+    "l1": "0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3",
+    "weight_decay": "0,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2,3e-2",
     "grid": Grid.paths.value,
     "seeds": 5,  # seeds 0..4 per cell
+    "train_sizes": None,  # one path on every training image; e.g. 500,1000,5000: one per size
 }
+
+
+class ShiftKind(StrEnum):
+    """A shifted test set (shifts.py says exactly how each is made)."""
+
+    none = "none"  # the test set as it is
+    rotate = "rotate"  # degrees counter-clockwise
+    noise = "noise"  # standard deviation of Gaussian noise, pixels on a 0..1 scale
+    blur = "blur"  # standard deviation of a Gaussian blur, in pixels
+    erase = "erase"  # side of the erased square, in pixels
 
 
 class Existing(StrEnum):
@@ -67,6 +78,7 @@ class Existing(StrEnum):
 
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the MNIST splits
+RAREST_DIGIT_IMAGES = 5_421  # images of a 5, the rarest digit in MNIST's training set
 MODES = ("none", "l1", "l2", "l1_l2")  # which strengths are non-zero; the default model names
 MAX_SEED = 2**63 - 1  # torch.manual_seed's largest accepted seed
 # The largest accepted L1 strength, weight decay and learning rate. Far past anything useful
@@ -77,7 +89,18 @@ MAX_STRENGTH = 1e3  # unitless, for --l1 and --weight-decay
 MAX_LR = 1e6  # learning rate (unitless)
 # Fields that the members of one grouped training run must share (they step together over the
 # same number of batches, through one network shape); everything else may differ per member.
-GROUP_FIELDS = ("epochs", "batch_size", "dropout", "max_rotation", "limit_train", "limit_test")
+GROUP_FIELDS = (
+    "epochs",
+    "batch_size",
+    "dropout",
+    "max_rotation",
+    "limit_train",
+    "limit_test",
+    "train_size",
+    "val_size",
+    "min_steps",
+)
+MAX_MIN_STEPS = 1_000_000  # --min-steps: far past any useful run (the committed path takes 7,035)
 
 
 def setting(default, help: str):
@@ -92,7 +115,7 @@ class TrainConfig:
         0.0, "L2 strength: SGD's coupled weight decay (unitless, 0..1000)"
     )
     reg_scope: str = setting("weights", "weights: conv/linear weights only; all: every parameter")
-    epochs: int = setting(15, "passes over the training set")
+    epochs: int = setting(15, "epochs: one pass over the training set each (more: --min-steps)")
     batch_size: int = setting(128, "images per optimizer step")
     lr: float = setting(0.1, "peak learning rate of one-cycle (the start lr for step; at most 1e6)")
     momentum: float = setting(
@@ -104,11 +127,22 @@ class TrainConfig:
     seed: int = setting(1, "seeds weights, data order, rotation angles and dropout")
     limit_train: int | None = setting(None, "train on the first N images only (default: 60,000)")
     limit_test: int | None = setting(None, "test on the first N images only (default: 10,000)")
+    train_size: int | None = setting(
+        None, "train on N images, class-balanced, drawn by the seed (default: all of them)"
+    )
+    val_size: int = setting(
+        0, "hold out N training images, class-balanced, to measure validation accuracy"
+    )
+    min_steps: int = setting(
+        0, "optimizer steps at least: an epoch becomes the fewest whole passes that reach it"
+    )
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, _coerce(f.name, f.type, value))
+        if self.train_size is not None and self.train_size == self.pool_images - self.val_size:
+            object.__setattr__(self, "train_size", None)  # all of them: one config, one name
         checks = [
             (
                 0 <= self.l1 <= MAX_STRENGTH,
@@ -135,14 +169,82 @@ class TrainConfig:
             (0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}"),
             (self.limit_train is None or self.limit_train >= 1, "--limit-train must be >= 1"),
             (self.limit_test is None or self.limit_test >= 1, "--limit-test must be >= 1"),
+            (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
+            (
+                self.train_size is None or self.limit_train is None,
+                "--train-size (N class-balanced images) and --limit-train (the first N images) "
+                "are two ways to choose the training images; give one",
+            ),
+            (
+                0 <= self.val_size < self.pool_images,
+                f"--val-size must be in 0..{self.pool_images - 1} (it must leave training "
+                f"images), got {self.val_size}",
+            ),
+            (
+                self.train_size is None or self.balanced_fits,
+                f"--train-size {self.train_size} and --val-size {self.val_size} need "
+                f"{self.per_class(self.train_size or 0) + self.per_class(self.val_size)} images of "
+                f"each digit, and MNIST's training set has {RAREST_DIGIT_IMAGES} of its rarest "
+                f"(5); at most {self.largest_balanced:,} images can be class-balanced beside "
+                f"this validation split (or give all {self.pool_images - self.val_size:,})",
+            ),
+            (
+                0 <= self.min_steps <= MAX_MIN_STEPS,
+                f"--min-steps must be in 0..{MAX_MIN_STEPS:,}, got {self.min_steps}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
 
+    @staticmethod
+    def per_class(images: int) -> int:
+        """Images of the best-served digit when `images` are split evenly over the ten."""
+        return -(-images // NUM_CLASSES)
+
+    @property
+    def balanced_fits(self) -> bool:
+        """Whether the class-balanced subset and validation split fit in MNIST's training set
+        (checked again against the labels of a --limit-train pool when the data is read)."""
+        need = self.per_class(self.train_size or 0) + self.per_class(self.val_size)
+        return self.limit_train is not None or need <= RAREST_DIGIT_IMAGES
+
+    @property
+    def largest_balanced(self) -> int:
+        return NUM_CLASSES * (RAREST_DIGIT_IMAGES - self.per_class(self.val_size))
+
+    @property
+    def pool_images(self) -> int:
+        """The training images to draw from: the first --limit-train of them, or all."""
+        return min(self.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
+
     @property
     def train_images(self) -> int:
-        return min(self.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
+        """Images per pass: --train-size, else the pool less the validation images."""
+        return self.train_size or self.pool_images - self.val_size
+
+    @property
+    def passes_per_epoch(self) -> int:
+        """The fair-length rule: an epoch is the fewest whole passes over the training images
+        that make `epochs` epochs take at least `min_steps` optimizer steps (1 without it)."""
+        steps = self.epochs * math.ceil(self.train_images / self.batch_size)
+        return max(1, math.ceil(self.min_steps / steps))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.passes_per_epoch * math.ceil(self.train_images / self.batch_size)
+
+    @property
+    def length_text(self) -> str:
+        """The rule's outcome, as `--dry-run` and `--print-config` say it."""
+        per_pass = math.ceil(self.train_images / self.batch_size)
+        passes = self.passes_per_epoch
+        return (
+            f"{self.train_images:,} images, {per_pass:,} steps a pass, "
+            f"{passes} pass{'es' if passes > 1 else ''} an epoch, {self.epochs} epochs = "
+            f"{self.epochs * self.steps_per_epoch:,} steps"
+            + (f" (--min-steps {self.min_steps:,})" if self.min_steps else "")
+        )
 
     @property
     def test_images(self) -> int:

@@ -143,7 +143,8 @@ def epoch_line(name: str, record: "EpochRecord", epochs: int) -> str:
         f"train loss {record.train_loss:.4f}  penalty {record.penalty:.4f}  "
         f"train acc {100 * record.train_accuracy:.2f}%  "
         f"test loss {record.test_loss:.4f}  test acc {100 * record.test_accuracy:.2f}%  "
-        f"lr {record.lr:.4g}  {record.seconds:.1f}s"
+        + (f"val acc {100 * record.val_accuracy:.2f}%  " if record.val_accuracy is not None else "")
+        + f"lr {record.lr:.4g}  {record.seconds:.1f}s"
     )
 
 

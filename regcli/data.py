@@ -85,6 +85,60 @@ class Split:
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
 
+# --- the images a run trains and validates on ----------------------------------------------------
+
+SUBSET_KEY = b"regcli subset"  # salts the hash that orders a seed's images (change: new subsets)
+MASK64 = np.uint64(2**64 - 1)
+
+
+def image_ranks(count: int, seed: int) -> np.ndarray:
+    """A seed's order of `count` images: splitmix64 of (a key from the seed + index), in numpy
+    (no random generator whose stream a new numpy or torch might change)."""
+    key = int.from_bytes(hashlib.sha256(SUBSET_KEY + str(seed).encode()).digest()[:8], "big")
+    with np.errstate(over="ignore"):
+        z = np.arange(count, dtype=np.uint64) + np.uint64(key)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def balanced_counts(images: int, classes: int = 10) -> list[int]:
+    """`images` split over the classes as evenly as whole numbers allow (the first get the rest)."""
+    share, rest = divmod(images, classes)
+    return [share + (c < rest) for c in range(classes)]
+
+
+def subsets(
+    labels: np.ndarray, seed: int, train_size: int | None, val_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A run's training and validation images, as sorted indices into `labels` (the pool).
+
+    Each digit's images are ordered by the seed (`image_ranks`); the validation split takes the
+    first of them, class-balanced, and the training subset the next ones, class-balanced
+    (or, without train_size, every image the validation split left). So the subsets depend only
+    on the seed and the sizes: the same in every cell of a sweep, a smaller size's subset inside
+    a larger one's, and never an image in both. With neither size, the training images are the
+    whole pool in order (as before subsets existed).
+    """
+    if train_size is None and not val_size:
+        return np.arange(len(labels)), np.arange(0)
+    ranks = image_ranks(len(labels), seed)
+    train_counts = balanced_counts(train_size) if train_size else None
+    val_parts, train_parts = [], []
+    for digit, wanted in enumerate(balanced_counts(val_size)):
+        members = np.flatnonzero(labels == digit)
+        members = members[np.argsort(ranks[members], kind="stable")]
+        need = wanted + (train_counts[digit] if train_counts else 0)
+        if len(members) < need:
+            raise RegcliError(
+                f"the training pool has {len(members)} images of a {digit}; a class-balanced "
+                f"--train-size {train_size} with --val-size {val_size} needs {need}"
+            )
+        val_parts.append(members[:wanted])
+        train_parts.append(members[wanted:need] if train_counts else members[wanted:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
 def parse_idx(raw: bytes | bytearray, source: str = "IDX data") -> np.ndarray:
     """Decode one IDX file's bytes into a uint8 array of the shape its header declares."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:

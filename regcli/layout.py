@@ -115,11 +115,13 @@ def model_group(model_dir: Path) -> str:
 
 
 def model_label(model_dir: Path) -> str:
-    """How tables and legends name a model: <name>, or <name>/seed-<k> (terminal-safe: a
-    folder name's control characters are escaped)."""
+    """How tables and legends name a model: <name>, or <name>/seed-<k>, an atlas's cells with
+    their size in front (terminal-safe: a folder name's control characters are escaped)."""
     model_dir = Path(model_dir)
     if is_seed_member(model_dir):
-        return terminal_safe(f"{model_dir.parent.name}/{model_dir.name}")
+        size = model_dir.parent.parent.name
+        front = f"{size}/" if parse_size_folder(size) is not None else ""
+        return terminal_safe(f"{front}{model_dir.parent.name}/{model_dir.name}")
     return terminal_safe(model_dir.name)
 
 
@@ -232,6 +234,21 @@ def parse_cell(name: str) -> tuple[float, float] | None:
         return float(match["l1"]), float(match["wd"])
     except ValueError:
         return None
+
+
+SIZE_PREFIX = "size-"  # an atlas's sweep: <sweep>/size-<n>/<cell>/seed-<k>
+
+
+def size_folder(train_images: int) -> str:
+    return f"{SIZE_PREFIX}{train_images}"
+
+
+def parse_size_folder(name: str) -> int | None:
+    digits = name.removeprefix(SIZE_PREFIX)
+    plain = digits.isascii() and digits.isdigit()
+    if name.startswith(SIZE_PREFIX) and plain and digits == str(int(digits)):
+        return int(digits)
+    return None
 
 
 # --- figures ---------------------------------------------------------------------------------

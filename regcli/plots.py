@@ -330,3 +330,23 @@ def pruned_line(axes, pruned: dict[float, float], **style) -> None:
     """Accuracy (%) against the share of weights zeroed (%), one point per share."""
     levels = sorted(pruned)
     axes.plot([100 * s for s in levels], [pruned[s] for s in levels], **style)
+
+
+def robustness_figure(cells: list["PathCell"], shifts: list[str], title: str) -> Figure:
+    """Accuracy on each shifted test set against strength (one panel per shift), the L1 and
+    L2 paths with seed intervals, none as a band, as in the path figure."""
+    baseline = next((c for c in cells if c.path == "none"), None)
+    along = [c for c in cells if c.path in ALONG]
+    figure = Figure(figsize=(13, 9), layout="constrained")
+    panels = figure.subplots(2, math.ceil(len(shifts) / 2), squeeze=False).flatten()
+    for axes, shift in zip(panels, shifts, strict=False):
+
+        def under(c, shift=shift):
+            found = c.shifted.get(shift)
+            return found.accuracy if found is not None else None
+
+        _path_panel(axes, along, under, baseline)
+        axes.set(title=f"Accuracy under {shift} (seed mean, 95% interval)", ylabel="accuracy (%)")
+        axes.legend(fontsize=7)
+    figure.suptitle(title)
+    return figure

@@ -30,21 +30,37 @@ class EpochRecord:
     test_accuracy: float  # fraction 0..1
     lr: float  # learning rate at the end of the epoch
     seconds: float  # wall time of the epoch, test pass included (shared by a group)
+    # None when not measured: without --val-size, and without --train-size for the last
+    val_loss: float | None = None  # mean cross-entropy over the run's validation images
+    val_accuracy: float | None = None  # fraction 0..1 on them
+    clean_train_accuracy: float | None = None  # fraction 0..1 on its training subset, eval mode
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, record: dict) -> "EpochRecord":
+        """A checked record (see record_problem), older ones without the optional fields too."""
+        return cls(**record)
+
 
 EPOCH_FIELDS = tuple(f.name for f in fields(EpochRecord))
-FRACTIONS = ("train_accuracy", "test_accuracy")  # must lie in [0, 1]
+OPTIONAL_FIELDS = ("val_loss", "val_accuracy", "clean_train_accuracy")  # absent in older files
+FRACTIONS = ("train_accuracy", "test_accuracy", "val_accuracy", "clean_train_accuracy")
 
 
 def record_problem(record) -> str | None:
     """Why `record` is not one epoch's record (None if it is)."""
-    if not isinstance(record, dict) or set(record) != set(EPOCH_FIELDS):
-        return "an epoch record must hold exactly " + ", ".join(EPOCH_FIELDS)
+    required = set(EPOCH_FIELDS) - set(OPTIONAL_FIELDS)
+    if not isinstance(record, dict) or not required <= set(record) <= set(EPOCH_FIELDS):
+        return (
+            f"an epoch record must hold {', '.join(sorted(required))} and may hold "
+            f"{', '.join(OPTIONAL_FIELDS)}"
+        )
     for name in EPOCH_FIELDS:
-        value = record[name]
+        value = record.get(name)
+        if name in OPTIONAL_FIELDS and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{name} {value!r} is not a number"
         if not math.isfinite(value) or value < 0:
@@ -67,6 +83,13 @@ def history_problem(history, config: TrainConfig, finished: bool) -> str | None:
             return f"epoch record {index}: {problem}"
         if record["epoch"] != index:
             return f"epoch record {index} is numbered {record['epoch']} (epochs run 1..n)"
+    measured = {"val_loss": config.val_size > 0, "val_accuracy": config.val_size > 0}
+    measured["clean_train_accuracy"] = config.train_size is not None
+    for index, record in enumerate(history, 1):
+        for name, expected in measured.items():
+            if (record.get(name) is not None) != expected:
+                what = "holds" if not expected else "lacks"
+                return f"epoch record {index} {what} {name}, which its config says it would not"
     if len(history) > config.epochs:
         return f"{len(history)} epoch records, but its config asks for {config.epochs} epochs"
     if finished and len(history) != config.epochs:

@@ -11,7 +11,8 @@ so a bad README costs nothing.
 import math
 from pathlib import Path
 
-from regcli import compare, strength_path
+from regcli import atlas_report, compare, robustness_report, strength_path
+from regcli.atlas import read_atlas
 from regcli.data import load_split
 from regcli.devices import resolve_device
 from regcli.errors import RegcliError
@@ -23,11 +24,13 @@ from regcli.plots import (
     history_figure,
     path_figure,
     pruning_figure,
+    robustness_figure,
     save_figure,
     strength_pruning_figure,
     weights_figure,
 )
 from regcli.records import load_metrics
+from regcli.robustness import ROBUSTNESS_SHIFTS
 from regcli.stats import ALPHA, trend
 from regcli.strength_path import PATH_SPARSITIES, PathCell, Penalty
 from regcli.weights import NEAR_ZERO, model_weights, prune_curve
@@ -49,12 +52,15 @@ def report(
     data_dir: Path | None,
     readme: Path | None = None,
     sweep: Path | None = None,
+    atlas: Path | None = None,
     device: str = "cpu",
     advance=lambda name="": None,
 ) -> list[Path]:
     """Write every figure (and the README's tables if `readme`); returns the figures written."""
     sections = [compare.README_SECTION]
     sections += [strength_path.README_SECTION] if sweep is not None else []
+    sections += [robustness_report.README_SECTION] if sweep is not None else []
+    sections += [atlas_report.README_SECTION] if atlas is not None else []
     if readme is not None:
         check_readme(readme, sections)
     device = resolve_device(device).type  # an explicit device must be there
@@ -63,6 +69,7 @@ def report(
     labels = unique_labels(model_dirs, models_dir)
     # every model readable before any figure
     rows = [compare.summarize(d, labels[d]) for d in model_dirs]
+    found = read_atlas(atlas, join=sweep) if atlas is not None else None
     series = compare.series(rows)
     # each model on the test images its accuracy was measured on (all 10,000 unless limited)
     tested = {d: test.head(row.config.limit_test) for d, row in zip(model_dirs, rows, strict=True)}
@@ -71,16 +78,40 @@ def report(
     path_markdown = None
     if sweep is not None:
         cells = strength_path.path_stats(
-            sweep, test, backend=REPORT_BACKEND, device=device, advance=advance
+            sweep,
+            test,
+            backend=REPORT_BACKEND,
+            device=device,
+            shifts=ROBUSTNESS_SHIFTS,
+            advance=advance,
         )
         written += path_figures(cells, Path(sweep).name, images_dir)
         path_markdown = path_section(cells, Path(sweep))
+        robust = robustness_figure(cells, list(ROBUSTNESS_SHIFTS), "Robustness along the path")
+        target = save(robust, images_dir / f"{Path(sweep).name}_robustness.png")
+        written.append(target)
+        shown = relative_to(target, readme) if readme else None
+        robust_markdown = robustness_report.robustness_section(cells, shown)
+    texts = {compare.README_SECTION: compare.results_markdown(rows)}
+    if path_markdown is not None:
+        texts[strength_path.README_SECTION] = path_markdown
+        texts[robustness_report.README_SECTION] = robust_markdown
+    if found is not None:
+        figures = atlas_report.atlas_figures(found, Path(atlas).name, images_dir)
+        written += figures
+        shown = [relative_to(f, readme) for f in figures] if readme else []
+        texts[atlas_report.README_SECTION] = atlas_report.atlas_section(found, shown)
     if readme is not None:
-        texts = {compare.README_SECTION: compare.results_markdown(rows)}
-        if path_markdown is not None:
-            texts[strength_path.README_SECTION] = path_markdown
         update_readme(readme, texts)
     return written
+
+
+def relative_to(figure: Path, readme: Path) -> str:
+    """A figure's path as the README links it (relative to the README's folder)."""
+    try:
+        return str(Path(figure).resolve().relative_to(Path(readme).resolve().parent))
+    except ValueError:
+        return str(Path(figure).resolve())
 
 
 def model_figures(model_dirs, labels, tested, images_dir, models_dir, advance) -> list[Path]:

@@ -200,7 +200,8 @@ def fresh_groups(plans: list[Plan], size: int) -> list[list[Plan]]:
 def model_steps(group: list[Plan], train_images: int) -> int:
     """How many (model, step) pairs a group has left to train: the job's unit of progress."""
     config = group[0].config
-    steps = -(-min(config.train_images, train_images) // config.batch_size)
+    per_pass = -(-min(config.train_images, train_images) // config.batch_size)
+    steps = config.passes_per_epoch * per_pass
     done = len(group[0].last["history"]) if group[0].action == Action.resume else 0
     return len(group) * (config.epochs - done) * steps
 
@@ -365,7 +366,7 @@ def member_state(last: dict) -> MemberState:
     return MemberState(
         weights=last["weights"],
         momentum=last["momentum"],
-        history=[EpochRecord(**r) for r in last["history"]],
+        history=[EpochRecord.from_dict(r) for r in last["history"]],
         diverged=last.get("diverged"),
     )
 

@@ -296,6 +296,8 @@ def describe(folder: Path, root: Path) -> dict:
         "l1": None,
         "weight_decay": None,
         "seed": None,
+        "train_images": None,
+        "val_images": None,
         "epochs": None,
         "of": None,
         "test_accuracy": None,
@@ -319,6 +321,8 @@ def describe(folder: Path, root: Path) -> dict:
             l1=config.l1,
             weight_decay=config.weight_decay,
             seed=config.seed,
+            train_images=config.train_images,
+            val_images=config.val_size,
             epochs=len(history),
             of=config.epochs,
         )
@@ -342,11 +346,12 @@ def runs_table(rows: list[dict]) -> str:
             number(r["l1"], "g"),
             number(r["weight_decay"], "g"),
             number(r["seed"], "d"),
+            number(r["train_images"], ","),
             f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
             terminal_safe(r["state"]),
             number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
         ]
         for r in rows
     ]
-    headers = ["run", "mode", "l1", "weight decay", "seed", "epochs", "state", "test acc %"]
-    return render(headers, body, align="<<>>>><>")
+    headers = ["run", "mode", "l1", "weight decay", "seed", "images", "epochs", "state"]
+    return render([*headers, "test acc %"], body, align="<<>>>>><>")

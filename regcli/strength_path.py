@@ -38,6 +38,7 @@ from regcli.layout import (
     seed_number,
 )
 from regcli.records import METRICS_NAME, load_metrics
+from regcli.robustness import compare_shifted, shifted_accuracies, shifted_tests
 from regcli.stats import Difference, SeedStats, holm_adjusted, mean, seed_stats, verdict
 from regcli.tables import render
 from regcli.text import natural_key
@@ -106,6 +107,7 @@ class SeedNumbers:
     near_zero_share: float
     l1_norm: float
     pruned: dict[float, float]  # accuracy after zeroing each share in PATH_SPARSITIES
+    shifted: dict[str, float] = field(default_factory=dict)  # accuracy per shifted test set
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class PathCell:
     l1_norm: SeedStats | None = None
     pruned: dict[float, float] = field(default_factory=dict)  # seed mean per share zeroed
     versus_none: Difference | None = None  # accuracy against the unregularized cell's
+    shifted: dict = field(default_factory=dict)  # shift -> robustness.ShiftedCell
 
     def as_json(self) -> dict:
         """The cell as `sweep --report --json` prints it."""
@@ -221,9 +224,12 @@ def read_member(model_dir: Path) -> Seed:
     return Seed(model_dir, config, metrics, False, model, sha256_bytes(raw), digest)
 
 
-def member_stats(member: Seed, test, *, backend: str, device: str) -> SeedNumbers | None:
-    """One seed's numbers: final accuracy, weights, pruned accuracies (cached); a diverged or
-    missing seed (finished, but its model.pt is gone) has none."""
+def member_stats(
+    member: Seed, test, *, backend: str, device: str, shifted: dict | None = None
+) -> SeedNumbers | None:
+    """One seed's numbers: final accuracy, weights, pruned accuracies and accuracies on the
+    `shifted` test sets (both cached); a diverged or missing seed (finished, but its model.pt
+    is gone) has none."""
     if member.model is None:
         return None
     test = test.head(member.config.limit_test)  # the test images it was measured on
@@ -231,12 +237,14 @@ def member_stats(member: Seed, test, *, backend: str, device: str) -> SeedNumber
     pruned = cached_pruned_accuracies(
         member.dir, member.model, member.sha256, PATH_SPARSITIES, test, backend, device
     )
+    under = shifted_accuracies(member.dir, member.sha256, shifted, backend) if shifted else {}
     return SeedNumbers(
         seed=member.config.seed,
         accuracy=100 * member.metrics["epochs"][-1]["test_accuracy"],
         near_zero_share=near_zero_share(weights),
         l1_norm=weights["l1_norm"],
         pruned=pruned,
+        shifted=under,
     )
 
 
@@ -279,6 +287,10 @@ def summarize_cell(
         l1_norm=seed_stats([n.l1_norm for n in good]),
         pruned={s: mean([n.pruned[s] for n in good]) for s in good[0].pruned},
         versus_none=accuracy.versus(baseline) if compared else None,
+        shifted={
+            shift: seed_stats([n.shifted[shift] for n in good], seeds=[n.seed for n in good])
+            for shift in good[0].shifted
+        },
     )
 
 
@@ -288,9 +300,11 @@ def path_stats(
     *,
     backend: str = "torch",
     device: str = "cpu",
+    shifts: tuple[str, ...] = (),
     advance=lambda name="": None,
 ) -> list[PathCell]:
-    """Every cell of the sweep, summarized; the unregularized cell is the baseline."""
+    """Every cell of the sweep, summarized; the unregularized cell is the baseline. With
+    `shifts` (robustness.ROBUSTNESS_SHIFTS), each cell's accuracy under each shift too."""
     read = [(cell, [read_member(d) for d in cell.seeds]) for cell in read_cells(sweep_dir)]
     for cell, members in read:  # every group checked before anything is measured or cached
         check_group([Member(m.dir, m.config, m.weights) for m in members], f"cell {cell.name}")
@@ -300,10 +314,14 @@ def path_stats(
         ignore=("l1", "weight_decay", "seed"),
     )
     measured = []
+    limit = read[0][1][0].config.limit_test  # the cells share it (checked above)
+    shifted = shifted_tests(test.head(limit), shifts) if shifts else None
     for cell, members in read:
         numbers = []
         for member in members:
-            numbers.append(member_stats(member, test, backend=backend, device=device))
+            numbers.append(
+                member_stats(member, test, backend=backend, device=device, shifted=shifted)
+            )
             advance(f"{cell.name}/{member.dir.name}")
         measured.append((cell, members, numbers))
     base = next((n for c, _, n in measured if c.path is Penalty.NONE), [])
@@ -313,7 +331,10 @@ def path_stats(
     )
     cells = [summarize_cell(*cell, baseline) for cell in measured]
     adjusted = holm_adjusted([c.versus_none for c in cells])  # one study: Holm over its cells
-    return [replace(c, versus_none=d) for c, d in zip(cells, adjusted, strict=True)]
+    cells = [replace(c, versus_none=d) for c, d in zip(cells, adjusted, strict=True)]
+    base_shifted = next((c.shifted for c in cells if c.path is Penalty.NONE), None)
+    robust = compare_shifted(cells, base_shifted or None)  # their own study: Holm over them
+    return [replace(c, shifted=r) for c, r in zip(cells, robust, strict=True)]
 
 
 PATH_HEADERS = [

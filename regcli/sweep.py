@@ -23,7 +23,7 @@ from regcli.config import (
 )
 from regcli.errors import RegcliError, UsageError
 from regcli.events import Reporter
-from regcli.layout import cell_name, parse_cell
+from regcli.layout import cell_name, parse_cell, size_folder
 from regcli.runner import Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
 from regcli.tables import clock, render
@@ -106,27 +106,49 @@ def grid_cells(
 
 
 def sweep_requests(
-    base: TrainConfig, name: str, cells: list[tuple[float, float]], seeds: int
+    base: TrainConfig,
+    name: str,
+    cells: list[tuple[float, float]],
+    seeds: int,
+    sizes: tuple[int, ...] = (),
 ) -> list[Request]:
-    """One seed group per cell: <name>/<cell>/seed-<k>, k = 0..seeds-1."""
+    """One seed group per cell: <name>/<cell>/seed-<k>, k = 0..seeds-1; with training-set
+    sizes, one path per size: <name>/size-<n>/<cell>/seed-<k>."""
     if not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
+    bases = [(base, name)]
+    if sizes:
+        sized = [replace(base, train_size=size) for size in sizes]
+        bases = [(b, f"{name}/{size_folder(b.train_images)}") for b in sized]
     return [
         Request(
-            replace(base, l1=l1, weight_decay=wd, seed=seed),
-            f"{name}/{cell_name(l1, wd)}",
+            replace(config, l1=l1, weight_decay=wd, seed=seed),
+            f"{folder}/{cell_name(l1, wd)}",
             seeded=True,
         )
+        for config, folder in bases
         for l1, wd in cells
         for seed in range(seeds)
     ]
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """--train-sizes '500,1000,60000': distinct whole numbers >= 1, smallest first."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    plain = all(p.isascii() and p.isdigit() and int(p) >= 1 for p in parts)
+    if not parts or len(parts) > MAX_POINTS or not plain:
+        raise UsageError(
+            f"--train-sizes {text!r}: give training-set sizes like 500,1000,5000 "
+            f"(whole numbers >= 1, at most {MAX_POINTS})"
+        )
+    return tuple(sorted({int(p) for p in parts}))
 
 
 def estimate_seconds(
     config: TrainConfig, models: int, device: str, measured: float | None
 ) -> float:
     """Rough training time of `models` runs: images seen / images per second per model."""
-    per_model = config.train_images + config.test_images
+    per_model = config.passes_per_epoch * config.train_images + config.test_images
     rate = measured or ESTIMATED_IMAGES_PER_SECOND.get(device, 2_700)
     return models * config.epochs * per_model / rate
 
@@ -147,52 +169,60 @@ def measured_rate(outcomes_dirs: list[Path]) -> float | None:
         plain = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (seconds, size))
         if plain and math.isfinite(seconds) and seconds > 0 and 1 <= size <= 10_000:
             settings = TrainConfig.from_dict(metrics["config"])
-            images = len(metrics["epochs"]) * (settings.train_images + settings.test_images)
+            per_epoch = settings.passes_per_epoch * settings.train_images + settings.test_images
+            images = len(metrics["epochs"]) * per_epoch
             rates.append(images * size / seconds)
     return sum(rates) / len(rates) if rates else None
 
 
 def preview(job: "SweepJob", options: RunOptions) -> dict:
     """What a sweep would do, without locking or writing anything: per cell how many seeds are
-    reused, resumed or trained, and an estimate of the training time."""
+    reused, resumed or trained, its training length (the fair-length rule), and an estimate of
+    the training time."""
     from regcli.devices import resolve_device
 
     device = resolve_device(options.device).type
-    requests = job.requests()
     cells: dict[str, dict] = {}
-    finished = []
-    for request in requests:
+    finished, pending = [], []
+    for request in job.requests():
         model_dir = member_dir(options.models_dir, request)
         plan = plan_run(model_dir, request.config, options.existing)
         cell = request.name.split("/", 1)[1]
-        l1, weight_decay = parse_cell(cell)
-        entry = cells.setdefault(
-            cell,
-            {
-                "cell": cell,
-                "l1": l1,
-                "weight_decay": weight_decay,
-                "reuse": 0,
-                "resume": 0,
-                "train": 0,
-            },
-        )
+        l1, weight_decay = parse_cell(cell.rsplit("/", 1)[-1])
+        entry = cells.setdefault(cell, cell_entry(cell, l1, weight_decay, request.config))
         entry[plan.action] += 1
         if plan.action == Action.reuse:
             finished.append(model_dir)
-    pending = sum(c["train"] + c["resume"] for c in cells.values())
+        else:
+            pending.append(request.config)
     rate = measured_rate(finished)
-    seconds = estimate_seconds(job.base, pending, device, rate)
+    seconds = sum(estimate_seconds(config, 1, device, rate) for config in pending)
     return {
         "folder": str(Path(options.models_dir) / job.name),
         "seeds": job.seeds,
+        "train_sizes": list(job.train_sizes),
         "cells": list(cells.values()),
-        "models": len(requests),
+        "models": sum(c["reuse"] + c["resume"] + c["train"] for c in cells.values()),
         "reuse": sum(c["reuse"] for c in cells.values()),
         "resume": sum(c["resume"] for c in cells.values()),
         "train": sum(c["train"] for c in cells.values()),
         "estimate_seconds": seconds,
         "estimate_from": "this sweep's finished models" if rate else f"a typical {device} rate",
+    }
+
+
+def cell_entry(cell: str, l1: float, weight_decay: float, config: TrainConfig) -> dict:
+    return {
+        "cell": cell,
+        "l1": l1,
+        "weight_decay": weight_decay,
+        "train_images": config.train_images,
+        "epochs": config.epochs,
+        "passes_per_epoch": config.passes_per_epoch,
+        "steps": config.epochs * config.steps_per_epoch,
+        "reuse": 0,
+        "resume": 0,
+        "train": 0,
     }
 
 
@@ -202,7 +232,7 @@ def train(job: "SweepJob", options: RunOptions, reporter: Reporter) -> list:
     return train_job(job.requests(), options, reporter)
 
 
-GRID_SETTINGS = ("l1", "weight_decay", "grid", "seeds")  # a config file's [sweep] table
+GRID_SETTINGS = ("l1", "weight_decay", "grid", "seeds", "train_sizes")  # a [sweep] table
 
 
 def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
@@ -211,7 +241,7 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
     check_keys(table, GRID_SETTINGS, f"{source} [sweep]")
     from_file = {
         key: ",".join(map(str, value))
-        if key in ("l1", "weight_decay") and isinstance(value, list)
+        if key in ("l1", "weight_decay", "train_sizes") and isinstance(value, list)
         else value
         for key, value in table.items()
     }
@@ -229,8 +259,10 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
         raise UsageError(f"--seeds must be a whole number, got {seeds!r}")
     if not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
-    count_cells(l1s, decays, grid, seeds)
-    return l1s, decays, grid, seeds
+    given = chosen.get("train_sizes")
+    sizes = () if given is None else parse_sizes(given)  # given but empty: an error
+    count_cells(l1s, decays, grid, seeds * max(1, len(sizes)))
+    return l1s, decays, grid, seeds, sizes
 
 
 def preview_text(plan: dict) -> str:
@@ -239,18 +271,25 @@ def preview_text(plan: dict) -> str:
             c["cell"],
             f"{c['l1']:g}",
             f"{c['weight_decay']:g}",
+            f"{c['train_images']:,}",
+            f"{c['epochs']} x {c['passes_per_epoch']}",
+            f"{c['steps']:,}",
             str(c["reuse"]),
             str(c["resume"]),
             str(c["train"]),
         ]
         for c in plan["cells"]
     ]
-    table = render(["cell", "l1", "weight decay", "reuse", "resume", "train"], rows)
+    headers = ["cell", "l1", "weight decay", "images", "epochs x passes", "steps"]
+    table = render([*headers, "reuse", "resume", "train"], rows)
+    sizes = f" x {len(plan['train_sizes'])} sizes" if plan["train_sizes"] else ""
+    cells = len(plan["cells"]) // max(1, len(plan["train_sizes"]))
     return (
-        f"{table}\n{plan['folder']}: {len(plan['cells'])} cells x {plan['seeds']} seeds = "
+        f"{table}\n{plan['folder']}: {cells} cells{sizes} x {plan['seeds']} seeds = "
         f"{plan['models']} models: {plan['reuse']} reused, {plan['resume']} resumed, "
         f"{plan['train']} to train; about {clock(plan['estimate_seconds'])} of training "
-        f"(estimated from {plan['estimate_from']})"
+        f"(estimated from {plan['estimate_from']}); an epoch is the fewest whole passes over "
+        "a cell's images that reach --min-steps optimizer steps in all"
     )
 
 
@@ -264,12 +303,13 @@ class SweepJob:
     weight_decays: tuple[float, ...]
     grid: str  # a Grid
     seeds: int  # seeds 0..seeds-1 per cell
+    train_sizes: tuple[int, ...] = ()  # one path per size (<name>/size-<n>/); () none
 
     def cells(self) -> list[tuple[float, float]]:
         return grid_cells(list(self.l1s), list(self.weight_decays), self.grid)
 
     def requests(self) -> list[Request]:
-        return sweep_requests(self.base, self.name, self.cells(), self.seeds)
+        return sweep_requests(self.base, self.name, self.cells(), self.seeds, self.train_sizes)
 
     def config_text(self) -> str:
         """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
@@ -281,6 +321,7 @@ class SweepJob:
             "weight_decay": list(self.weight_decays),
             "grid": self.grid,
             "seeds": self.seeds,
+            **({"train_sizes": list(self.train_sizes)} if self.train_sizes else {}),
         }
         text = config_toml(shared, {"sweep": table}, title="regcli sweep --config <this file>")
         return text.rstrip("\n")
@@ -290,8 +331,10 @@ class SweepJob:
         reused = sum(1 for o in outcomes if o.action == Done.reused)
         resumed = sum(1 for o in outcomes if o.action == Done.resumed)
         trained = len(outcomes) - reused - resumed
+        sizes = f" x {len(self.train_sizes)} sizes" if self.train_sizes else ""
         return (
-            f"sweep {Path(models_dir) / self.name}: {len(self.cells())} cells x {self.seeds} "
+            f"sweep {Path(models_dir) / self.name}: {len(self.cells())} cells{sizes} x "
+            f"{self.seeds} "
             f"seeds: {trained} trained, {resumed} resumed, {reused} reused, {diverged} diverged "
             "(recorded as results)"
         )
@@ -301,6 +344,10 @@ def plan(name: str, settings: dict, table: dict, typed: dict, source: str) -> Sw
     """The sweep from its resolved settings, its config file's [sweep] table and the grid
     options typed on the command line (which win), checked and capped before anything is
     built."""
-    l1s, decays, grid, seeds = resolve_grid(typed, table, defaults=GRID_DEFAULTS, source=source)
+    l1s, decays, grid, seeds, sizes = resolve_grid(
+        typed, table, defaults=GRID_DEFAULTS, source=source
+    )
     base = TrainConfig.from_dict({**settings, "l1": 0.0, "weight_decay": 0.0}, "settings")
-    return SweepJob(name, base, tuple(l1s), tuple(decays), grid, seeds)
+    for size in sizes:  # each size's settings checked before anything is built
+        replace(base, train_size=size)
+    return SweepJob(name, base, tuple(l1s), tuple(decays), grid, seeds, sizes)

@@ -14,7 +14,6 @@ to continue bit-identically on the same device. A member whose loss becomes non-
 stops (its updates are masked from that step on, the step recorded); the others go on.
 """
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ import torch.nn.functional as F
 
 from regcli.augment import RandomRotation
 from regcli.config import NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
-from regcli.data import Split
+from regcli.data import Split, subsets
+from regcli.epochs import DIVERGED_LOSS, EpochResults, Progress, run_info
 from regcli.errors import Interrupted, UsageError, first_line
 from regcli.events import Reporter
 from regcli.grouped import (
@@ -38,15 +38,10 @@ from regcli.grouped import (
 )
 from regcli.model import Net
 from regcli.records import EpochRecord
-from regcli.scoring import EVAL_BATCH, score_logits
+from regcli.scoring import EVAL_BATCH
 
 NO_REPORTER = Reporter()  # a run nobody watches
 
-# A mean cross-entropy above this means the logits have blown up: a 10-class model that guesses
-# scores 2.3, and nothing that learns ever gets near 1,000. (The L1 penalty is not counted: a
-# strong but finite penalty is a choice, not a divergence; see `penalty_dominates`.)
-DIVERGED_LOSS = 1_000.0  # nats per image (mean cross-entropy)
-PENALTY_DOMINATES = 10.0  # ratio penalty / data term; above it the data has almost no say
 WARMUP_STEPS = 3  # eager steps before CUDA graph capture (cuDNN and cuBLAS set-up)
 CUDA_ELEMENTS_LIMIT = 2**30  # activation elements per evaluation chunk (cuDNN wants < 2**31)
 
@@ -101,16 +96,26 @@ class GroupTrainer:
     # --- set-up ----------------------------------------------------------------------------
 
     def load_data(self, train_split: Split, test_split: Split) -> None:
-        """The train and test images on the device, and the batches an epoch is cut into."""
+        """The training pool and test images on the device; each member's training subset and
+        validation split (indices into the pool, `data.subsets`); the batches of an epoch."""
         first = self.configs[0]
-        train = train_split.head(first.limit_train)
-        self.images, self.labels = self.on_device(train.images), self.on_device(train.labels)
+        pool = train_split.head(first.limit_train)
+        self.images, self.labels = self.on_device(pool.images), self.on_device(pool.labels)
         self.test = test_split.head(first.limit_test)
         self.test_images = self.on_device(self.test.images)
-        self.size = len(train)
+        chosen = [subsets(pool.labels, c.seed, c.train_size, c.val_size) for c in self.configs]
+        self.subset = self.on_device(np.stack([train for train, _ in chosen]))  # [K, n]
+        self.val_index = self.on_device(np.stack([val for _, val in chosen]))  # [K, v]
+        self.train_labels = [pool.labels[train] for train, _ in chosen]
+        self.val_labels = [pool.labels[val] for _, val in chosen]
+        self.size = self.subset.shape[1]
         self.full_steps, self.tail = divmod(self.size, self.batch_size)
-        self.steps_per_epoch = self.full_steps + (self.tail > 0)
-        self.batches = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
+        self.pass_steps = self.full_steps + (self.tail > 0)
+        self.passes = first.passes_per_epoch  # the fair-length rule (TrainConfig)
+        self.steps_per_epoch = self.passes * self.pass_steps
+        self.seen = self.passes * self.size  # images per member per epoch
+        one_pass = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
+        self.batches = one_pass * self.passes
 
     def build_state(self, resume: list[MemberState] | None) -> None:
         """The grouped network, its flat parameters and momentum (fresh or resumed), every
@@ -130,7 +135,7 @@ class GroupTrainer:
     def make_buffers(self, resume: list[MemberState] | None) -> None:
         """Every tensor a step reads or writes besides the weights: step counters, the epoch's
         order and angles, the epoch's sums, who is alive, and per-batch-size constants."""
-        k, n = self.members, self.size
+        k, n = self.members, self.steps_per_epoch * self.batch_size  # a batch's slots, padded
         done = len(resume[0].history) if resume else 0
         as_long = {"dtype": torch.long, "device": self.device}
         self.step_count = torch.full((1,), done * self.steps_per_epoch, **as_long)
@@ -252,20 +257,25 @@ class GroupTrainer:
     # --- epochs ----------------------------------------------------------------------------
 
     def draw_epoch(self, epoch: int) -> None:
-        """This epoch's data order and rotation angles per member, and the dropout seed."""
-        orders, angles = [], []
-        for config in self.configs:
+        """This epoch's data order and rotation angles per member, and the dropout seed: per
+        pass a permutation of the member's subset, laid out from its pass's first batch slot."""
+        slots = self.pass_steps * self.batch_size
+        self.order.zero_()
+        self.angles.zero_()
+        for i, config in enumerate(self.configs):
             generator = torch.Generator().manual_seed(derived_seed(config.seed, epoch, "data"))
-            orders.append(torch.randperm(self.size, generator=generator))
-            angles.append(torch.randint(len(self.rotate.angles), (self.size,), generator=generator))
-        self.order.copy_(torch.stack(orders))
-        self.angles.copy_(torch.stack(angles))
+            for number in range(self.passes):
+                at = slice(number * slots, number * slots + self.size)
+                permutation = torch.randperm(self.size, generator=generator).to(self.device)
+                self.order[i, at] = self.subset[i].index_select(0, permutation)
+                angles = torch.randint(len(self.rotate.angles), (self.size,), generator=generator)
+                self.angles[i, at] = angles.to(self.device)
         torch.manual_seed(derived_seed([c.seed for c in self.configs], epoch, "dropout"))
 
     def train_epoch(
         self, epoch: int, reporter: Reporter = NO_REPORTER, stop: StopFlag | None = None
     ) -> np.ndarray:
-        """One pass; returns per-member sums (data loss, penalty, correct) as a numpy [K, 3]."""
+        """One epoch (its passes); per-member sums (data loss, penalty, correct), numpy [K, 3]."""
         self.net.train()
         if self.graphs and not self.captured:
             self.capture()  # before the epoch's seeds: warm-up draws must not shift them
@@ -285,15 +295,33 @@ class GroupTrainer:
 
     def test_logits(self) -> np.ndarray:
         """Logits [N, K, 10] of every member on the test images, in eval mode and in chunks."""
+        return self.logits(self.test_images)
+
+    def val_logits(self) -> np.ndarray | None:
+        """Logits [v, K, 10] of each member on its own validation images (None: no split)."""
+        return self.logits(self.images[self.val_index]) if self.val_index.shape[1] else None
+
+    def fit_logits(self) -> np.ndarray | None:
+        """Logits [n, K, 10] of each member on its own training subset, clean (eval mode, no
+        rotation); measured for --train-size runs only (a pass over 60,000 is not free)."""
+        return self.logits(self.images[self.subset]) if self.configs[0].train_size else None
+
+    def logits(self, images: torch.Tensor) -> np.ndarray:
+        """Eval-mode logits [N, K, 10] of uint8 images, [N, 28, 28] for every member alike or
+        [K, N, 28, 28] one set per member, in chunks."""
         self.net.eval()
-        k, n = self.members, len(self.test_images)
+        k, n = self.members, images.shape[-3]
         per_image = k * 16 * SIDE * SIDE  # the widest activation, elements per test image
         chunk = max(1, min(EVAL_BATCH, CUDA_ELEMENTS_LIMIT // per_image))
         out = []
         with torch.no_grad():
             for start in range(0, n, chunk):
-                pixels = self.test_images[start : start + chunk].float() * UNIT
-                x = pixels.unsqueeze(1).expand(-1, k, -1, -1).contiguous()
+                if images.dim() == 3:
+                    pixels = images[start : start + chunk].float() * UNIT
+                    x = pixels.unsqueeze(1).expand(-1, k, -1, -1).contiguous()
+                else:
+                    pixels = images[:, start : start + chunk].float() * UNIT
+                    x = pixels.transpose(0, 1).contiguous()
                 out.append(self.net(x).view(-1, k, NUM_CLASSES).cpu())
         return torch.cat(out).numpy()
 
@@ -346,10 +374,6 @@ class RunningLoss:
         return self.value
 
 
-def penalty_dominates(record: EpochRecord) -> bool:
-    return record.penalty > PENALTY_DOMINATES * max(record.train_loss, 1e-12)
-
-
 def train_group(
     configs: list[TrainConfig],
     train_split: Split,
@@ -383,7 +407,7 @@ def train_group(
         started = time.perf_counter()
         sums = trainer.train_epoch(epoch, reporter, stop)
         reporter.testing()
-        results = EpochResults.read(trainer, sums, trainer.test_logits(), started)
+        results = EpochResults.read(trainer, sums, started)
         records = progress.judge(epoch, results)
         notes = progress.penalty_warnings(records)
         if trainer.graph_error and epoch == first:
@@ -392,109 +416,3 @@ def train_group(
         if on_epoch:
             on_epoch(progress.states())
     return progress.states(), run_info(trainer, deterministic)
-
-
-@dataclass
-class EpochResults:
-    """What one epoch left on the device, read back to the host."""
-
-    sums: np.ndarray  # [K, 3]: data loss x batch, penalty x batch, correct, over the epoch
-    logits: np.ndarray  # [N, K, 10]: every member's test logits after the epoch
-    lrs: list[float]  # each member's learning rate at the epoch's end
-    alive: list[bool]  # False: the member's loss went bad in this epoch (or before)
-    diverged_step: list[int]  # the step (counted from the run's start) it went bad at
-    diverged_loss: list[float]  # its loss (data + penalty) at that step
-    seconds: float  # wall time of the epoch, test pass included
-
-    @classmethod
-    def read(cls, trainer: GroupTrainer, sums, logits, started: float) -> "EpochResults":
-        return cls(
-            sums=sums,
-            logits=logits,
-            lrs=trainer.lr_table[trainer.step_count.item()].tolist(),
-            alive=trainer.alive.tolist(),
-            diverged_step=trainer.diverged_step.tolist(),
-            diverged_loss=trainer.diverged_loss.tolist(),
-            seconds=time.perf_counter() - started,
-        )
-
-
-class Progress:
-    """Each member's history, where it diverged (if it has), and whether it was warned."""
-
-    def __init__(self, trainer: GroupTrainer, resume: list[MemberState] | None):
-        k = trainer.members
-        self.trainer = trainer
-        self.histories = [list(m.history) for m in resume] if resume else [[] for _ in range(k)]
-        self.diverged = [m.diverged for m in resume] if resume else [None] * k
-        self.warned: set[int] = set()
-
-    def judge(self, epoch: int, results: EpochResults) -> list[EpochRecord | None]:
-        """Each member's record of the epoch, added to its history; None once it has diverged."""
-        records = []
-        for i, history in enumerate(self.histories):
-            record = None
-            if not self.diverged[i]:
-                record, self.diverged[i] = member_record(self.trainer, i, epoch, results)
-            if record:
-                history.append(record)
-            records.append(record)
-        return records
-
-    def penalty_warnings(self, records: list[EpochRecord | None]) -> list[str]:
-        """A warning for each member whose L1 penalty dwarfs its data term (once a run)."""
-        notes = []
-        for i, record in enumerate(records):
-            if record and penalty_dominates(record) and i not in self.warned:
-                self.warned.add(i)
-                notes.append(
-                    f"{'' if len(records) == 1 else f'member {i + 1}: '}the L1 penalty "
-                    f"({record.penalty:.3g}) dwarfs the data term ({record.train_loss:.3g}): "
-                    f"--l1 {self.trainer.configs[i].l1:g} leaves the data almost no say; "
-                    "try a smaller --l1"
-                )
-        return notes
-
-    def states(self) -> list[MemberState]:
-        return self.trainer.member_states(self.histories, self.diverged)
-
-
-def member_record(
-    trainer: GroupTrainer, i: int, epoch: int, results: EpochResults
-) -> tuple[EpochRecord | None, dict | None]:
-    """Member i's record of the epoch, or where it diverged instead: in training (its loss went
-    bad at some step) or in the test pass (a finite training loss, blown-up predictions)."""
-    if not results.alive[i]:
-        batch = results.diverged_step[i] - (epoch - 1) * trainer.steps_per_epoch + 1
-        return None, divergence(epoch, batch, results.diverged_loss[i], "training")
-    data_loss, penalty, correct = results.sums[i] / trainer.size
-    test = score_logits(results.logits[:, i], trainer.test.labels)
-    if not test.loss <= DIVERGED_LOSS:
-        trainer.alive[i] = False
-        return None, divergence(epoch, trainer.steps_per_epoch, test.loss, "test")
-    record = EpochRecord(
-        epoch=epoch,
-        train_loss=float(data_loss),
-        penalty=float(penalty),
-        train_accuracy=float(correct),
-        test_loss=test.loss,
-        test_accuracy=test.accuracy,
-        lr=results.lrs[i],
-        seconds=results.seconds,
-    )
-    return record, None
-
-
-def divergence(epoch: int, batch: int, loss: float, during: str) -> dict:
-    """Where a member stopped (MemberState.diverged): a non-finite loss is kept as its text."""
-    shown = loss if math.isfinite(loss) else str(loss)
-    return {"epoch": epoch, "batch": batch, "loss": shown, "during": during}
-
-
-def run_info(trainer: GroupTrainer, deterministic: bool) -> dict:
-    """How the group was trained."""
-    return {
-        "group_size": trainer.members,
-        "cuda_graphs": trainer.graphs and bool(trainer.captured),
-        "deterministic": deterministic if trainer.device.type == "cuda" else True,
-    }

@@ -10,7 +10,6 @@ are not finite percentages is measured again.
 """
 
 import copy
-import math
 from pathlib import Path
 
 import torch
@@ -19,9 +18,8 @@ from regcli.backends import current_onnx, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
 from regcli.config import Backend
 from regcli.errors import RegcliError, UsageError
-from regcli.files import FileProblem, read_json, write_json
 from regcli.layout import ONNX_NAME, model_group, model_label
-from regcli.locks import ModelLock
+from regcli.measure_cache import cached_numbers
 from regcli.model import torch_predictor
 from regcli.regularization import regularized_parameters
 from regcli.scoring import score
@@ -167,40 +165,14 @@ def cached_pruned_accuracies(
     this very model.pt (sha256), this backend and this test set; the cache is refreshed
     otherwise (unless the folder is locked or read-only: the numbers are returned anyway)."""
     key = {"source_sha256": sha256, "backend": backend, "test_images": len(test)}
+    predictors = []
+
+    def measure(level: str) -> float:
+        if not predictors:
+            predictors.append(pruned_predictors(model_dir, model, backend, device))
+        return 100 * score(predictors[0](pruned_state(model, float(level))), test).accuracy
+
+    wanted = [repr(s) for s in sparsities]
     path = Path(model_dir) / CACHE_NAME
-    known = cached_accuracies(path, key)
-    missing = [s for s in sparsities if repr(s) not in known]
-    if missing:
-        predictor_with = pruned_predictors(model_dir, model, backend, device)
-        for sparsity in missing:
-            known[repr(sparsity)] = (
-                100 * score(predictor_with(pruned_state(model, sparsity)), test).accuracy
-            )
-        try:
-            with ModelLock(model_dir, "regcli pruning cache"):
-                write_json(path, {**key, "device": device, "accuracy": known})
-        except RegcliError:  # locked by a run, or a read-only folder: keep the numbers anyway
-            pass
+    known = cached_numbers(path, key, wanted, measure, device=device)
     return {s: known[repr(s)] for s in sparsities}
-
-
-def cached_accuracies(path: Path, key: dict) -> dict[str, float]:
-    """The pruned accuracies in a cache, if it is for `key` and every number in it is a finite
-    percentage; else nothing (they are measured again)."""
-    try:
-        cache = read_json(path) if path.exists() else {}
-    except FileProblem:
-        return {}
-    if not isinstance(cache, dict) or any(cache.get(k) != v for k, v in key.items()):
-        return {}
-    known = cache.get("accuracy")
-    if not isinstance(known, dict):
-        return {}
-    return {
-        level: value
-        for level, value in known.items()
-        if isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= 100
-    }

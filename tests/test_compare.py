@@ -170,17 +170,43 @@ def test_readme_table_matches_the_committed_models():
 
 
 @committed
-def test_readme_path_section_matches_the_committed_sweep():
+def test_readme_path_and_robustness_sections_match_the_committed_sweep():
     from regcli import strength_path as paths
     from regcli.report import path_section
+    from regcli.robustness import ROBUSTNESS_SHIFTS
+    from regcli.robustness_report import README_SECTION as ROBUSTNESS_SECTION
+    from regcli.robustness_report import robustness_section
 
     start, end = readme_markers(*paths.README_SECTION)
     readme = (REPO / "README.md").read_text()
     generated = readme.split(start)[1].split(end)[0].strip()
     sweep = REPO / "models" / "sweep"
-    cells = paths.path_stats(sweep, load_split(DATA_DIR, "test"))  # pruning from the caches
+    test = load_split(DATA_DIR, "test")
+    cells = paths.path_stats(sweep, test, shifts=ROBUSTNESS_SHIFTS)  # pruning, shifts: cached
     assert generated == path_section(cells, sweep).strip()
     assert len(cells) == 14 and all(c.seeds == 5 and c.epochs == 15 for c in cells)
+    start, end = readme_markers(*ROBUSTNESS_SECTION)
+    generated = readme.split(start)[1].split(end)[0].strip()
+    assert generated == robustness_section(cells, "images/sweep_robustness.png").strip()
+    assert all(set(c.shifted) == set(ROBUSTNESS_SHIFTS) for c in cells)
+
+
+@pytest.mark.skipif(not (REPO / "models" / "atlas").is_dir(), reason="no committed atlas yet")
+def test_readme_atlas_section_matches_the_committed_atlas():
+    """The section, its training time included, is what the committed atlas and path say."""
+    from regcli.atlas import read_atlas
+    from regcli.atlas_report import README_SECTION as ATLAS_SECTION
+    from regcli.atlas_report import atlas_section
+
+    start, end = readme_markers(*ATLAS_SECTION)
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(start)[1].split(end)[0].strip()
+    atlas = read_atlas(REPO / "models" / "atlas", join=REPO / "models" / "sweep")
+    figures = ["images/atlas_gain.png", "images/atlas_gap.png"]
+    assert generated == atlas_section(atlas, figures).strip()
+    assert all((REPO / f).is_file() for f in figures)
+    assert atlas.sizes[-1] == 60_000 and len(atlas.sizes) >= 4
+    assert all(c.seeds == 5 for c in atlas.cells)
 
 
 @committed

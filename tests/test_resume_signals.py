@@ -37,8 +37,16 @@ def history_without_time(model_dir):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in epochs]
 
 
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
-    config = TrainConfig(epochs=3, limit_train=512, limit_test=256, l1=1e-4)
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(epochs=3, limit_train=512, limit_test=256, l1=1e-4),
+        # a class-balanced subset, a validation split, three passes an epoch
+        TrainConfig(epochs=3, train_size=200, val_size=100, min_steps=18, limit_test=256),
+    ],
+    ids=["first-images", "subset-passes"],
+)
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(config, tmp_path):
     models = tmp_path / "models"
     (straight,) = train_cpu([Request(config, "straight")], models)
     with pytest.raises(Interrupted) as stopped:

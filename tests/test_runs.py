@@ -764,6 +764,8 @@ def test_runs_lists_every_folder_with_its_settings_state_and_accuracy(
         "l1": 1e-5,
         "weight_decay": 1e-4,
         "seed": TINY_CONFIG.seed,
+        "train_images": TINY_CONFIG.train_images,
+        "val_images": 0,
         "epochs": 1,
         "of": 1,
         "test_accuracy": final,

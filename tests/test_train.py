@@ -7,12 +7,13 @@ import torch
 from regcli.checkpoints import load_model
 from regcli.config import TrainConfig
 from regcli.devices import resolve_device
+from regcli.epochs import penalty_dominates
 from regcli.errors import RegcliError, UsageError
 from regcli.grouped import schedule_table
 from regcli.model import torch_predictor
 from regcli.records import EPOCH_FIELDS, EpochRecord
 from regcli.scoring import score
-from regcli.train import penalty_dominates, train_group
+from regcli.train import train_group
 from tests.conftest import QUICK_CONFIG, TINY, invoke
 
 CPU = torch.device("cpu")

@@ -63,49 +63,75 @@ def export(
     exit_if(failed)
 
 
+ShiftOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shift",
+        metavar="SHIFT",
+        help="Evaluate on a shifted test set: rotate:DEGREES, noise:SIGMA, blur:SIGMA, "
+        "erase:PIXELS or none; repeat it or join with commas (README: how each is made).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def evaluate(
     models: ModelsArg = None,
     backend: BackendOption = Backend.torch,
+    shift: ShiftOption = None,
     models_dir: ModelsDir = Path("models"),
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
     quiet: Quiet = False,
 ):
-    """Test loss, accuracy and per-class accuracy on all 10,000 test images (--json: and the
-    confusion matrix)."""
-    from regcli.data import load_split
+    """Test loss, accuracy and per-class accuracy on all 10,000 test images, or on shifted
+    copies of them (--json: and the confusion matrix)."""
+    from regcli.data import Split, load_split
     from regcli.evaluate import evaluate_model
+    from regcli.shifts import parse_shifts
     from regcli.tables import Streaming
 
+    shifts = parse_shifts(shift)  # checked before any model is read
     dirs = model_dirs(models, models_dir)
     labels = unique_labels(dirs, models_dir)
     test = load_split(data_dir, "test")
-    widths = [max(len(label) for label in labels.values()), 7, 9, 8, 13, 9]
-    headers = ["model", "backend", "accuracy", "loss", "correct", "images/s"]
+    shifted = {s.name: Split(s.apply(test.images), test.labels) for s in shifts}  # one copy each
+    widths = [max(len(label) for label in labels.values()), 7, 10, 9, 8, 13, 9]
+    headers = ["model", "backend", "shift", "accuracy", "loss", "correct", "images/s"]
     table = None if json_output else Streaming(headers, widths, print_line)
 
-    def evaluate_one(model_dir: Path) -> dict:
-        r = evaluate_model(model_dir, backend=backend.value, test=test, label=labels[model_dir])[0]
-        if table:  # each row as soon as it is scored
-            table.row(
-                [
-                    r["model"],
-                    r["backend"],
-                    f"{100 * r['accuracy']:.2f}%",
-                    f"{r['loss']:.4f}",
-                    f"{r['correct']:,}/{r['total']:,}",
-                    f"{r['images_per_second']:,.0f}",
-                ]
+    def evaluate_one(model_dir: Path) -> list[dict]:
+        rows = []
+        for name, images in shifted.items():
+            r, _ = evaluate_model(
+                model_dir, backend=backend.value, test=images, label=labels[model_dir]
             )
-            per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
-            print_line(f"  per class (%): {per_class}")
-        return r
+            rows.append({**r, "shift": name})
+            if table:  # each row as soon as it is scored
+                show_row(table, rows[-1])
+        return rows
 
     results, failed = each_model(dirs, "evaluating", quiet, evaluate_one)
     if json_output:
-        print_json(results)
+        print_json([row for rows in results for row in rows])
     exit_if(failed)
+
+
+def show_row(table, r: dict) -> None:
+    table.row(
+        [
+            r["model"],
+            r["backend"],
+            r["shift"],
+            f"{100 * r['accuracy']:.2f}%",
+            f"{r['loss']:.4f}",
+            f"{r['correct']:,}/{r['total']:,}",
+            f"{r['images_per_second']:,.0f}",
+        ]
+    )
+    per_class = "  ".join(f"{d}:{100 * a:.1f}" for d, a in enumerate(r["per_class"]))
+    print_line(f"  per class (%): {per_class}")
 
 
 @app.command()

@@ -30,6 +30,8 @@ PANELS = {  # TrainConfig field -> panel (a field not listed shows under "Schedu
     "limit_train": DATA,
     "limit_test": DATA,
     "seed": DATA,
+    "train_size": DATA,
+    "val_size": DATA,
 }
 
 
@@ -159,7 +161,7 @@ def training(*names: str) -> Group:
     return Group({name: setting(name) for name in chosen})
 
 
-GRID_FIELDS = ("l1", "weight_decay", "seed")  # what a sweep varies (its own options)
+GRID_FIELDS = ("l1", "weight_decay", "seed", "train_size")  # what a sweep varies (its own options)
 STRENGTHS = training(*GRID_FIELDS)  # train's: one strength pair and one seed
 TRAINING = training()  # every other TrainConfig setting, for train and sweep
 RUN_OPTIONS = Group(

@@ -66,6 +66,14 @@ def report(
             help="A sweep folder whose path figures and table to add.", show_default=False
         ),
     ] = None,
+    atlas: Annotated[
+        Path | None,
+        typer.Option(
+            help="An atlas (a sweep with --train-sizes) whose figures and section to add; "
+            "--sweep joins it as its largest size.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         Device, typer.Option(help="Where the sweep's pruned accuracies are measured.")
     ] = Device.cpu,
@@ -85,6 +93,7 @@ def report(
             data_dir=data_dir,
             readme=readme,
             sweep=sweep,
+            atlas=atlas,
             device=device.value,
             advance=advance,
         )

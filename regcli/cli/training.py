@@ -92,6 +92,15 @@ GridOption = Annotated[
         rich_help_panel=GRID,
     ),
 ]
+TrainSizes = Annotated[
+    str | None,
+    typer.Option(
+        help="Training-set sizes, e.g. 500,1000,5000: one path per size, each in "
+        "<name>/size-<n>/ (class-balanced subsets, shared by the cells of a seed).",
+        show_default=False,
+        rich_help_panel=GRID,
+    ),
+]
 CellSeeds = Annotated[int, typer.Option(help="Seeds 0..N-1 per cell.", min=1, rich_help_panel=GRID)]
 SweepName = Annotated[
     str, typer.Option(help="Sweep folder under --models-dir.", rich_help_panel=RUN)
@@ -135,7 +144,7 @@ def train(
     base = TrainConfig.from_dict(settings, "settings")
     if given["print_config"]:
         title = "regcli train --config <this file>"
-        print_line(config_toml(base.as_dict(), title=title).rstrip("\n"))
+        print_line(config_toml(base.as_dict(), title=title) + f"# length: {base.length_text}")
         return
     folder = existing(force=force, resume=resume, reuse=seeds is not None)
     if name is not None:
@@ -198,6 +207,7 @@ def sweep(
     weight_decay: WeightDecays = GRID_DEFAULTS["weight_decay"],
     grid: GridOption = DEFAULT_GRID,
     seeds: CellSeeds = GRID_DEFAULTS["seeds"],
+    train_sizes: TrainSizes = GRID_DEFAULTS["train_sizes"],
     name: SweepName = "sweep",
     force: Retrain = False,
     dry_run: DryRun = False,
@@ -212,9 +222,19 @@ def sweep(
     models_dir, quiet = given["models_dir"], given["quiet"]
     check_name(name, models_dir)  # one plain folder under --models-dir, as for train
     lists = "the [sweep] table, as a list of strengths"
-    elsewhere = {"l1": lists, "weight_decay": lists}
+    elsewhere = {
+        "l1": lists,
+        "weight_decay": lists,
+        "train_size": "the [sweep] table's train_sizes",
+    }
     settings, tables = settings_from(ctx, given, tables=("sweep",), elsewhere=elsewhere)
-    grid_options = {"l1": l1, "weight_decay": weight_decay, "grid": grid.value, "seeds": seeds}
+    grid_options = {
+        "l1": l1,
+        "weight_decay": weight_decay,
+        "grid": grid.value,
+        "seeds": seeds,
+        "train_sizes": train_sizes,
+    }
     typed = {k: v for k, v in grid_options.items() if typed_here(ctx, k)}
     source = str(given["config"])
     job = grid_search.plan(name, settings, tables.get("sweep", {}), typed, source)
@@ -243,10 +263,13 @@ def sweep(
 
 def sweep_report(job, given: dict, json_output: bool) -> None:
     """`regcli sweep --report`: the path's table (or JSON) and its figures, from disk."""
+    from regcli.atlas import is_atlas
     from regcli.report import sweep_report as build
     from regcli.strength_path import cells_json, path_table
 
     folder = given["models_dir"] / job.name
+    if is_atlas(folder):
+        return atlas_report(folder, given, json_output)
     total = sum(1 for _ in folder.glob("*/seed-*"))
     with model_progress(total, "reading the sweep", given["quiet"]) as advance:
         cells, written = build(
@@ -257,5 +280,23 @@ def sweep_report(job, given: dict, json_output: bool) -> None:
             advance=advance,
         )
     print_json(cells_json(cells)) if json_output else print_line(path_table(cells))
+    for figure in written:
+        say(f"wrote {figure}", given["quiet"])
+
+
+def atlas_report(folder: Path, given: dict, json_output: bool) -> None:
+    """`regcli sweep --report` on an atlas (a sweep with --train-sizes): its table per size
+    (or JSON) and its two figures, from disk."""
+    from regcli import atlas_report as atlas_text
+    from regcli.atlas import read_atlas
+
+    found = read_atlas(folder)
+    written = atlas_text.atlas_figures(found, folder.name, given["images_dir"])
+    if json_output:
+        print_json(atlas_text.atlas_json(found))
+    else:
+        print_line(atlas_text.atlas_table(found))
+        for sentence in atlas_text.findings(found, atlas_text.atlas_runs(found.folders)):
+            print_line(f"- {sentence}")
     for figure in written:
         say(f"wrote {figure}", given["quiet"])

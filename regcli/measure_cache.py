@@ -1,0 +1,52 @@
+"""A model's measured numbers cached beside it (pruned accuracies, accuracies under shift), each
+cache valid only for the exact key it was written for (the model.pt's sha256, the backend, the
+test-set size, ...) and holding only finite percentages; anything else is measured again.
+"""
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from regcli.errors import RegcliError
+from regcli.files import FileProblem, read_json, write_json
+from regcli.locks import ModelLock
+
+
+def cached_numbers(
+    path: Path, key: dict, wanted: list[str], measure: Callable[[str], float], **extra
+) -> dict[str, float]:
+    """{name: number} for every wanted name: from the cache at `path` where it holds them for
+    `key`, else `measure(name)`; the cache is refreshed when something was measured (unless the
+    folder is locked by a run or read-only: the numbers are returned anyway)."""
+    known = cached_percentages(path, key)
+    missing = [name for name in wanted if name not in known]
+    for name in missing:
+        known[name] = measure(name)
+    if missing:
+        try:
+            with ModelLock(path.parent, f"regcli {path.stem} cache"):
+                write_json(path, {**key, **extra, "accuracy": known})
+        except RegcliError:
+            pass
+    return {name: known[name] for name in wanted}
+
+
+def cached_percentages(path: Path, key: dict) -> dict[str, float]:
+    """The numbers in a cache, if it is for `key` and every one is a finite percentage."""
+    try:
+        cache = read_json(path) if path.exists() else {}
+    except FileProblem:
+        return {}
+    if not isinstance(cache, dict) or any(cache.get(k) != v for k, v in key.items()):
+        return {}
+    known = cache.get("accuracy")
+    if not isinstance(known, dict):
+        return {}
+    return {
+        name: value
+        for name, value in known.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= 100
+    }
