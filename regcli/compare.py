@@ -254,9 +254,34 @@ def results_markdown(rows: list[ModelRow]) -> str:
     return "\n\n".join([*parts, *seed_tables(rows, markdown=True)])
 
 
+DATA_FIELDS = ("limit_train", "train_size", "val_size", "limit_test")  # which images a run saw
+
+
+def data_differences(rows: list[ModelRow]) -> str | None:
+    """A sentence naming the data settings in which the compared runs differ (None if they
+    agree): their accuracies were measured after training, or testing, on other images."""
+    parts = []
+    for name in DATA_FIELDS:
+        by_value: dict[str, list[str]] = {}
+        for row in rows:
+            value = getattr(row.config, name)
+            names = by_value.setdefault("all" if value is None else f"{value:,}", [])
+            if row.group not in names:  # a seed group once, by its name
+                names.append(row.group)
+        if len(by_value) > 1:
+            shown = "; ".join(
+                f"{value} ({', '.join(models)})" for value, models in by_value.items()
+            )
+            parts.append(f"{name}: {shown}")
+    if not parts:
+        return None
+    return "these runs differ in the data they trained or were tested on: " + " | ".join(parts)
+
+
 def as_json(rows: list[ModelRow]) -> dict:
     """Everything `compare` shows, as plain data."""
     return {
         "models": [r.as_json() for r in rows],
         "seed_groups": [g.as_json() for g in seed_summary(rows)],
+        "data_differences": data_differences(rows),
     }

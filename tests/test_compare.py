@@ -20,7 +20,16 @@ from regcli.evaluate import evaluate_model
 from regcli.files import readme_markers
 from regcli.layout import find_models, seed_dirs
 from regcli.regularization import regularized_parameters
-from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, relabel, snapshot
+from tests.conftest import (
+    DATA_DIR,
+    REPO,
+    TINY,
+    invoke,
+    one_line_error,
+    places,
+    relabel,
+    snapshot,
+)
 
 README_START, README_END = readme_markers(*README_SECTION)
 VARIANTS = ("none", "l1", "l2", "l1_l2")
@@ -238,3 +247,17 @@ def test_seed_1_of_the_committed_seeds_is_the_single_run():
         seed = load_checkpoint(REPO / "models" / name / "seed-1")
         assert single["final"] == seed["final"]
         assert all(single["state_dict"][k].equal(v) for k, v in seed["state_dict"].items())
+
+
+def test_compare_warns_when_runs_saw_other_data(tmp_path):
+    """Runs trained or tested on other images are compared, with a warning naming how."""
+    for name, limit in (("a", "128"), ("b", "64")):
+        trained = invoke("train", "--name", name, *TINY, "--limit-test", limit, *places(tmp_path))
+        assert trained.exit_code == 0, trained.output
+    models = [str(tmp_path / "models" / name) for name in ("a", "b")]
+    result = invoke("compare", *models, "--out", str(tmp_path / "c.png"))
+    assert result.exit_code == 0, result.output
+    assert "warning: these runs differ in the data" in result.stderr
+    assert "limit_test: 128 (a); 64 (b)" in result.stderr
+    same = invoke("compare", models[0], "--out", str(tmp_path / "d.png"), "--json")
+    assert json.loads(same.stdout)["data_differences"] is None and "warning" not in same.stderr

@@ -18,7 +18,7 @@ from regcli.cli.options import (
     Quiet,
 )
 from regcli.config import Backend, Device
-from regcli.console import model_progress, say
+from regcli.console import model_progress, say, warn
 from regcli.layout import model_dirs, summary_figure, unique_labels
 
 
@@ -46,6 +46,9 @@ def compare(
             print_json(comparison.as_json(rows))
         else:
             print_line(comparison.comparison_tables(rows, markdown))
+        differences = comparison.data_differences(rows)
+        if differences:
+            warn(differences)
         say(f"wrote {figure}", quiet)
     exit_if(failed)
 
