@@ -377,7 +377,8 @@ def toml_value(value) -> str:
 
 
 def config_toml(settings: dict, tables: dict[str, dict] | None = None, title: str = "") -> str:
-    """Settings as TOML, each with its meaning and unit as a comment; None values are absent."""
+    """Settings as TOML, each with its meaning and unit as a comment; an unset one (None) as a
+    commented-out line, so that every setting is shown and the text still reads back."""
 
     def lines(values: dict) -> list[str]:
         out = []
@@ -385,6 +386,8 @@ def config_toml(settings: dict, tables: dict[str, dict] | None = None, title: st
             if value is not None:
                 line = f"{name} = {toml_value(value)}"
                 out.append(f"{line:<28} # {HELP[name]}" if name in HELP else line)
+            elif name in HELP:  # unset (TOML has no null): shown, commented out
+                out.append(f"{f'# {name} = (unset)':<28} # {HELP[name]}")
         return out
 
     text = [f"# {title}"] if title else []

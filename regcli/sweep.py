@@ -314,7 +314,9 @@ class SweepJob:
     def config_text(self) -> str:
         """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
         shared = {
-            k: v for k, v in self.base.as_dict().items() if k not in ("l1", "weight_decay", "seed")
+            k: v
+            for k, v in self.base.as_dict().items()
+            if k not in ("l1", "weight_decay", "seed", "train_size")
         }
         table = {
             "l1": list(self.l1s),

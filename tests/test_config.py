@@ -53,7 +53,8 @@ def test_config_round_trips_as_plain_data_and_as_toml():
     config = TrainConfig(l1=1e-5, weight_decay=1e-4, seed=3, limit_train=100, reg_scope="all")
     assert TrainConfig.from_dict(config.as_dict()) == config
     text = config_toml(config.as_dict(), title="t")
-    assert "limit_test" not in text  # unset optional settings are simply absent
+    # an unset optional setting is shown, commented out (TOML has no null), and reads back unset
+    assert "# limit_test = (unset)" in text and "\nlimit_test" not in text
     assert "# L1 strength" in text and "degrees" in text  # each setting with its meaning and unit
     assert TrainConfig.from_dict(parse_toml(text, "run.toml")) == config
 
