@@ -70,7 +70,7 @@ ATLAS_ARGS = --name $(notdir $(ATLAS)) --l1 $(ATLAS_L1) --weight-decay $(ATLAS_W
 ATLAS_SIZES_a := 500,5000
 ATLAS_SIZES_b := 1000,2000
 
-atlas: $(SETUP) ## the atlas: 4 sizes x 15 cells x 5 seeds on a CPU (about 80 min on 2 cores), exported, reported
+atlas: $(SETUP) ## the atlas: 4 sizes x 15 cells x 5 seeds on a CPU (its measured time: README), exported, reported
 	$(MAKE) --no-print-directory -j2 atlas-a atlas-b SETUP=$(SETUP) REGCLI="$(REGCLI)"
 	$(REGCLI) export --models-dir $(ATLAS) --quiet
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"

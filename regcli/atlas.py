@@ -13,12 +13,11 @@ The committed path (all 60,000 images) can join as one more size, its differing 
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from regcli.config import TrainConfig, check_same_settings, differences
+from regcli.config import TrainConfig, differences
 from regcli.errors import RegcliError
-from regcli.groups import Member, check_group
 from regcli.layout import parse_size_folder, real_dir
 from regcli.stats import Difference, SeedStats, holm_adjusted, one_standard_error, seed_stats
-from regcli.strength_path import CellFolder, Penalty, Seed, read_cells, read_member
+from regcli.strength_path import CellFolder, Penalty, Seed, read_path
 from regcli.text import natural_key
 
 PENALTIES = (Penalty.L1, Penalty.L2)  # the two paths of every size
@@ -98,19 +97,6 @@ def is_atlas(sweep_dir: Path) -> bool:
     return Path(sweep_dir).is_dir() and bool(size_folders(sweep_dir))
 
 
-def read_path(folder: Path, what: str) -> list[tuple[CellFolder, list[Seed]]]:
-    """A path's cells with their seeds, every group checked (settings, seed folders, copies)."""
-    read = [(cell, [read_member(d) for d in cell.seeds]) for cell in read_cells(folder)]
-    for cell, members in read:
-        check_group([Member(m.dir, m.config, m.weights) for m in members], f"{what} {cell.name}")
-    check_same_settings(
-        [(cell.name, members[0].config) for cell, members in read],
-        what,
-        ignore=("l1", "weight_decay", "seed"),
-    )
-    return read
-
-
 def final(member: Seed, key: str) -> float | None:
     """A finished seed's last value of `key`, in % (None when diverged, missing, unmeasured)."""
     if member.model is None:
@@ -188,7 +174,7 @@ def read_atlas(sweep_dir: Path, join: Path | None = None) -> Atlas:
         raise RegcliError(f"{sweep_dir}: no size-<n> folders; train it with --train-sizes")
     cells, settings, seen, joined = [], None, [], {}
     for size, folder in folders:
-        read = read_path(folder, f"atlas {folder}")
+        read = read_path(folder, f"atlas {folder}", cells=f"atlas {folder}")
         config = read[0][1][0].config
         if config.train_images != size:
             raise RegcliError(f"{folder}: its models train on {config.train_images} images")
@@ -201,7 +187,7 @@ def read_atlas(sweep_dir: Path, join: Path | None = None) -> Atlas:
         cells += [summarize(size, cell, members) for cell, members in read]
         seen += [m.dir for _, members in read for m in members]
     if join is not None and Path(join).is_dir():
-        read = read_path(Path(join), f"sweep {join}")
+        read = read_path(Path(join), f"sweep {join}", cells=f"sweep {join}")
         config = read[0][1][0].config
         size = config.train_images
         if size in {s for s, _ in folders}:

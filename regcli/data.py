@@ -91,15 +91,21 @@ SUBSET_KEY = b"regcli subset"  # salts the hash that orders a seed's images (cha
 MASK64 = np.uint64(2**64 - 1)
 
 
-def image_ranks(count: int, seed: int) -> np.ndarray:
-    """A seed's order of `count` images: splitmix64 of (a key from the seed + index), in numpy
-    (no random generator whose stream a new numpy or torch might change)."""
-    key = int.from_bytes(hashlib.sha256(SUBSET_KEY + str(seed).encode()).digest()[:8], "big")
+def hashed_stream(count: int, salt: bytes) -> np.ndarray:
+    """`count` 64-bit numbers, a pure function of `salt`: splitmix64 of (a key hashed from the
+    salt + index), in numpy (no random generator whose stream a new numpy or torch might
+    change). Subsets and shifted test sets draw their chance from it."""
+    key = int.from_bytes(hashlib.sha256(salt).digest()[:8], "big")
     with np.errstate(over="ignore"):
         z = np.arange(count, dtype=np.uint64) + np.uint64(key)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+def image_ranks(count: int, seed: int) -> np.ndarray:
+    """A seed's order of `count` images."""
+    return hashed_stream(count, SUBSET_KEY + str(seed).encode())
 
 
 def balanced_counts(images: int, classes: int = 10) -> list[int]:

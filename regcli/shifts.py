@@ -16,13 +16,13 @@ PyTorch. How each shift is made, exactly:
   the positions where it fits.
 """
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from regcli.config import SIDE, ShiftKind
+from regcli.data import hashed_stream
 from regcli.errors import UsageError
 
 CENTRE = (SIDE - 1) / 2  # the image centre, in pixel coordinates
@@ -97,13 +97,7 @@ def parse_shifts(texts: list[str] | None) -> list[Shift]:
 def uniforms(count: int, name: str, stream: int) -> np.ndarray:
     """`count` numbers in (0, 1), a pure function of the shift's name and the stream number
     (splitmix64 of a hashed key plus the index: version-proof, unlike a library generator)."""
-    digest = hashlib.sha256(SHIFT_KEY + f"{name}/{stream}".encode()).digest()
-    key = np.uint64(int.from_bytes(digest[:8], "big"))
-    with np.errstate(over="ignore"):
-        z = np.arange(count, dtype=np.uint64) + key
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    z = hashed_stream(count, SHIFT_KEY + f"{name}/{stream}".encode())
     return ((z >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
 
 

@@ -294,6 +294,20 @@ def summarize_cell(
     )
 
 
+def read_path(folder: Path, what: str, cells: str = "cell") -> list[tuple[CellFolder, list[Seed]]]:
+    """A path's cells with their seeds, every group checked (settings, seed folders, copies:
+    each named `<cells> <cell>`), and the cells differing in their strengths only (`what`)."""
+    read = [(cell, [read_member(d) for d in cell.seeds]) for cell in read_cells(folder)]
+    for cell, members in read:
+        check_group([Member(m.dir, m.config, m.weights) for m in members], f"{cells} {cell.name}")
+    check_same_settings(
+        [(cell.name, members[0].config) for cell, members in read],
+        what,
+        ignore=("l1", "weight_decay", "seed"),
+    )
+    return read
+
+
 def path_stats(
     sweep_dir: Path,
     test,
@@ -305,14 +319,7 @@ def path_stats(
 ) -> list[PathCell]:
     """Every cell of the sweep, summarized; the unregularized cell is the baseline. With
     `shifts` (robustness.ROBUSTNESS_SHIFTS), each cell's accuracy under each shift too."""
-    read = [(cell, [read_member(d) for d in cell.seeds]) for cell in read_cells(sweep_dir)]
-    for cell, members in read:  # every group checked before anything is measured or cached
-        check_group([Member(m.dir, m.config, m.weights) for m in members], f"cell {cell.name}")
-    check_same_settings(  # the cells differ in their strengths only
-        [(cell.name, members[0].config) for cell, members in read],
-        f"sweep {sweep_dir}",
-        ignore=("l1", "weight_decay", "seed"),
-    )
+    read = read_path(sweep_dir, f"sweep {sweep_dir}")  # checked before anything is measured
     measured = []
     limit = read[0][1][0].config.limit_test  # the cells share it (checked above)
     shifted = shifted_tests(test.head(limit), shifts) if shifts else None
