@@ -26,7 +26,7 @@ STUDY = $(foreach v,$(VARIANTS),models/$(v) $(sort $(wildcard models/$(v)/seed-*
 SWEEP := models/sweep
 
 .DEFAULT_GOAL := help
-.PHONY: help install train all-variants study-onnx sweep atlas atlas-a atlas-b report bench bench-readme test lint format clean
+.PHONY: help install train all-variants study-onnx sweep atlas atlas-a atlas-b prune-study prune-a prune-b report bench bench-readme test lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -78,9 +78,29 @@ atlas: $(SETUP) ## the atlas: 4 sizes x 15 cells x 5 seeds on a CPU (its measure
 atlas-a atlas-b: $(SETUP)  # one process, one thread: two of the atlas's sizes
 	OMP_NUM_THREADS=1 $(REGCLI) sweep $(ATLAS_ARGS) --train-sizes $(ATLAS_SIZES_$(subst atlas-,,$@))
 
+# pruning with retraining (Han et al. 2015) on a CPU, from the committed path: none and each
+# penalty's strongest strength there, 5 seeds each, pruned to each level and retrained one-shot
+# (1 epoch) and iteratively (2 prune-then-retrain steps of 1 epoch), in two processes of one thread
+PRUNED := models/pruned
+PRUNE_SOURCES := $(SWEEP)/l1-0_wd-0 $(SWEEP)/l1-0.001_wd-0 $(SWEEP)/l1-0_wd-0.003
+PRUNE_LEVELS := 0.8,0.9,0.95
+PRUNE_ARGS = $(PRUNE_SOURCES) --name $(notdir $(PRUNED)) --retrain 1
+
+prune-study: $(SETUP) ## pruning with retraining: 3 cells x 5 seeds x 3 levels, one-shot and iterative, on a CPU, reported
+	$(MAKE) --no-print-directory -j2 prune-a prune-b SETUP=$(SETUP) REGCLI="$(REGCLI)"
+	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
+
+prune-a: $(SETUP)  # one process, one thread: one-shot at every level, iterative at the first
+	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(PRUNE_LEVELS)
+	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(firstword $(subst $(comma), ,$(PRUNE_LEVELS))) --iterative 2
+
+prune-b: $(SETUP)  # one process, one thread: iterative at the other levels
+	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(subst $() ,$(comma),$(wordlist 2,9,$(subst $(comma), ,$(PRUNE_LEVELS)))) --iterative 2
+
 report: $(SETUP) ## every figure and the README's result tables, from the study's models (no training)
 	$(REGCLI) report $(STUDY) $(if $(wildcard $(SWEEP)),--sweep $(SWEEP)) \
-		$(if $(wildcard $(ATLAS)),--atlas $(ATLAS)) --readme README.md
+		$(if $(wildcard $(ATLAS)),--atlas $(ATLAS)) $(if $(wildcard $(PRUNED)),--pruned $(PRUNED)) \
+		--readme README.md
 
 bench: $(SETUP) ## measure training and inference speed (CPU, or the GPU studies on CUDA), then judge
 	$(PYTHON_BIN) benchmarks/bench.py

@@ -18,6 +18,7 @@ from regcli.errors import RegcliError, UsageError, first_line
 from regcli.files import MODEL_FILE_BYTES, FileProblem, read_bytes, sha256_bytes, write_bytes
 from regcli.layout import CHECKPOINT_NAME, LAST_NAME, checkpoint_path
 from regcli.model import Net, count_parameters
+from regcli.pruning import mask_problem
 from regcli.records import config_of, history_problem, record_problem, run_problem, write_metrics
 
 CHECKPOINT_FORMAT = "regcli-checkpoint"
@@ -97,7 +98,11 @@ def summary_problem(payload: dict, config: TrainConfig) -> str | None:
 
 def checked_checkpoint(payload: dict, path: Path) -> dict:
     config = checkpoint_config(payload, path)
-    problem = summary_problem(payload, config) or run_problem(payload.get("run"))
+    problem = (
+        summary_problem(payload, config)
+        or run_problem(payload.get("run"))
+        or mask_problem(payload.get("mask"), payload.get("state_dict"), config)
+    )
     if problem:
         raise RegcliError(f"{path}: not a consistent regcli checkpoint ({problem})")
     return payload
@@ -156,12 +161,14 @@ def load_model(model: Path | str) -> tuple[Net, dict]:
 
 
 def checkpoint_payload(
-    state_dict: dict, config: TrainConfig, history: list[dict], record: dict
+    state_dict: dict, config: TrainConfig, history: list[dict], record: dict, mask=None
 ) -> dict:
-    """The checkpoint as plain data: loadable with torch.load(weights_only=True)."""
+    """The checkpoint as plain data: loadable with torch.load(weights_only=True); a pruned
+    run's mask (its kept conv weights, pruning.py) beside its weights."""
     final = history[-1]
     best = max(history, key=lambda r: r["test_accuracy"])
     return {
+        **({"mask": mask} if mask is not None else {}),
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
@@ -176,10 +183,15 @@ def checkpoint_payload(
 
 
 def save_run(
-    model_dir: Path, state_dict: dict, config: TrainConfig, history: list[dict], record: dict
+    model_dir: Path,
+    state_dict: dict,
+    config: TrainConfig,
+    history: list[dict],
+    record: dict,
+    mask: dict | None = None,
 ) -> None:
     """model.pt, metrics.json and metrics.csv of a finished run."""
-    payload = checkpoint_payload(state_dict, config, history, record)
+    payload = checkpoint_payload(state_dict, config, history, record, mask)
     save_checkpoint(Path(model_dir) / CHECKPOINT_NAME, payload)
     write_metrics(model_dir, config, history, record)
 
@@ -236,6 +248,8 @@ def run_state_problem(state: dict, config: TrainConfig) -> str | None:
     diverged = state.get("diverged")
     if problem is None and diverged is not None and not isinstance(diverged, dict):
         problem = f"diverged {diverged!r} is not a record of where it diverged"
+    if problem is None:
+        problem = mask_problem(state.get("mask"), state["weights"], config, finished=False)
     return problem or group_problem(state.get("group")) or resume_record_problem(state.get("run"))
 
 

@@ -5,9 +5,7 @@ plain data via `as_dict`), so a checkpoint always says exactly how it was made, 
 "the same configuration" exactly when their configs are equal (see `differences`).
 """
 
-import json
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -99,7 +97,12 @@ GROUP_FIELDS = (
     "train_size",
     "val_size",
     "min_steps",
+    "prune_steps",
 )
+PRUNE_FIELDS = ("pruned_from", "sparsity", "prune_steps")  # set by `regcli prune`, not train
+MAX_PRUNE_STEPS = 20  # --iterative: prune-then-retrain steps
+MAX_RETRAIN_EPOCHS = 100  # --retrain: epochs per prune-then-retrain step
+RETRAIN_LR = 0.01  # peak learning rate of a retraining step: a tenth of training's 0.1
 MAX_MIN_STEPS = 1_000_000  # --min-steps: far past any useful run (the committed path takes 7,035)
 
 
@@ -136,6 +139,10 @@ class TrainConfig:
     min_steps: int = setting(
         0, "optimizer steps at least: an epoch becomes the fewest whole passes that reach it"
     )
+    # a pruned run (`regcli prune --retrain`): the weights start from another run's model.pt
+    pruned_from: str | None = setting(None, "sha256 of the model.pt a pruned run starts from")
+    sparsity: float = setting(0.0, "share of conv weights held at exactly zero (0 <= s < 1)")
+    prune_steps: int = setting(1, "prune-then-retrain steps that reach the sparsity (1..20)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -192,10 +199,27 @@ class TrainConfig:
                 0 <= self.min_steps <= MAX_MIN_STEPS,
                 f"--min-steps must be in 0..{MAX_MIN_STEPS:,}, got {self.min_steps}",
             ),
+            *self.pruning_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+    def pruning_checks(self) -> list[tuple[bool, str]]:
+        source, steps = self.pruned_from, self.prune_steps
+        return [
+            (0 <= self.sparsity < 1, f"--sparsity must be in [0, 1), got {self.sparsity:g}"),
+            (1 <= steps <= MAX_PRUNE_STEPS, f"--iterative must be in 1..{MAX_PRUNE_STEPS}"),
+            (self.epochs % steps == 0, f"epochs {self.epochs} must be a multiple of {steps} steps"),
+            (
+                source is None or (len(source) == 64 and set(source) <= set("0123456789abcdef")),
+                f"pruned_from must be a model.pt's sha256 (64 hex digits), got {source!r:.80}",
+            ),
+            (
+                source is not None or (self.sparsity == 0 and steps == 1),
+                "sparsity and prune_steps describe a pruned run: regcli prune sets them",
+            ),
+        ]
 
     @staticmethod
     def per_class(images: int) -> int:
@@ -310,6 +334,10 @@ def _coerce(name: str, kind, value):
     optional = type(None) in get_args(kind)
     if value is None and optional:
         return None
+    if kind in (str, str | None):
+        if not isinstance(value, str):
+            raise UsageError(f"{option} must be a string, got {value!r:.40}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{option} must be a number, got {value!r}")
     if int in (kind, *get_args(kind)):
@@ -349,49 +377,3 @@ def check_same_settings(
 def group_key(config: TrainConfig) -> tuple:
     """Configs with the same key can train together as one grouped network."""
     return tuple(getattr(config, name) for name in GROUP_FIELDS)
-
-
-# --- TOML config files: `regcli train --config run.toml`, `--print-config` ---------------------
-
-
-def parse_toml(text: str, source: str) -> dict:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise UsageError(f"{source}: not valid TOML ({error})") from None
-
-
-def check_keys(data: dict, allowed: tuple[str, ...], source: str) -> dict:
-    unknown = [key for key in data if key not in allowed]
-    if unknown:
-        raise UsageError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(allowed)}")
-    return data
-
-
-def toml_value(value) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        return repr(value)
-    return json.dumps(value)  # strings, ints and bools read back identically in TOML
-
-
-def config_toml(settings: dict, tables: dict[str, dict] | None = None, title: str = "") -> str:
-    """Settings as TOML, each with its meaning and unit as a comment; an unset one (None) as a
-    commented-out line, so that every setting is shown and the text still reads back."""
-
-    def lines(values: dict) -> list[str]:
-        out = []
-        for name, value in values.items():
-            if value is not None:
-                line = f"{name} = {toml_value(value)}"
-                out.append(f"{line:<28} # {HELP[name]}" if name in HELP else line)
-            elif name in HELP:  # unset (TOML has no null): shown, commented out
-                out.append(f"{f'# {name} = (unset)':<28} # {HELP[name]}")
-        return out
-
-    text = [f"# {title}"] if title else []
-    text += lines(settings)
-    for table, values in (tables or {}).items():
-        text += ["", f"[{table}]", *lines(values)]
-    return "\n".join(text) + "\n"

@@ -61,10 +61,11 @@ def derived_seed(*parts) -> int:
 
 def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[float], list[float]]:
     """Learning rate and momentum at every step 0..T (T = all steps), read off PyTorch's own
-    scheduler so that a grouped member follows exactly the schedule it would follow alone."""
+    scheduler so that a grouped member follows exactly the schedule it would follow alone.
+    A pruned run of several prune-then-retrain steps starts the schedule again at each step."""
     weight = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([weight], lr=config.lr, momentum=config.momentum)
-    total = config.epochs * steps_per_epoch
+    total = config.epochs // config.prune_steps * steps_per_epoch
     if config.schedule == "onecycle":
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -84,7 +85,8 @@ def schedule_table(config: TrainConfig, steps_per_epoch: int) -> tuple[list[floa
         if len(lrs) <= total:
             optimizer.step()
             schedule.step()
-    return lrs, momenta
+    stages = config.prune_steps
+    return lrs[:-1] * stages + lrs[-1:], momenta[:-1] * stages + momenta[-1:]
 
 
 def schedule_tables(

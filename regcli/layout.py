@@ -236,6 +236,27 @@ def parse_cell(name: str) -> tuple[float, float] | None:
         return None
 
 
+PRUNED_PATTERN = re.compile(
+    rf"(?P<cell>{CELL_PATTERN.pattern})_prune-(?P<sparsity>[0-9.e-]+)_retrain-(?P<retrain>[0-9]+)"
+    r"(?:_steps-(?P<steps>[0-9]+))?(?:_lr-(?P<lr>[0-9.e+-]+))?"
+)
+
+
+def pruned_cell_name(
+    l1: float, weight_decay: float, sparsity: float, retrain: int, steps: int, lr: float | None
+) -> str:
+    """A pruned run's cell: its source's strengths, the sparsity, the retraining epochs per
+    step, the steps when more than one, the learning rate when not the default (None)."""
+    name = f"{cell_name(l1, weight_decay)}_prune-{strength_text(sparsity)}_retrain-{retrain}"
+    return (
+        name + (f"_steps-{steps}" if steps > 1 else "") + (f"_lr-{strength_text(lr)}" if lr else "")
+    )
+
+
+def is_pruned_cell(name: str) -> bool:
+    return PRUNED_PATTERN.fullmatch(name) is not None
+
+
 SIZE_PREFIX = "size-"  # an atlas's sweep: <sweep>/size-<n>/<cell>/seed-<k>
 
 

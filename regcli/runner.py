@@ -19,7 +19,12 @@ from pathlib import Path
 
 import torch
 
-from regcli.checkpoints import save_run, save_run_state
+from regcli.checkpoints import (
+    load_checkpoint_with_hash,
+    model_from_checkpoint,
+    save_run,
+    save_run_state,
+)
 from regcli.config import Existing, RunOptions, TrainConfig, group_key
 from regcli.data import load_split
 from regcli.devices import default_group_size, resolve_device
@@ -268,7 +273,9 @@ class GroupRun:
             check_resumable(group[0].model_dir, self.run, device, options.deterministic)
             self.run["resumed_by"] = [*self.run["resumed_by"], list(options.command)]
             self.resume = [member_state(p.last) for p in group]
+        self.start = None if self.resume else [start_weights(p) for p in group]
         self.epochs_saved = len(self.resume[0].history) if self.resume else 0
+        self.run.setdefault("sources", [str(p.start) if p.start else None for p in group])
         self.clock, self.before = time.perf_counter(), self.run["seconds"]
 
     def seconds(self) -> float:
@@ -290,6 +297,7 @@ class GroupRun:
                     "momentum": state.momentum,
                     "history": [r.as_dict() for r in state.history],
                     "diverged": state.diverged,
+                    "mask": state.mask,
                     "group": self.membership(index),
                     "run": self.run,
                 },
@@ -307,6 +315,7 @@ class GroupRun:
             deterministic=info["deterministic"],
             cuda_graphs=info["cuda_graphs"],
             **resumed,
+            **source_record(self.run["sources"][index]),
         )
 
 
@@ -338,6 +347,7 @@ def train_one_group(
             device,
             reporter=reporter,
             resume=run.resume,
+            start=run.start,
             on_epoch=save_last,
             stop=stop,
             deterministic=options.deterministic,
@@ -368,7 +378,28 @@ def member_state(last: dict) -> MemberState:
         momentum=last["momentum"],
         history=[EpochRecord.from_dict(r) for r in last["history"]],
         diverged=last.get("diverged"),
+        mask=last.get("mask"),
     )
+
+
+def start_weights(plan: Plan) -> dict | None:
+    """A pruned run's initial weights: its source's, checked to be the very model.pt (sha256)
+    its config names (None: a run that starts from its seed's weights)."""
+    if plan.config.pruned_from is None:
+        return None
+    if plan.start is None:
+        raise RegcliError(f"{plan.model_dir}: a pruned run needs its source model to start")
+    payload, sha256 = load_checkpoint_with_hash(plan.start)
+    if sha256 != plan.config.pruned_from:
+        raise RegcliError(
+            f"{plan.start}: its model.pt is not the one {plan.model_dir} was pruned from "
+            "(it changed since); prune again with --force"
+        )
+    return model_from_checkpoint(payload, plan.start).state_dict()
+
+
+def source_record(source: str | None) -> dict:
+    return {"pruned_from": source} if source else {}
 
 
 def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path | None) -> Outcome:
@@ -383,7 +414,7 @@ def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path |
         write_metrics(model_dir, plan.config, history, record, diverged=state.diverged)
         action = Done.diverged
     else:
-        save_run(model_dir, state.weights, plan.config, history, record)
+        save_run(model_dir, state.weights, plan.config, history, record, mask=state.mask)
         if figure is not None:
             save_figure(history_figure(model_label(model_dir), history), figure)
         action = Done.resumed if plan.action == Action.resume else Done.trained

@@ -78,6 +78,7 @@ class Plan:
     action: Action
     last: dict | None = None  # last.pt content, for Action.resume
     previous: State = State.empty  # the folder's state before this job
+    start: Path | None = None  # a pruned run's source model folder (Request.start)
 
 
 def mismatch(model_dir: Path, saved: TrainConfig, asked: TrainConfig) -> UsageError:
@@ -88,8 +89,14 @@ def mismatch(model_dir: Path, saved: TrainConfig, asked: TrainConfig) -> UsageEr
     )
 
 
-def plan_run(model_dir: Path, config: TrainConfig, existing: Existing) -> Plan:
+def plan_run(
+    model_dir: Path, config: TrainConfig, existing: Existing, start: Path | None = None
+) -> Plan:
     """Decide what to do with one folder (which the caller has locked): see Existing."""
+    return replace(plan_folder(model_dir, config, existing), start=start)
+
+
+def plan_folder(model_dir: Path, config: TrainConfig, existing: Existing) -> Plan:
     state = folder_state(model_dir)
     if existing == Existing.resume and state != State.interrupted:
         what = {State.finished: "its run is finished", State.diverged: "its run diverged"}.get(
@@ -126,6 +133,7 @@ class Request:
     config: TrainConfig
     name: str  # a folder name under models_dir; a seed group's member goes in <name>/seed-<k>
     seeded: bool = False  # part of a seed group: <name>/seed-<config.seed>
+    start: Path | None = None  # a pruned run's source model folder (its config names its sha256)
 
 
 def member_dir(models_dir: Path, request: Request) -> Path:
@@ -162,10 +170,13 @@ def claim(requests: list[Request], options: RunOptions) -> Iterator[list[Plan]]:
     if not options.versioned or existing in (Existing.force, Existing.resume):
         dirs = [member_dir(models_dir, r) for r in requests]
         with locked(dirs, options.purpose):
-            yield [plan_run(d, r.config, existing) for d, r in zip(dirs, requests, strict=True)]
+            yield [
+                plan_run(d, r.config, existing, r.start)
+                for d, r in zip(dirs, requests, strict=True)
+            ]
         return
     for name in versioned(requests[0].name):
-        renamed = [Request(r.config, name, r.seeded) for r in requests]
+        renamed = [replace(r, name=name) for r in requests]
         dirs = [member_dir(models_dir, r) for r in renamed]
         with ExitStack() as stack:
             try:
@@ -174,7 +185,8 @@ def claim(requests: list[Request], options: RunOptions) -> Iterator[list[Plan]]:
                 continue  # another process is writing there right now: the next name
             try:
                 plans = [
-                    plan_run(d, r.config, existing) for d, r in zip(dirs, renamed, strict=True)
+                    plan_run(d, r.config, existing, r.start)
+                    for d, r in zip(dirs, renamed, strict=True)
                 ]
             except RegcliError:
                 continue  # taken (by other settings, or unreadable): the next name

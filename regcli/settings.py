@@ -7,9 +7,11 @@ belongs elsewhere, is an error naming it. A folder stands for its saved run, or 
 whose settings (the seed aside) must agree.
 """
 
+import json
+import tomllib
 from pathlib import Path
 
-from regcli.config import FIELD_NAMES, TrainConfig, check_keys, check_same_settings, parse_toml
+from regcli.config import FIELD_NAMES, HELP, PRUNE_FIELDS, TrainConfig, check_same_settings
 from regcli.errors import UsageError
 from regcli.files import FileProblem, read_text
 from regcli.layout import seed_dirs
@@ -66,4 +68,64 @@ def resolve(
         TrainConfig.from_dict({**TrainConfig().as_dict(), **from_file})
     except UsageError as error:
         raise UsageError(f"{config_file}: {error}") from None
-    return {**TrainConfig().as_dict(), **from_file, **typed}, extra
+    pruned = [k for k in PRUNE_FIELDS if from_file.get(k, DEFAULTS[k]) != DEFAULTS[k]]
+    if pruned:
+        raise UsageError(
+            f"{config_file}: {', '.join(pruned)} describe a pruned run, which starts from another "
+            "model's weights: `regcli prune --retrain` makes those"
+        )
+    return {**DEFAULTS, **from_file, **typed}, extra
+
+
+DEFAULTS = TrainConfig().as_dict()
+
+
+def shown(settings: dict) -> dict:
+    """Settings as `--print-config` shows them: a pruned run's own fields only when set."""
+    return {k: v for k, v in settings.items() if k not in PRUNE_FIELDS or v != DEFAULTS[k]}
+
+
+# --- TOML: reading a file's settings, writing them back (`--print-config`) ---------------
+
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{source}: not valid TOML ({error})") from None
+
+
+def check_keys(data: dict, allowed: tuple[str, ...], source: str) -> dict:
+    unknown = [key for key in data if key not in allowed]
+    if unknown:
+        raise UsageError(f"{source}: unknown setting {unknown[0]!r}; known: {', '.join(allowed)}")
+    return data
+
+
+def toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value)  # strings, ints and bools read back identically in TOML
+
+
+def config_toml(settings: dict, tables: dict[str, dict] | None = None, title: str = "") -> str:
+    """Settings as TOML, each with its meaning and unit as a comment; an unset one (None) as a
+    commented-out line, so that every setting is shown and the text still reads back."""
+
+    def lines(values: dict) -> list[str]:
+        out = []
+        for name, value in values.items():
+            if value is not None:
+                line = f"{name} = {toml_value(value)}"
+                out.append(f"{line:<28} # {HELP[name]}" if name in HELP else line)
+            elif name in HELP:  # unset (TOML has no null): shown, commented out
+                out.append(f"{f'# {name} = (unset)':<28} # {HELP[name]}")
+        return out
+
+    text = [f"# {title}"] if title else []
+    text += lines(settings)
+    for table, values in (tables or {}).items():
+        text += ["", f"[{table}]", *lines(values)]
+    return "\n".join(text) + "\n"

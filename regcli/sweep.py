@@ -18,14 +18,13 @@ from regcli.config import (
     Grid,
     RunOptions,
     TrainConfig,
-    check_keys,
-    config_toml,
 )
 from regcli.errors import RegcliError, UsageError
 from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell, size_folder
 from regcli.runner import Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
+from regcli.settings import check_keys, config_toml, shown
 from regcli.tables import clock, render
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
@@ -315,7 +314,7 @@ class SweepJob:
         """`regcli sweep --print-config`: the training settings and the grid, as TOML."""
         shared = {
             k: v
-            for k, v in self.base.as_dict().items()
+            for k, v in shown(self.base.as_dict()).items()
             if k not in ("l1", "weight_decay", "seed", "train_size")
         }
         table = {

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from regcli.augment import RandomRotation
-from regcli.config import NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
+from regcli.config import GROUP_FIELDS, NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
 from regcli.data import Split, subsets
 from regcli.epochs import DIVERGED_LOSS, EpochResults, Progress, run_info
 from regcli.errors import Interrupted, UsageError, first_line
@@ -37,6 +37,7 @@ from regcli.grouped import (
     unpack,
 )
 from regcli.model import Net
+from regcli.pruning import PRUNABLE, magnitude_mask, stage_sparsity
 from regcli.records import EpochRecord
 from regcli.scoring import EVAL_BATCH
 
@@ -54,6 +55,7 @@ class MemberState:
     momentum: dict[str, torch.Tensor]  # SGD momentum buffers, by parameter name
     history: list[EpochRecord]
     diverged: dict | None  # {"epoch", "batch", "loss", "during"} once it has stopped
+    mask: dict[str, torch.Tensor] | None = None  # a pruned run's conv weights kept (pruning.py)
 
 
 class StopFlag:
@@ -73,14 +75,13 @@ class GroupTrainer:
         device: torch.device,
         *,
         resume: list[MemberState] | None = None,
+        start: list[dict | None] | None = None,
         deterministic: bool = True,
         graphs: bool | None = None,
     ):
         if len({group_key(c) for c in configs}) != 1:
-            raise UsageError(
-                "the members of one training group must share epochs, batch size, "
-                "dropout, rotation and data limits"
-            )
+            shared = ", ".join(GROUP_FIELDS)
+            raise UsageError(f"the members of one training group must share {shared}")
         self.configs, self.device, self.members = configs, torch.device(device), len(configs)
         self.epochs, self.batch_size = configs[0].epochs, configs[0].batch_size
         if self.device.type == "cuda":
@@ -90,7 +91,7 @@ class GroupTrainer:
         self.captured: dict[int, torch.cuda.CUDAGraph] = {}
         self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
         self.load_data(train_split, test_split)
-        self.build_state(resume)
+        self.build_state(resume, start or [None] * self.members)
         self.make_buffers(resume)
 
     # --- set-up ----------------------------------------------------------------------------
@@ -117,17 +118,26 @@ class GroupTrainer:
         one_pass = [self.batch_size] * self.full_steps + ([self.tail] if self.tail else [])
         self.batches = one_pass * self.passes
 
-    def build_state(self, resume: list[MemberState] | None) -> None:
-        """The grouped network, its flat parameters and momentum (fresh or resumed), every
-        member's learning-rate and momentum schedule, and the rotation table."""
+    def build_state(self, resume: list[MemberState] | None, start: list[dict | None]) -> None:
+        """The grouped network, its flat parameters and momentum (fresh, from `start` weights
+        where given, or resumed), the pruning masks, every member's learning-rate and momentum
+        schedule, and the rotation table."""
         first = self.configs[0]
         self.net = Net(first.dropout, members=self.members).to(self.device)
-        states = [m.weights for m in resume] if resume else [initial_state(c) for c in self.configs]
-        self.net.load_state_dict(pack(states))
+        fresh = [
+            s if s is not None else initial_state(c)
+            for s, c in zip(start, self.configs, strict=True)
+        ]
+        self.net.load_state_dict(pack([m.weights for m in resume] if resume else fresh))
         self.params = FlatParameters(self.net, self.configs)
         self.momentum = torch.zeros_like(self.params.vector)
         if resume:
             self.momentum.copy_(self.params.flatten(pack([m.momentum for m in resume])))
+        self.mask = None  # 1 for a weight that trains, 0 for a pruned one (pruned runs only)
+        if any(c.sparsity for c in self.configs):
+            self.mask = torch.ones_like(self.params.vector)
+            if resume:
+                self.set_masks([m.mask for m in resume])
         tables = schedule_tables(self.configs, self.steps_per_epoch, self.device)
         self.lr_table, self.momentum_table = tables  # [T + 1, K]: by step, then member
         self.rotate = RandomRotation(first.max_rotation, self.device)
@@ -153,6 +163,45 @@ class GroupTrainer:
             size: torch.tensor([size, size, 1], dtype=torch.float64, device=self.device)
             for size in self.positions
         }
+
+    # --- pruning ---------------------------------------------------------------------------
+
+    def set_masks(self, masks: list[dict | None]) -> None:
+        """Each member's conv-weight mask (None: it prunes nothing) into the flat mask."""
+        ones = {k: torch.ones_like(v) for k, v in initial_state(self.configs[0]).items()}
+        members = [{**ones, **{k: v.float() for k, v in (m or {}).items()}} for m in masks]
+        self.mask.copy_(self.params.flatten(pack(members)))
+
+    def member_masks(self) -> list[dict | None]:
+        """Each pruned member's mask over its conv weights (True: kept), on the CPU."""
+        if self.mask is None:
+            return [None] * self.members
+        masks = unpack(
+            {k: v.cpu() for k, v in self.params.unflatten(self.mask).items()}, self.members
+        )
+        return [
+            {name: m[name] > 0.5 for name in PRUNABLE} if c.sparsity else None
+            for m, c in zip(masks, self.configs, strict=True)
+        ]
+
+    def prune_step(self, epoch: int) -> None:
+        """At the first epoch of each prune-then-retrain step, each pruned member's smallest conv
+        weights join its mask and are zeroed, and its momentum restarts (a fresh optimizer)."""
+        steps = self.configs[0].prune_steps
+        per_step = self.epochs // steps
+        if self.mask is None or (epoch - 1) % per_step:
+            return
+        stage = (epoch - 1) // per_step + 1
+        weights = unpack({k: v.cpu() for k, v in self.net.state_dict().items()}, self.members)
+        masks = []
+        for config, w, kept in zip(self.configs, weights, self.member_masks(), strict=True):
+            share = stage_sparsity(config.sparsity, steps, stage)
+            masks.append(magnitude_mask(w, share, kept) if config.sparsity else None)
+        self.set_masks(masks)
+        pruned = torch.tensor([bool(c.sparsity) for c in self.configs], device=self.device)
+        with torch.no_grad():
+            self.params.vector.mul_(self.mask)
+            self.momentum.masked_fill_(pruned.index_select(0, self.params.member_of), 0.0)
 
     def on_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -198,9 +247,13 @@ class GroupTrainer:
         keep = self.alive.index_select(0, owner)
         # torch.optim.SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf
         # (the L1 term's gradient is l1 * sign(w), as autograd gives for l1 * |w|)
+        if self.mask is not None:  # a pruned weight gets no gradient and stays exactly zero
+            gradient = gradient * self.mask
         d = torch.addcmul(torch.addcmul(gradient, p.l1, w.sign()), p.weight_decay, w)
         buffer = torch.addcmul(d, momentum.index_select(0, owner), self.momentum)
         step = torch.addcmul(w, lr.index_select(0, owner), buffer, value=-1)
+        if self.mask is not None:
+            step = step * self.mask
         torch.where(keep, buffer, self.momentum, out=self.momentum)
         torch.where(keep, step, w, out=w)
         correct = (logits.argmax(2) == y).sum(0)
@@ -276,6 +329,7 @@ class GroupTrainer:
         self, epoch: int, reporter: Reporter = NO_REPORTER, stop: StopFlag | None = None
     ) -> np.ndarray:
         """One epoch (its passes); per-member sums (data loss, penalty, correct), numpy [K, 3]."""
+        self.prune_step(epoch)
         self.net.train()
         if self.graphs and not self.captured:
             self.capture()  # before the epoch's seeds: warm-up draws must not shift them
@@ -331,9 +385,10 @@ class GroupTrainer:
         weights = unpack({k: v.cpu() for k, v in state.items()}, self.members)
         momentum = self.params.unflatten(self.momentum)
         momenta = unpack({k: v.cpu() for k, v in momentum.items()}, self.members)
+        masks = self.member_masks()
         return [
-            MemberState(w, m, list(h), d)
-            for w, m, h, d in zip(weights, momenta, histories, diverged, strict=True)
+            MemberState(w, m, list(h), d, mask)
+            for w, m, h, d, mask in zip(weights, momenta, histories, diverged, masks, strict=True)
         ]
 
 
@@ -382,6 +437,7 @@ def train_group(
     *,
     reporter: Reporter = NO_REPORTER,
     resume: list[MemberState] | None = None,
+    start: list[dict | None] | None = None,
     on_epoch: Callable[[list[MemberState]], None] | None = None,
     stop: StopFlag | None = None,
     deterministic: bool = True,
@@ -391,12 +447,19 @@ def train_group(
     """Train every config to its last epoch (or until every member has diverged).
 
     `resume` is what `on_epoch` was given after the last completed epoch; training continues
-    from there. Returns each member's final state and history (diverged members: up to their
-    last good epoch, with `diverged` saying where), and how the group was trained.
+    from there. `start`: each member's initial weights (None: its seed's), e.g. a pruned run's.
+    Returns each member's final state and history (diverged members: up to their last good
+    epoch, with `diverged` saying where), and how the group was trained.
     """
     splits = train_split, test_split
     trainer = GroupTrainer(
-        configs, *splits, device, resume=resume, deterministic=deterministic, graphs=graphs
+        configs,
+        *splits,
+        device,
+        resume=resume,
+        start=start,
+        deterministic=deterministic,
+        graphs=graphs,
     )
     progress = Progress(trainer, resume)
     first = len(progress.histories[0]) + 1

@@ -21,6 +21,7 @@ from regcli.errors import RegcliError, UsageError
 from regcli.layout import ONNX_NAME, model_group, model_label
 from regcli.measure_cache import cached_numbers
 from regcli.model import torch_predictor
+from regcli.pruning import apply_mask, magnitude_mask
 from regcli.regularization import regularized_parameters
 from regcli.scoring import score
 from regcli.tables import render
@@ -78,29 +79,21 @@ def weights_table(rows: list[dict]) -> str:
     return render(headers, body)
 
 
-def parse_sparsities(text: str) -> list[float]:
+def parse_sparsities(text: str, with_dense: bool = True) -> list[float]:
+    """The fractions given, sorted, once each (with 0, the dense network, unless told not)."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as error:
         raise UsageError(f"--sparsity {text!r}: give fractions like 0.5,0.7,0.9") from error
     if not values or not all(0 <= v < 1 for v in values):
         raise UsageError(f"--sparsity {text!r}: each fraction must be in [0, 1)")
-    return sorted({0.0, *values})
+    return sorted({0.0, *values} if with_dense else set(values))
 
 
 def pruned_state(model: torch.nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
     """The prunable weights with the round(sparsity * N) smallest magnitudes set to zero."""
-    weights = prunable(model)
-    flat = torch.cat([w.detach().flatten() for w in weights.values()])
-    count = round(sparsity * flat.numel())
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    keep[flat.abs().argsort(stable=True)[:count]] = False
-    pruned, start = {}, 0
-    for name, w in weights.items():
-        mask = keep[start : start + w.numel()].view_as(w)
-        pruned[name] = w.detach() * mask
-        start += w.numel()
-    return pruned
+    weights = {name: w.detach() for name, w in prunable(model).items()}
+    return apply_mask(weights, magnitude_mask(weights, sparsity))
 
 
 def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str, device: str = "cpu"):
@@ -143,13 +136,18 @@ def prune_curve(
     device: str = "cpu",
     label: str | None = None,
 ) -> dict:
-    """Test accuracy of the model after magnitude pruning at each sparsity."""
+    """Test accuracy of the model after magnitude pruning at each sparsity, and the size of
+    its ONNX file (bytes, and zipped) with those weights zeroed."""
+    from regcli.pruned_runs import graph_of, sizes_with
+
     model, _ = load_model(model_dir)
     predictor_with = pruned_predictors(model_dir, model, backend, device)
+    graph = graph_of(model_dir, model)
     points = []
     for sparsity in sparsities:
-        accuracy = score(predictor_with(pruned_state(model, sparsity)), test).accuracy
-        points.append({"sparsity": sparsity, "accuracy": accuracy})
+        state = pruned_state(model, sparsity)
+        accuracy = score(predictor_with(state), test).accuracy
+        points.append({"sparsity": sparsity, "accuracy": accuracy, **sizes_with(graph, state)})
     return {
         "model": label or model_label(model_dir),
         "group": model_group(model_dir),

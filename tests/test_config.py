@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from regcli.config import TrainConfig, check_keys, config_toml, differences, parse_toml
+from regcli.config import TrainConfig, differences
 from regcli.errors import UsageError
+from regcli.settings import check_keys, config_toml, parse_toml
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,15 @@ def test_sweep_takes_its_grid_from_the_file_and_the_typed_options(handed, tmp_pa
 
 
 def test_every_training_setting_is_an_option_of_train_and_sweep():
-    from regcli.config import FIELD_NAMES
+    """...except a pruned run's own settings, which are `regcli prune --retrain`'s."""
+    from regcli.config import FIELD_NAMES, PRUNE_FIELDS
 
     train, sweep = invoke("train", "--help").stdout, invoke("sweep", "--help").stdout
-    for name in FIELD_NAMES:
-        option = f"--{name.replace('_', '-')}"
+    options = {name: f"--{name.replace('_', '-')} " for name in FIELD_NAMES}
+    for name, option in options.items():
+        if name in PRUNE_FIELDS:
+            assert option not in train and option not in sweep, option
+            continue
         assert option in train, option
-        assert option in sweep or name == "seed", option  # a sweep's seeds are 0..N-1
+        plural = {"seed": "--seeds ", "train_size": "--train-sizes "}  # a sweep's grid
+        assert option in sweep or plural.get(name, option) in sweep, option

@@ -14,7 +14,16 @@ from typing import Annotated, get_args
 
 import typer
 
-from regcli.config import CHOICES, HELP, Backend, Device, Existing, RunOptions, TrainConfig
+from regcli.config import (
+    CHOICES,
+    HELP,
+    PRUNE_FIELDS,
+    Backend,
+    Device,
+    Existing,
+    RunOptions,
+    TrainConfig,
+)
 from regcli.errors import UsageError
 from regcli.layout import CHECKPOINT_NAME, folders_holding
 from regcli.settings import resolve
@@ -86,6 +95,12 @@ OutFigure = Annotated[
     ),
 ]
 DeviceOption = Annotated[Device, typer.Option(help="Training device.", rich_help_panel=RUN)]
+Force = Annotated[
+    bool,
+    typer.Option(
+        help="Replace finished models (or abandon interrupted runs) there.", rich_help_panel=RUN
+    ),
+]
 ConfigFile = Annotated[
     Path | None,
     typer.Option(
@@ -157,7 +172,8 @@ def setting(name: str, **extra) -> tuple:
 
 def training(*names: str) -> Group:
     """TrainConfig's settings as options: the given ones, or every one but the grid's."""
-    chosen = names or [f.name for f in fields(TrainConfig) if f.name not in GRID_FIELDS]
+    own = (*GRID_FIELDS, *PRUNE_FIELDS)  # the sweep's, and `regcli prune`'s own
+    chosen = names or [f.name for f in fields(TrainConfig) if f.name not in own]
     return Group({name: setting(name) for name in chosen})
 
 

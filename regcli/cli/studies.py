@@ -1,5 +1,5 @@
-"""Commands over several models: `compare`, `report`, `weights` and `prune`: tables, figures
-and the README's generated sections, from the models on disk (no training)."""
+"""Commands over several models: `compare`, `report` and `weights`: tables, figures and the
+README's generated sections, from the models on disk (no training)."""
 
 from pathlib import Path
 from typing import Annotated
@@ -8,7 +8,6 @@ import typer
 
 from regcli.cli.app import app, each_model, exit_if, print_json, print_line
 from regcli.cli.options import (
-    BackendOption,
     DataDir,
     ImagesDir,
     JsonFlag,
@@ -17,7 +16,7 @@ from regcli.cli.options import (
     OutFigure,
     Quiet,
 )
-from regcli.config import Backend, Device
+from regcli.config import Device
 from regcli.console import model_progress, say, warn
 from regcli.layout import model_dirs, summary_figure, unique_labels
 
@@ -128,51 +127,6 @@ def weights(
         rows = [{k: v for k, v in s.items() if k != "values"} for s in stats]
         print_json(rows) if json_output else print_line(weights_table(rows))
         say(f"wrote {figure}", quiet)
-    exit_if(failed)
-
-
-@app.command()
-def prune(
-    models: ModelsArg = None,
-    sparsity: Annotated[
-        str, typer.Option(help="Fractions of conv weights to zero, comma-separated.")
-    ] = "0.5,0.7,0.9",
-    backend: BackendOption = Backend.torch,
-    out: OutFigure = None,
-    models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
-    data_dir: DataDir = None,
-    json_output: JsonFlag = False,
-    quiet: Quiet = False,
-):
-    """Zero the smallest conv weights (no retraining) and measure test accuracy at each level."""
-    from regcli.data import load_split
-    from regcli.plots import pruning_figure, save_figure
-    from regcli.tables import Streaming
-    from regcli.weights import parse_sparsities, prune_curve
-
-    levels = parse_sparsities(sparsity)
-    dirs = model_dirs(models, models_dir)
-    labels = unique_labels(dirs, models_dir)
-    test = load_split(data_dir, "test")
-    headers = ["model", *(f"{100 * s:g}% zero" for s in levels)]
-    widths = [max(len(label) for label in labels.values())] + [9] * len(levels)
-    table = None if json_output else Streaming(headers, widths, print_line)
-
-    def prune_one(model_dir: Path) -> dict:
-        label = labels[model_dir]
-        curve = prune_curve(model_dir, levels, backend=backend.value, test=test, label=label)
-        if table:
-            table.row([curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])])
-        return curve
-
-    curves, failed = each_model(dirs, "pruning", quiet, prune_one)
-    if curves and not no_figure(failed, quiet):
-        figure = summary_figure("pruning", images_dir, dirs if models else None, out, models_dir)
-        save_figure(pruning_figure(curves), figure)
-        say(f"wrote {figure}", quiet)
-    if json_output:
-        print_json(curves)
     exit_if(failed)
 
 

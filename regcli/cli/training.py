@@ -19,6 +19,7 @@ from regcli.cli.options import (
     RUN_OPTIONS,
     STRENGTHS,
     TRAINING,
+    Force,
     JsonFlag,
     ModelsDir,
     existing,
@@ -27,17 +28,12 @@ from regcli.cli.options import (
     typed_here,
     with_options,
 )
-from regcli.config import GRID_DEFAULTS, Grid, TrainConfig, config_toml
+from regcli.config import GRID_DEFAULTS, Grid, TrainConfig
 from regcli.console import TrainingReporter, model_progress, say, stderr
 from regcli.errors import Interrupted
 from regcli.layout import check_name
+from regcli.settings import config_toml, shown
 
-Force = Annotated[
-    bool,
-    typer.Option(
-        help="Replace finished models (or abandon interrupted runs) there.", rich_help_panel=RUN
-    ),
-]
 Resume = Annotated[
     bool,
     typer.Option(help="Continue an interrupted run (give the same options).", rich_help_panel=RUN),
@@ -144,7 +140,9 @@ def train(
     base = TrainConfig.from_dict(settings, "settings")
     if given["print_config"]:
         title = "regcli train --config <this file>"
-        print_line(config_toml(base.as_dict(), title=title) + f"# length: {base.length_text}")
+        print_line(
+            config_toml(shown(base.as_dict()), title=title) + f"# length: {base.length_text}"
+        )
         return
     folder = existing(force=force, resume=resume, reuse=seeds is not None)
     if name is not None:
