@@ -9,15 +9,13 @@ after the choice, never used for it.
 
 import math
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from regcli.atlas import PENALTIES, Atlas, AtlasCell, Recommendation
-from regcli.errors import RegcliError
-from regcli.records import load_metrics
 from regcli.stats import ALPHA, verdict
 from regcli.strength_path import Penalty
-from regcli.tables import clock, render
+from regcli.tables import render
+from regcli.timings import runs_text, study_runs
 
 README_SECTION = ("atlas", "regcli report")
 NAMES = {Penalty.L1: "L1", Penalty.L2: "Weight decay"}
@@ -127,57 +125,6 @@ def atlas_json(atlas: Atlas) -> dict:
     }
 
 
-def run_times(run: dict) -> tuple[datetime, datetime] | None:
-    """A run record's start and finish as UTC times (a time without a zone is UTC), or None
-    when either is missing, unreadable, or the finish comes before the start."""
-    try:
-        times = [datetime.fromisoformat(run[key]) for key in ("started", "finished")]
-    except (KeyError, TypeError, ValueError):
-        return None
-    started, finished = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
-    return (started, finished) if started <= finished else None
-
-
-def atlas_runs(folders: list[Path]) -> dict | None:
-    """How the atlas was trained, from its models' run records: machine, models, the sum of
-    their training seconds, the wall time from the first start to the last finish, and how
-    many trained at once."""
-    spans, seconds, machine, cores = [], 0.0, None, None
-    for folder in folders:
-        try:
-            run = load_metrics(folder).get("run") or {}
-        except RegcliError:
-            continue
-        span = run_times(run)
-        if span is None:
-            continue
-        spans.append(span)
-        seconds += run.get("seconds") or 0.0
-        info = run.get("machine") or {}
-        machine, cores = info.get("gpu") or info.get("cpu") or machine, info.get("cores", cores)
-    if not spans:
-        return None
-    wall = (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
-    return {
-        "models": len(spans),
-        "machine": machine,
-        "cores": cores,
-        "seconds": seconds,
-        "wall_seconds": wall,
-        "at_once": at_once(spans),
-    }
-
-
-def at_once(spans: list[tuple]) -> int:
-    """The most runs whose (start, finish) spans overlap: how many trained side by side."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    running = most = 0
-    for _, change in events:  # a finish sorts before a start at the same second
-        running += change
-        most = max(most, running)
-    return most
-
-
 def runs_sentence(atlas: Atlas, runs: dict | None) -> list[str]:
     s = atlas.settings
     sizes = [size for size in atlas.sizes if size not in atlas.joined]
@@ -200,12 +147,7 @@ def runs_sentence(atlas: Atlas, runs: dict | None) -> list[str]:
     )
     said = [f"{length}; {held}."]
     if runs:
-        cores = f", {runs['cores']} cores" if runs.get("cores") else ""
-        said.append(
-            f"The atlas's {runs['models']} models trained on {runs['machine']}{cores}, in "
-            f"{clock(runs['wall_seconds'])} of wall time, up to {runs['at_once']} at once "
-            f"({clock(runs['seconds'])} of training summed over the models)."
-        )
+        said.append(runs_text(runs, "The atlas's {models} models"))
     return said
 
 
@@ -325,7 +267,7 @@ def findings(atlas: Atlas, runs: dict | None) -> list[str]:
 
 def atlas_section(atlas: Atlas, figures: list[str]) -> str:
     """The README section: the findings, the table per size, the figures."""
-    sentences = findings(atlas, atlas_runs(atlas.folders))
+    sentences = findings(atlas, study_runs(atlas.folders))
     images = "\n".join(f"![{Path(f).stem}]({f})" for f in figures)
     table = atlas_table(atlas, markdown=True)
     return (

@@ -161,6 +161,15 @@ def provenance(session: ort.InferenceSession) -> dict[str, str]:
 def current_onnx(model_dir: Path) -> ort.InferenceSession:
     """model_dir/model.onnx, which must exist, say it came from the model.pt beside it, and hold
     the very content that was exported."""
+    return checked_onnx(model_dir)[0]
+
+
+def current_onnx_bytes(model_dir: Path) -> bytes:
+    """The exact bytes of model_dir/model.onnx that current_onnx checked (read once)."""
+    return checked_onnx(model_dir)[1]
+
+
+def checked_onnx(model_dir: Path) -> tuple[ort.InferenceSession, bytes]:
     checkpoint = checkpoint_path(model_dir)
     onnx_path = checkpoint.parent / ONNX_NAME
     advice = f"run `regcli export {checkpoint.parent}`"
@@ -187,7 +196,7 @@ def current_onnx(model_dir: Path) -> ort.InferenceSession:
             f"{onnx_path}: its graph and weights are not the ones its metadata was written for "
             f"(an altered file, or metadata copied from another export); {advice} again"
         )
-    return session
+    return session, data
 
 
 def is_current(model_dir: Path) -> bool:

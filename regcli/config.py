@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import get_args
 
 from regcli.errors import RegcliError, UsageError
+from regcli.text import brief
 
 MNIST_MEAN = 0.1307  # mean pixel value of the MNIST training images, on a 0..1 scale
 MNIST_STD = 0.3081  # standard deviation of the same pixels
@@ -64,6 +65,19 @@ class ShiftKind(StrEnum):
     noise = "noise"  # standard deviation of Gaussian noise, pixels on a 0..1 scale
     blur = "blur"  # standard deviation of a Gaussian blur, in pixels
     erase = "erase"  # side of the erased square, in pixels
+
+
+class Penalty(StrEnum):
+    """Which of a cell's strengths are non-zero: the path it lies on (in the table's order)."""
+
+    NONE = "none"
+    L1 = "l1"
+    L2 = "l2"
+    BOTH = "both"
+
+    @classmethod
+    def of(cls, l1: float, weight_decay: float) -> "Penalty":
+        return list(cls)[(l1 > 0) + 2 * (weight_decay > 0)]
 
 
 class Existing(StrEnum):
@@ -330,19 +344,19 @@ def _coerce(name: str, kind, value):
             return CHOICES[name](value).value  # a plain str: checkpoints hold plain data only
         except ValueError:
             allowed = ", ".join(CHOICES[name])
-            raise UsageError(f"{option} must be one of {allowed}, got {value!r}") from None
+            raise UsageError(f"{option} must be one of {allowed}, got {brief(value)}") from None
     optional = type(None) in get_args(kind)
     if value is None and optional:
         return None
     if kind in (str, str | None):
         if not isinstance(value, str):
-            raise UsageError(f"{option} must be a string, got {value!r:.40}")
+            raise UsageError(f"{option} must be a string, got {brief(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(f"{option} must be a number, got {value!r}")
+        raise UsageError(f"{option} must be a number, got {brief(value)}")
     if int in (kind, *get_args(kind)):
         if isinstance(value, float) and not value.is_integer():
-            raise UsageError(f"{option} must be a whole number, got {value!r}")
+            raise UsageError(f"{option} must be a whole number, got {brief(value)}")
         return int(value)
     if not math.isfinite(value):
         raise UsageError(f"{option} must be a finite number, got {value}")

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from regcli.errors import RegcliError, first_line
+from regcli.files import FileProblem, open_regular
 
 DATA_DIR_ENV = "REGCLI_DATA_DIR"
 IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST uses
@@ -182,13 +183,15 @@ def read_idx(
     if expected_size is None and expected_md5 is not None:
         expected_size = _SIZE_BY_MD5.get(expected_md5)
     try:
-        with open(path, "rb") as file:
+        with open_regular(path, None) as file:  # a FIFO or a device is refused, not read
             packed = file.read(2) == GZIP_MAGIC
             file.seek(0)
             if packed:
                 raw = _gunzip(file, path, expected_size)
             else:
                 raw = _read_plain(file, path, expected_size)
+    except FileProblem as error:
+        raise RegcliError(str(error)) from None
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise RegcliError(f"{path}: cannot read ({first_line(error)})") from error
     if expected_md5 is not None and hashlib.md5(raw).hexdigest() != expected_md5:
@@ -277,7 +280,7 @@ def _find(root: Path, name: str) -> Path | None:
     """The first of <root>/MNIST/raw and <root> that holds the file, .gz or not."""
     for folder in _search_folders(root):
         for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
+            if os.path.lexists(candidate):  # a file, or something that is not: read_idx says
                 return candidate
     return None
 

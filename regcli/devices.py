@@ -40,3 +40,14 @@ def default_group_size(device: torch.device) -> int:
         return CPU_GROUP_SIZE
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(MAX_GROUP_SIZE, int(0.6 * free) // GPU_MODEL_BYTES))
+
+
+def choose_kernels(deterministic: bool) -> None:
+    """On CUDA: cuDNN's deterministic kernels (bit-for-bit resume), or the fastest it finds."""
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """CUDA out of memory: PyTorch's own error, or cuDNN's and cuBLAS's as a RuntimeError."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()

@@ -41,6 +41,12 @@ class Interrupted(RegcliError):
         self.exit_code = 128 + signal_number
         self.epochs_saved, self.folder, self.needs_force = epochs_saved, folder, needs_force
 
+    def saying(self, message: str) -> "Interrupted":
+        """The same interruption told in other words (the CLI's, with the command that goes
+        on), what was kept carried along."""
+        kept = {"epochs_saved": self.epochs_saved, "folder": self.folder}
+        return Interrupted(message, self.signal_number, **kept, needs_force=self.needs_force)
+
 
 class Locked(RegcliError):
     """Another process is writing to the same model folder."""
@@ -50,3 +56,8 @@ def first_line(error: BaseException | str) -> str:
     """The first non-empty line of a library's error message (they can run to pages)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+class RegcliWarning(UserWarning):
+    """Something the user should know that does not stop the command (a damaged cache that is
+    measured again, say): the command line shows it as one `warning:` line on stderr."""

@@ -21,7 +21,13 @@ import torch
 from onnx import numpy_helper
 
 import regcli
-from regcli.backends import CONTENT_KEY, SOURCE_KEY, content_sha256, current_onnx, onnx_session
+from regcli.backends import (
+    CONTENT_KEY,
+    SOURCE_KEY,
+    content_sha256,
+    current_onnx_bytes,
+    onnx_session,
+)
 from regcli.checkpoints import (
     checkpoint_config,
     load_checkpoint,
@@ -31,7 +37,7 @@ from regcli.checkpoints import (
 from regcli.config import MNIST_MEAN, MNIST_STD
 from regcli.data import load_split
 from regcli.errors import RegcliError
-from regcli.files import MODEL_FILE_BYTES, read_bytes, write_bytes
+from regcli.files import write_bytes
 from regcli.layout import ONNX_NAME, checkpoint_path
 from regcli.locks import ModelLock
 from regcli.provenance import run_record, utc_now
@@ -108,8 +114,7 @@ def up_to_date(model_dir: Path) -> bool:
     and its weights are exactly model.pt's: with PyTorch at hand, a file whose metadata and
     content digest were both forged for another network is caught here and exported again."""
     try:
-        current_onnx(model_dir)
-        graph = onnx.load_from_string(read_bytes(Path(model_dir) / ONNX_NAME, MODEL_FILE_BYTES))
+        graph = onnx.load_from_string(current_onnx_bytes(model_dir))
         payload = load_checkpoint(model_dir)
     except RegcliError:
         return False

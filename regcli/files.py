@@ -292,7 +292,12 @@ def check_readme(readme: Path, sections: list[tuple[str, str]]) -> str:
                 f"(found {terminal_safe(match.group())} at character {match.start()}); "
                 "each section needs one start marker, then its end marker"
             )
-    missing = [s for s, _ in sections if s not in seen] + ([open_section] if open_section else [])
+    if open_section is not None:
+        raise RegcliError(
+            f"{readme}: its generated section {terminal_safe(open_section)} has a start marker "
+            "but no end marker; add the end marker (or remove the start) first"
+        )
+    missing = [s for s, _ in sections if s not in seen]
     for section, generator in sections:
         start, end = readme_markers(section, generator)
         if section in missing or content.count(start) != 1 or content.count(end) != 1:

@@ -45,11 +45,12 @@ def check_seed_folder(folder: Path, config: TrainConfig) -> None:
         )
 
 
-def check_group(members: list[Member], what: str) -> None:
-    """Refuse a group that mixes settings, misnames a seed or holds one run twice."""
+def check_group(members: list[Member], what: str, ignore: tuple[str, ...] = ("seed",)) -> None:
+    """Refuse a group that mixes settings (but those in `ignore`: the seed, and for pruned runs
+    their sources), misnames a seed or holds one run twice."""
     for member in members:
         check_seed_folder(member.folder, member.config)
-    check_same_settings([(str(m.folder), m.config) for m in members], what)
+    check_same_settings([(str(m.folder), m.config) for m in members], what, ignore)
     seen: dict[str, Path] = {}
     for member in (m for m in members if m.weights_sha256 is not None):
         twin = seen.setdefault(member.weights_sha256, member.folder)

@@ -20,6 +20,8 @@ from regcli.text import natural_key, terminal_safe
 CHECKPOINT_NAME = "model.pt"  # a finished run
 LAST_NAME = "last.pt"  # an unfinished run's state after its last completed epoch
 ONNX_NAME = "model.onnx"
+PRUNING_CACHE_NAME = "pruning.json"  # beside model.pt: accuracy (%) after pruning, by its sha256
+SHIFTS_CACHE_NAME = "shifts.json"  # beside model.pt: accuracy (%) per shifted test set, the same
 SEED_PREFIX = "seed-"  # <name>/seed-<k>/: one of several seeds of the same configuration
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 MAX_NAME_LENGTH = 64  # characters in a --name: <name>_seed-<k>_misclassified.png and a
@@ -183,12 +185,37 @@ def folders_holding(root: Path, names: tuple[str, ...]) -> list[Path]:
 
 
 def find_models(models_dir: Path | str) -> list[Path]:
-    """Every directory under models_dir that holds a model.pt, sorted by name."""
+    """Every directory under models_dir that holds a model.pt, sorted by name (a seed group
+    with a finished member whose model.pt is gone is refused: see check_complete)."""
     root = Path(models_dir)
     found = folders_holding(root, (CHECKPOINT_NAME,)) if root.is_dir() else []
     if not found:
         raise RegcliError(f"no trained models under {root}; train one with `regcli train`")
+    for group in dict.fromkeys(p.parent for p in found if is_seed_member(p)):
+        check_complete(group)
     return found
+
+
+def check_complete(group: Path) -> None:
+    """A seed group whose finished member lost its model.pt would pass for one seed fewer:
+    refused, naming the member (a diverged member is not missing: it never had one)."""
+    from regcli.records import METRICS_NAME, Status, load_metrics
+
+    for folder in sorted(Path(group).glob(f"{SEED_PREFIX}*")):
+        if not is_seed_member(folder) or (folder / CHECKPOINT_NAME).exists():
+            continue
+        if (folder / LAST_NAME).exists() or not (folder / METRICS_NAME).is_file():
+            continue  # interrupted, or empty: not a finished seed
+        try:
+            finished = load_metrics(folder).get("status") == Status.finished
+        except RegcliError:
+            continue  # unreadable: what reads it says so
+        if finished:
+            raise RegcliError(
+                f"{folder}: its run finished, but its model.pt is missing, so its group would "
+                "count one seed fewer; train it again (the same command reuses the others) or "
+                "move the folder out"
+            )
 
 
 def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
@@ -204,6 +231,8 @@ def model_dirs(models: list[Path] | None, models_dir: Path | str) -> list[Path]:
         seeds = (
             seed_dirs(model) if model.is_dir() and not (model / CHECKPOINT_NAME).exists() else []
         )
+        if seeds:
+            check_complete(model)
         for folder in seeds or [checkpoint_path(model).parent]:
             if folder.resolve() not in seen:
                 seen.add(folder.resolve())

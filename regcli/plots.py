@@ -20,6 +20,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from regcli.config import Penalty
 from regcli.files import write_bytes
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ def pruning_figure(curves: list[dict]) -> Figure:
 
 # --- regularization paths --------------------------------------------------------------------
 
-ALONG = ("l1", "l2")  # the two paths drawn against strength (strength_path.Penalty values)
+ALONG = (Penalty.L1, Penalty.L2)  # the two paths drawn against strength
 PATH_NAMES = {"l1": "L1", "l2": "L2 (weight decay)"}
 Quantity = Callable[["PathCell"], "SeedStats | None"]
 
@@ -278,7 +279,7 @@ def path_figure(cells: list["PathCell"], title: str) -> Figure:
     """The regularization path: accuracy, near-zero share, L1 norm and pruned accuracy against
     strength. Each cell (strength_path.PathCell): path, strength, diverged, and per quantity its
     seed statistics (mean, and the half width of its 95% interval)."""
-    baseline = next((c for c in cells if c.path == "none"), None)
+    baseline = next((c for c in cells if c.path == Penalty.NONE), None)
     along = [c for c in cells if c.path in ALONG]
     figure = Figure(figsize=(13, 9), layout="constrained")
     (accuracy, sparse), (norm, pruned) = figure.subplots(2, 2)
@@ -301,7 +302,7 @@ def strength_pruning_figure(cells: list["PathCell"], title: str) -> Figure:
     """Accuracy against the share of weights zeroed, one line per strength, coloured along one
     scale of strength; a panel per path."""
     along = [c for c in cells if c.path in ALONG and c.pruned]
-    baseline = next((c for c in cells if c.path == "none" and c.pruned), None)
+    baseline = next((c for c in cells if c.path == Penalty.NONE and c.pruned), None)
     strengths = [c.strength for c in along]
     figure = Figure(figsize=(13, 4.8), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
@@ -335,7 +336,7 @@ def pruned_line(axes, pruned: dict[float, float], **style) -> None:
 def robustness_figure(cells: list["PathCell"], shifts: list[str], title: str) -> Figure:
     """Accuracy on each shifted test set against strength (one panel per shift), the L1 and
     L2 paths with seed intervals, none as a band, as in the path figure."""
-    baseline = next((c for c in cells if c.path == "none"), None)
+    baseline = next((c for c in cells if c.path == Penalty.NONE), None)
     along = [c for c in cells if c.path in ALONG]
     figure = Figure(figsize=(13, 9), layout="constrained")
     panels = figure.subplots(2, math.ceil(len(shifts) / 2), squeeze=False).flatten()

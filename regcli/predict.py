@@ -16,6 +16,7 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,15 @@ from regcli.text import shown, terminal_safe
 PREDICT_BATCH = 256  # images per inference batch; also the most rows held in memory at once
 OUT_SUFFIXES = (".csv", ".json")
 CSV_COLUMNS = ["path", "status", "prediction", "probability", "top3", "error"]
+
+
+class Row(StrEnum):
+    """An input's row: predicted, or a one-line reason why not."""
+
+    ok = "ok"
+    error = "error"
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet may run such a cell
 
 RowCallback = Callable[[dict], None]
@@ -64,28 +74,28 @@ def predict_files(
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
     named: list[str] = []
-    counts = {"ok": 0, "error": 0}
+    counts = {Row.ok: 0, Row.error: 0}
     try:
         with result_file(out) as write:
             for batch in batched(pending_inputs(remember(paths, named)), batch_size):
                 for row in predict_batch(predict, batch):
                     write(row)
                     counts[row["status"]] += 1
-                    if row["status"] == "ok" and on_row is not None:
+                    if row["status"] == Row.ok and on_row is not None:
                         on_row(row)
-                    elif row["status"] == "error" and on_failure is not None:
+                    elif row["status"] == Row.error and on_failure is not None:
                         on_failure(row["path"], row["error"])
             if not any(counts.values()):
                 raise UsageError(nothing_found(named))
     except KeyboardInterrupt as stop:
         message = stopped(counts, out, kept=isinstance(stop, Kept))
         raise Interrupted(message, signal.SIGINT) from None
-    return counts["ok"], counts["error"]
+    return counts[Row.ok], counts[Row.error]
 
 
 def stopped(counts: dict[str, int], out: Path | None, kept: bool) -> str:
     """What Ctrl-C leaves: how many inputs were done, and what `out` holds of them."""
-    done = counts["ok"] + counts["error"]
+    done = counts[Row.ok] + counts[Row.error]
     inputs = f"{done:,} input{'' if done == 1 else 's'}"
     so_far = (
         f"stopped by Ctrl-C after {inputs} ({counts['ok']:,} predicted, {counts['error']:,} failed)"
@@ -147,17 +157,17 @@ def predict_batch(predict: Predictor, batch: list) -> Iterator[dict]:
     probabilities = iter(probabilities_of(predict, images) if images else ())
     for label, image, message in batch:
         if image is None:
-            yield {"path": label, "status": "error", "error": message}
+            yield {"path": label, "status": Row.error.value, "error": message}
             continue
         p = next(probabilities)
         if not np.isfinite(p).all():
             message = f"{terminal_safe(label)}: the model's output is NaN or infinite"
-            yield {"path": label, "status": "error", "error": message}
+            yield {"path": label, "status": Row.error.value, "error": message}
             continue
         top = np.argsort(-p, kind="stable")[:3]
         yield {
             "path": label,
-            "status": "ok",
+            "status": Row.ok.value,
             "prediction": int(top[0]),
             "probability": float(p[top[0]]),
             "top3": [[int(c), round(float(p[c]), 6)] for c in top],
@@ -240,7 +250,7 @@ class JsonRows:
 
     def write(self, row: dict) -> None:
         line = json.dumps(row, allow_nan=False, ensure_ascii=False)
-        if row["status"] == "ok":
+        if row["status"] == Row.ok:
             self.f.write(("," if self.predicted else "") + "\n    " + line)
             self.predicted += 1
         else:

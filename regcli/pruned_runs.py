@@ -14,14 +14,13 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from regcli.backends import current_onnx
-from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash
+from regcli.backends import current_onnx_bytes
+from regcli.checkpoints import checkpoint_config, load_checkpoint_with_hash, model_from_checkpoint
 from regcli.config import RETRAIN_LR
 from regcli.errors import RegcliError, UsageError
-from regcli.files import MODEL_FILE_BYTES, read_bytes
-from regcli.layout import ONNX_NAME, SEED_PREFIX, pruned_cell_name, size_folder
+from regcli.layout import SEED_PREFIX, pruned_cell_name, size_folder
 from regcli.pruning import pruned_config, zipped_bytes
-from regcli.runs import Request
+from regcli.runs import Plan, Request
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ def prune_requests(
 
 def onnx_file(model_dir: Path) -> bytes:
     """The model's current ONNX export, as bytes (refused when missing or stale)."""
-    current_onnx(model_dir)
-    return read_bytes(Path(model_dir) / ONNX_NAME, MODEL_FILE_BYTES)
+    return current_onnx_bytes(model_dir)
 
 
 def graph_of(model_dir: Path, model) -> onnx.ModelProto:
@@ -107,15 +105,17 @@ def pruned_result(model_dir: Path, source: Path, test, label: str) -> dict:
     from regcli.checkpoints import load_model
     from regcli.weights import cached_pruned_accuracies
 
-    payload, sha256 = load_checkpoint_with_hash(source)
-    config = checkpoint_config(load_checkpoint_with_hash(model_dir)[0], model_dir)
+    _, sha256 = load_checkpoint_with_hash(source)
+    pruned = load_checkpoint_with_hash(model_dir)[0]
+    config = checkpoint_config(pruned, model_dir)
     if config.pruned_from != sha256:
         raise RegcliError(f"{model_dir} was not pruned from {source}'s model.pt")
     model, _ = load_model(source)
+    tested = test.head(config.limit_test)  # the images its accuracy was measured on
     before = cached_pruned_accuracies(
-        source, model, sha256, [config.sparsity], test, "torch", "cpu"
+        source, model, sha256, [config.sparsity], tested, "torch", "cpu"
     )
-    final = load_checkpoint_with_hash(model_dir)[0]["final"]["test_accuracy"]
+    final = pruned["final"]["test_accuracy"]
     dense = sizes_with(graph_of(source, model), {})
     return {
         "model": label,
@@ -130,3 +130,23 @@ def pruned_result(model_dir: Path, source: Path, test, label: str) -> dict:
         "dense_onnx_bytes": dense["onnx_bytes"],
         "dense_zipped_bytes": dense["zipped_bytes"],
     }
+
+
+def start_weights(plan: Plan) -> dict | None:
+    """A pruned run's initial weights: its source's, checked to be the very model.pt (sha256)
+    its config names (None: a run that starts from its seed's weights)."""
+    if plan.config.pruned_from is None:
+        return None
+    if plan.start is None:
+        raise RegcliError(f"{plan.model_dir}: a pruned run needs its source model to start")
+    payload, sha256 = load_checkpoint_with_hash(plan.start)
+    if sha256 != plan.config.pruned_from:
+        raise RegcliError(
+            f"{plan.start}: its model.pt is not the one {plan.model_dir} was pruned from "
+            "(it changed since); prune again with --force"
+        )
+    return model_from_checkpoint(payload, plan.start).state_dict()
+
+
+def source_record(source: str | None) -> dict:
+    return {"pruned_from": source} if source else {}

@@ -21,6 +21,7 @@ import torch
 
 from regcli.config import MAX_PRUNE_STEPS, MAX_RETRAIN_EPOCHS, RETRAIN_LR, TrainConfig
 from regcli.errors import UsageError
+from regcli.layout import ONNX_NAME
 from regcli.model import Net
 from regcli.regularization import regularized_parameters
 
@@ -125,5 +126,5 @@ def zipped_bytes(data: bytes) -> int:
     """The size of `data` as the one file of a zip archive (deflate, level 9)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("model.onnx", data)
+        archive.writestr(ONNX_NAME, data)
     return buffer.tell()

@@ -10,6 +10,7 @@ so a damaged or hand-edited file is one line naming it, never a traceback or a w
 import json
 import math
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 
 from regcli.config import TrainConfig
@@ -17,7 +18,14 @@ from regcli.errors import RegcliError, UsageError
 from regcli.files import FileProblem, read_json, write_csv, write_json
 
 METRICS_NAME = "metrics.json"
-STATUSES = ("finished", "diverged")
+METRICS_CSV_NAME = "metrics.csv"  # the same epoch rows, for a spreadsheet
+
+
+class Status(StrEnum):
+    """How a run in metrics.json ended."""
+
+    finished = "finished"  # model.pt beside it
+    diverged = "diverged"  # stopped: a loss went non-finite or absurd
 
 
 @dataclass(frozen=True)
@@ -160,15 +168,16 @@ def load_metrics(model_dir: Path) -> dict:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
         raise RegcliError(f"{path}: not regcli metrics (no config)")
     config = config_of(metrics, path)
-    status = metrics.get("status", "finished")  # files before status was written: finished
-    if status not in STATUSES:
-        raise RegcliError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
-    problem = history_problem(metrics.get("epochs"), config, finished=status == "finished")
+    status = metrics.get("status", Status.finished)  # files before status was: finished
+    if status not in set(Status):
+        known = ", ".join(Status)
+        raise RegcliError(f"{path}: status {status!r:.40} is not one of {known}")
+    problem = history_problem(metrics.get("epochs"), config, finished=status == Status.finished)
     if problem:
         raise RegcliError(f"{path}: not regcli metrics ({problem})")
-    if not metrics["epochs"] and status != "diverged":
+    if not metrics["epochs"] and status != Status.diverged:
         raise RegcliError(f"{path}: holds no finished epoch")
-    if status == "diverged" and not isinstance(metrics.get("diverged"), dict):
+    if status == Status.diverged and not isinstance(metrics.get("diverged"), dict):
         raise RegcliError(f"{path}: a diverged run that does not say where it diverged")
     problem = run_problem(metrics.get("run"))
     if problem:
@@ -186,7 +195,7 @@ def write_metrics(
     """metrics.json and metrics.csv: the config, the run record and one row per epoch."""
     metrics = {
         "name": Path(model_dir).name,
-        "status": "diverged" if diverged else "finished",
+        "status": (Status.diverged if diverged else Status.finished).value,
         "mode": config.mode,
         "config": config.as_dict(),
         "run": record,
@@ -195,4 +204,4 @@ def write_metrics(
     }
     write_json(Path(model_dir) / METRICS_NAME, metrics)
     if history:
-        write_csv(Path(model_dir) / "metrics.csv", history)
+        write_csv(Path(model_dir) / METRICS_CSV_NAME, history)

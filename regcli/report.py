@@ -11,11 +11,11 @@ so a bad README costs nothing.
 import math
 from pathlib import Path
 
-from regcli import atlas_report, compare, robustness_report, strength_path
+from regcli import atlas_report, compare, pruning_report, robustness_report, strength_path
 from regcli.atlas import read_atlas
 from regcli.data import load_split
 from regcli.devices import resolve_device
-from regcli.errors import RegcliError
+from regcli.errors import RegcliError, UsageError
 from regcli.evaluate import plot_misclassified
 from regcli.files import check_readme, update_readme
 from regcli.layout import FIGURES, figure_path, figure_paths, is_seed_member, unique_labels
@@ -29,6 +29,7 @@ from regcli.plots import (
     strength_pruning_figure,
     weights_figure,
 )
+from regcli.pruning_study import read_study
 from regcli.records import load_metrics
 from regcli.robustness import ROBUSTNESS_SHIFTS
 from regcli.stats import ALPHA, trend
@@ -53,6 +54,7 @@ def report(
     readme: Path | None = None,
     sweep: Path | None = None,
     atlas: Path | None = None,
+    pruned: Path | None = None,
     device: str = "cpu",
     advance=lambda name="": None,
 ) -> list[Path]:
@@ -61,6 +63,9 @@ def report(
     sections += [strength_path.README_SECTION] if sweep is not None else []
     sections += [robustness_report.README_SECTION] if sweep is not None else []
     sections += [atlas_report.README_SECTION] if atlas is not None else []
+    sections += [pruning_report.README_SECTION] if pruned is not None else []
+    if pruned is not None and sweep is None:
+        raise UsageError("--pruned needs --sweep: the pruned runs' sources are its models")
     if readme is not None:
         check_readme(readme, sections)
     device = resolve_device(device).type  # an explicit device must be there
@@ -70,39 +75,49 @@ def report(
     # every model readable before any figure
     rows = [compare.summarize(d, labels[d]) for d in model_dirs]
     found = read_atlas(atlas, join=sweep) if atlas is not None else None
+    study = read_study(pruned, sweep, test, device) if pruned is not None else None
     series = compare.series(rows)
     # each model on the test images its accuracy was measured on (all 10,000 unless limited)
     tested = {d: test.head(row.config.limit_test) for d, row in zip(model_dirs, rows, strict=True)}
     written = model_figures(model_dirs, labels, tested, images_dir, models_dir, advance)
     written += study_figures(series, model_dirs, tested, images_dir)
-    path_markdown = None
-    if sweep is not None:
-        cells = strength_path.path_stats(
-            sweep,
-            test,
-            backend=REPORT_BACKEND,
-            device=device,
-            shifts=ROBUSTNESS_SHIFTS,
-            advance=advance,
-        )
-        written += path_figures(cells, Path(sweep).name, images_dir)
-        path_markdown = path_section(cells, Path(sweep))
-        robust = robustness_figure(cells, list(ROBUSTNESS_SHIFTS), "Robustness along the path")
-        target = save(robust, images_dir / f"{Path(sweep).name}_robustness.png")
-        written.append(target)
-        shown = relative_to(target, readme) if readme else None
-        robust_markdown = robustness_report.robustness_section(cells, shown)
     texts = {compare.README_SECTION: compare.results_markdown(rows)}
-    if path_markdown is not None:
-        texts[strength_path.README_SECTION] = path_markdown
-        texts[robustness_report.README_SECTION] = robust_markdown
+    if sweep is not None:
+        written += path_sections(Path(sweep), test, device, advance, images_dir, readme, texts)
+    written += study_sections(found, atlas, study, pruned, images_dir, readme, texts)
+    if readme is not None:
+        update_readme(readme, texts)
+    return written
+
+
+def path_sections(sweep: Path, test, device, advance, images_dir, readme, texts) -> list[Path]:
+    """The path's and its robustness's figures, and their sections into `texts`."""
+    cells = strength_path.path_stats(
+        sweep, test, backend=REPORT_BACKEND, device=device, shifts=ROBUSTNESS_SHIFTS,
+        advance=advance,
+    )  # fmt: skip
+    written = path_figures(cells, sweep.name, images_dir)
+    robust = robustness_figure(cells, list(ROBUSTNESS_SHIFTS), "Robustness along the path")
+    target = save(robust, images_dir / f"{sweep.name}_robustness.png")
+    shown = relative_to(target, readme) if readme else None
+    texts[strength_path.README_SECTION] = path_section(cells, sweep)
+    texts[robustness_report.README_SECTION] = robustness_report.robustness_section(cells, shown)
+    return [*written, target]
+
+
+def study_sections(found, atlas, study, pruned, images_dir, readme, texts: dict) -> list[Path]:
+    """The atlas's and the pruning study's figures, and their sections into `texts`."""
+    written = []
     if found is not None:
         figures = atlas_report.atlas_figures(found, Path(atlas).name, images_dir)
         written += figures
         shown = [relative_to(f, readme) for f in figures] if readme else []
         texts[atlas_report.README_SECTION] = atlas_report.atlas_section(found, shown)
-    if readme is not None:
-        update_readme(readme, texts)
+    if study is not None:
+        figure = pruning_report.study_figure(study, Path(pruned).name, images_dir)
+        written.append(figure)
+        shown = relative_to(figure, readme) if readme else None
+        texts[pruning_report.README_SECTION] = pruning_report.section(study, shown)
     return written
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from regcli.backends import open_predictor
 from regcli.data import Split
+from regcli.layout import SHIFTS_CACHE_NAME
 from regcli.measure_cache import cached_numbers
 from regcli.scoring import score
 from regcli.shifts import parse_shift
 from regcli.stats import Difference, SeedStats, holm_adjusted
 
 ROBUSTNESS_SHIFTS = ("rotate:30", "noise:0.3", "blur:1", "erase:8")  # the path's shifted sets
-CACHE_NAME = "shifts.json"  # beside model.pt: accuracy (%) per shift, keyed by its sha256
 SHIFT_CODE = 1  # bump when a shift's recipe changes: every cache is measured again
 
 
@@ -38,7 +38,7 @@ def shifted_accuracies(
             predictor.append(open_predictor(model_dir, backend=backend))
         return 100 * score(predictor[0], shifted[name]).accuracy
 
-    return cached_numbers(Path(model_dir) / CACHE_NAME, key, list(shifted), measure)
+    return cached_numbers(Path(model_dir) / SHIFTS_CACHE_NAME, key, list(shifted), measure)
 
 
 @dataclass(frozen=True)

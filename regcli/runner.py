@@ -13,28 +13,27 @@ device, same group). When the run finishes, model.pt and the metrics replace las
 import signal
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from regcli.checkpoints import (
-    load_checkpoint_with_hash,
-    model_from_checkpoint,
     save_run,
     save_run_state,
 )
-from regcli.config import Existing, RunOptions, TrainConfig, group_key
+from regcli.config import Existing, RunOptions, group_key
 from regcli.data import load_split
-from regcli.devices import default_group_size, resolve_device
+from regcli.devices import default_group_size, out_of_memory, resolve_device
 from regcli.errors import Interrupted, RegcliError
 from regcli.events import Reporter
-from regcli.files import ensure_writable
+from regcli.files import ensure_writable, writable_target
 from regcli.layout import CHECKPOINT_NAME, LAST_NAME, ONNX_NAME, figure_path, model_label
+from regcli.outcomes import Done, Outcome
 from regcli.plots import history_figure, save_figure
 from regcli.provenance import run_record, utc_now
-from regcli.records import EpochRecord, load_metrics, write_metrics
+from regcli.pruned_runs import source_record, start_weights
+from regcli.records import METRICS_CSV_NAME, METRICS_NAME, EpochRecord, load_metrics, write_metrics
 from regcli.runs import (
     Action,
     Plan,
@@ -49,46 +48,6 @@ from regcli.runs import (
 from regcli.train import MemberState, StopFlag, train_group
 
 NO_REPORTER = Reporter()  # a job nobody watches
-
-
-class Done(StrEnum):
-    """How a requested run ended."""
-
-    reused = "reused"
-    trained = "trained"
-    resumed = "resumed"
-    diverged = "diverged"
-
-
-@dataclass
-class Outcome:
-    model_dir: Path
-    config: TrainConfig
-    action: Done
-    history: list[dict] = field(default_factory=list)
-    diverged: dict | None = None
-
-    def record(self) -> dict:
-        """As `--json` shows it."""
-        return {
-            "model": str(self.model_dir),
-            "action": self.action,
-            "config": self.config.as_dict(),
-            "final": self.history[-1] if self.history else None,
-            "diverged": self.diverged,
-        }
-
-    def divergence(self) -> str | None:
-        """One line saying where the run diverged (None if it did not)."""
-        d = self.diverged
-        if not d:
-            return None
-        loss = d["loss"] if isinstance(d["loss"], str) else f"{d['loss']:.4g}"
-        which = "test loss" if d.get("during") == "test" else "loss"
-        return (
-            f"{self.model_dir}: training diverged in epoch {d['epoch']} at batch {d['batch']} "
-            f"({which} {loss}); try a smaller --lr, --l1 or --weight-decay"
-        )
 
 
 @dataclass
@@ -171,6 +130,9 @@ def train_plans(
     device = resolve_device(options.device)
     splits = load_split(options.data_dir, "train"), load_split(options.data_dir, "test")
     images = {Path(options.images_dir)} if options.images_dir else set()
+    for plan in pending:  # a link or a FIFO where a run's file goes: refused before any work
+        for target in run_files(plan.model_dir, options.images_dir):
+            writable_target(target)
     for folder in {p.model_dir for p in pending} | images:
         ensure_writable(folder)  # fail now, not after the whole run
     for plan in pending:
@@ -209,6 +171,13 @@ def model_steps(group: list[Plan], train_images: int) -> int:
     steps = config.passes_per_epoch * per_pass
     done = len(group[0].last["history"]) if group[0].action == Action.resume else 0
     return len(group) * (config.epochs - done) * steps
+
+
+def run_files(model_dir: Path, images_dir: Path | None) -> list[Path]:
+    """Every file a run writes: its folder's, and its history figure."""
+    names = [CHECKPOINT_NAME, LAST_NAME, METRICS_NAME, METRICS_CSV_NAME]
+    figure = [figure_path(images_dir, model_label(model_dir), "history")] if images_dir else []
+    return [Path(model_dir) / name for name in names] + figure
 
 
 def remove_stale_temporaries(model_dir: Path) -> None:
@@ -367,11 +336,6 @@ def train_one_group(
     ]
 
 
-def out_of_memory(error: BaseException) -> bool:
-    """CUDA out of memory: PyTorch's own error, or cuDNN's and cuBLAS's as a RuntimeError."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 def member_state(last: dict) -> MemberState:
     return MemberState(
         weights=last["weights"],
@@ -382,26 +346,6 @@ def member_state(last: dict) -> MemberState:
     )
 
 
-def start_weights(plan: Plan) -> dict | None:
-    """A pruned run's initial weights: its source's, checked to be the very model.pt (sha256)
-    its config names (None: a run that starts from its seed's weights)."""
-    if plan.config.pruned_from is None:
-        return None
-    if plan.start is None:
-        raise RegcliError(f"{plan.model_dir}: a pruned run needs its source model to start")
-    payload, sha256 = load_checkpoint_with_hash(plan.start)
-    if sha256 != plan.config.pruned_from:
-        raise RegcliError(
-            f"{plan.start}: its model.pt is not the one {plan.model_dir} was pruned from "
-            "(it changed since); prune again with --force"
-        )
-    return model_from_checkpoint(payload, plan.start).state_dict()
-
-
-def source_record(source: str | None) -> dict:
-    return {"pruned_from": source} if source else {}
-
-
 def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path | None) -> Outcome:
     """A finished member as an ordinary model folder (or a diverged one as its metrics)."""
     model_dir, history = plan.model_dir, [r.as_dict() for r in state.history]
@@ -409,7 +353,7 @@ def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path |
     stale = [model_dir / ONNX_NAME]  # exported from whatever was here before
     if state.diverged:  # what an earlier run of this folder left no longer describes it
         stale += [model_dir / CHECKPOINT_NAME]
-        for leftover in [model_dir / "metrics.csv", *filter(None, [figure])]:
+        for leftover in [model_dir / METRICS_CSV_NAME, *filter(None, [figure])]:
             leftover.unlink(missing_ok=True)
         write_metrics(model_dir, plan.config, history, record, diverged=state.diverged)
         action = Done.diverged

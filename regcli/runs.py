@@ -20,7 +20,7 @@ from regcli.config import MODES, Existing, RunOptions, TrainConfig, differences
 from regcli.errors import Locked, RegcliError, UsageError
 from regcli.layout import CHECKPOINT_NAME, LAST_NAME, SEED_PREFIX, check_name, folders_holding
 from regcli.locks import LOCK_NAME, lock_holder, locked
-from regcli.records import METRICS_NAME, load_metrics
+from regcli.records import METRICS_NAME, Status, load_metrics
 from regcli.tables import render
 from regcli.text import terminal_safe
 
@@ -33,6 +33,7 @@ class State(StrEnum):
     interrupted = "interrupted"  # last.pt: an unfinished run
     finished = "finished"  # model.pt
     diverged = "diverged"  # metrics.json says so
+    missing = "missing"  # metrics.json says finished, but model.pt is gone: trained again
     empty = "empty"
 
 
@@ -53,8 +54,8 @@ def folder_state(model_dir: Path) -> State:
         return State.finished
     if (model_dir / METRICS_NAME).is_file():
         with suppress(RegcliError):
-            if load_metrics(model_dir).get("status") == "diverged":
-                return State.diverged
+            status = load_metrics(model_dir).get("status")
+            return State.diverged if status == Status.diverged else State.missing
     return State.empty
 
 
@@ -103,7 +104,7 @@ def plan_folder(model_dir: Path, config: TrainConfig, existing: Existing) -> Pla
             state, "no interrupted run is there"
         )
         raise UsageError(f"nothing to resume in {model_dir}: {what}")
-    if state == State.empty or existing == Existing.force:
+    if state in (State.empty, State.missing) or existing == Existing.force:
         return Plan(model_dir, config, Action.train, previous=state)
     saved, last = folder_config(model_dir, state)
     if existing in (Existing.resume, Existing.reuse) and saved != config:

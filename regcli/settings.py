@@ -93,6 +93,8 @@ def parse_toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{source}: not valid TOML ({error})") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise UsageError(f"{source}: not a config file (values nested too deeply)") from None
 
 
 def check_keys(data: dict, allowed: tuple[str, ...], source: str) -> dict:

@@ -13,7 +13,6 @@ seed whose model.pt is gone is "missing", not "diverged".
 
 import math
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from regcli.checkpoints import (
     model_from_checkpoint,
     read_payload,
 )
-from regcli.config import TrainConfig, check_same_settings
+from regcli.config import Penalty, TrainConfig, check_same_settings
 from regcli.errors import RegcliError
 from regcli.files import sha256_bytes
 from regcli.groups import Member, check_group, check_seed_folder, weights_sha256
@@ -37,7 +36,7 @@ from regcli.layout import (
     real_dir,
     seed_number,
 )
-from regcli.records import METRICS_NAME, load_metrics
+from regcli.records import METRICS_NAME, Status, load_metrics
 from regcli.robustness import compare_shifted, shifted_accuracies, shifted_tests
 from regcli.stats import Difference, SeedStats, holm_adjusted, mean, seed_stats, verdict
 from regcli.tables import render
@@ -46,19 +45,6 @@ from regcli.weights import NEAR_ZERO, cached_pruned_accuracies, near_zero_share,
 
 PATH_SPARSITIES = (0.5, 0.7, 0.9)  # shares of conv weights zeroed for the pruned-accuracy path
 README_SECTION = ("path-table", "regcli report")
-
-
-class Penalty(StrEnum):
-    """Which of a cell's strengths are non-zero: the path it lies on (in the table's order)."""
-
-    NONE = "none"
-    L1 = "l1"
-    L2 = "l2"
-    BOTH = "both"
-
-    @classmethod
-    def of(cls, l1: float, weight_decay: float) -> "Penalty":
-        return list(cls)[(l1 > 0) + 2 * (weight_decay > 0)]
 
 
 @dataclass(frozen=True)
@@ -211,7 +197,7 @@ def read_member(model_dir: Path) -> Seed:
     metrics = load_metrics(model_dir)
     config = TrainConfig.from_dict(metrics["config"], str(model_dir / METRICS_NAME))
     check_seed_folder(model_dir, config)
-    if metrics.get("status") == "diverged":
+    if metrics.get("status") == Status.diverged:
         return Seed(model_dir, config, metrics, diverged=True)
     path = model_dir / CHECKPOINT_NAME
     if not path.is_file():

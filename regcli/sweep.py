@@ -74,15 +74,20 @@ def parse_strengths(text: str, option: str) -> list[float]:
     return sorted(set(values))
 
 
-def count_cells(l1s: list[float], weight_decays: list[float], grid: str, seeds: int) -> int:
-    """How many cells the grid has, refused (before anything is built) beyond the caps."""
+def count_cells(
+    l1s: list[float], weight_decays: list[float], grid: str, seeds: int, sizes: int = 1
+) -> int:
+    """How many cells the grid has (per training-set size), refused (before anything is
+    built) beyond the caps: MAX_CELLS cell folders over all sizes, MAX_MODELS models."""
     a, b = len({0.0, *l1s}), len({0.0, *weight_decays})
     cells = a * b if grid == Grid.product else a + b - 1
-    if cells > MAX_CELLS:
+    if cells * sizes > MAX_CELLS:
+        per = f" x {sizes} training-set sizes = {cells * sizes:,}" if sizes > 1 else ""
         raise UsageError(
-            f"the {grid} grid has {cells:,} cells, more than the {MAX_CELLS} one sweep may have; "
-            "give fewer strengths (or --grid paths)"
+            f"the {grid} grid has {cells:,} cells{per}, more than the {MAX_CELLS} one sweep may "
+            "have; give fewer strengths or sizes (or --grid paths)"
         )
+    cells *= sizes
     if cells * seeds > MAX_MODELS:
         raise UsageError(
             f"{cells:,} cells x {seeds:,} seeds = {cells * seeds:,} models, more than the "
@@ -260,7 +265,7 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
         raise UsageError(f"--seeds must be in 1..{MAX_SEEDS}, got {seeds}")
     given = chosen.get("train_sizes")
     sizes = () if given is None else parse_sizes(given)  # given but empty: an error
-    count_cells(l1s, decays, grid, seeds * max(1, len(sizes)))
+    count_cells(l1s, decays, grid, seeds, max(1, len(sizes)))
     return l1s, decays, grid, seeds, sizes
 
 

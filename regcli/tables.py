@@ -50,7 +50,8 @@ def render(headers: Row, rows: Sequence[Row], *, markdown: bool = False, align: 
 
 class Streaming:
     """A text table printed row by row, with column widths fixed up front (wider values push
-    their row's later columns right rather than being cut)."""
+    their row's later columns right rather than being cut). The header comes with the first
+    row, so a command whose every model fails prints no table at all."""
 
     def __init__(
         self, headers: Row, widths: Sequence[int], write: Callable[[str], None], align=None
@@ -58,7 +59,10 @@ class Streaming:
         self.widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=True)]
         self.align = alignments(headers, align)
         self.write = write
-        self.write(text_line(headers, self.widths, self.align))
+        self.header: str | None = text_line(headers, self.widths, self.align)
 
     def row(self, values: Row) -> None:
+        if self.header is not None:
+            self.write(self.header)
+            self.header = None
         self.write(text_line(values, self.widths, self.align))

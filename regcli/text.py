@@ -7,6 +7,7 @@ error lines, "wrote ..." lines) goes through `terminal_safe` first.
 
 import os
 import re
+import reprlib
 import unicodedata
 from pathlib import Path
 
@@ -48,3 +49,11 @@ def natural_key(path: Path | str) -> list:
         (int(part), part) if part.isdigit() else (-1, part)
         for part in re.split(r"(\d+)", str(path))
     ]
+
+
+def brief(value) -> str:
+    """A value as an error line shows it: short, however long or deeply nested it is."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 2, 40, 40
+    shortener.maxlist = shortener.maxdict = shortener.maxtuple = 4
+    return shortener.repr(value)

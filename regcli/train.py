@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from regcli.augment import RandomRotation
 from regcli.config import GROUP_FIELDS, NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
 from regcli.data import Split, subsets
+from regcli.devices import choose_kernels, out_of_memory
 from regcli.epochs import DIVERGED_LOSS, EpochResults, Progress, run_info
 from regcli.errors import Interrupted, UsageError, first_line
 from regcli.events import Reporter
@@ -85,8 +86,7 @@ class GroupTrainer:
         self.configs, self.device, self.members = configs, torch.device(device), len(configs)
         self.epochs, self.batch_size = configs[0].epochs, configs[0].batch_size
         if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = deterministic
-            torch.backends.cudnn.benchmark = not deterministic
+            choose_kernels(deterministic)
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         self.captured: dict[int, torch.cuda.CUDAGraph] = {}
         self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
@@ -291,7 +291,7 @@ class GroupTrainer:
                 pool = graph.pool()
                 self.captured[batch] = graph
         except Exception as error:  # an op that cannot be captured: correct, only slower
-            if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error):
+            if out_of_memory(error):
                 raise  # the group does not fit: runner.py splits it
             self.captured.clear()
             self.graphs = False

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from regcli.backends import current_onnx, onnx_predictor, open_onnx
+from regcli.backends import current_onnx_bytes, onnx_predictor, open_onnx
 from regcli.checkpoints import load_model
 from regcli.config import Backend
 from regcli.errors import RegcliError, UsageError
-from regcli.layout import ONNX_NAME, model_group, model_label
+from regcli.layout import ONNX_NAME, PRUNING_CACHE_NAME, model_group, model_label
 from regcli.measure_cache import cached_numbers
 from regcli.model import torch_predictor
 from regcli.pruning import apply_mask, magnitude_mask
@@ -28,7 +28,6 @@ from regcli.tables import render
 
 THRESHOLDS = (1e-3, 1e-2, 1e-1)  # |w| below each of these counts as "small"
 NEAR_ZERO = THRESHOLDS[0]  # |w| below this counts as a near-zero weight
-CACHE_NAME = "pruning.json"  # pruned accuracies beside a model.pt
 
 
 def prunable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -112,9 +111,8 @@ def pruned_predictors(model_dir: Path, model: torch.nn.Module, backend: str, dev
     import onnx
     from onnx import numpy_helper
 
-    current_onnx(model_dir)  # exists, loads, and matches model.pt
     onnx_path = Path(model_dir) / ONNX_NAME
-    graph = onnx.load(str(onnx_path))
+    graph = onnx.load_from_string(current_onnx_bytes(model_dir))  # read once, checked
     initializers = {i.name: i for i in graph.graph.initializer}
 
     def onnx_with(state: dict):
@@ -135,19 +133,21 @@ def prune_curve(
     test,
     device: str = "cpu",
     label: str | None = None,
+    sizes: bool = False,
 ) -> dict:
-    """Test accuracy of the model after magnitude pruning at each sparsity, and the size of
-    its ONNX file (bytes, and zipped) with those weights zeroed."""
+    """Test accuracy of the model after magnitude pruning at each sparsity (and with `sizes`,
+    the size of its ONNX file, bytes and zipped, with those weights zeroed)."""
     from regcli.pruned_runs import graph_of, sizes_with
 
     model, _ = load_model(model_dir)
     predictor_with = pruned_predictors(model_dir, model, backend, device)
-    graph = graph_of(model_dir, model)
+    graph = graph_of(model_dir, model) if sizes else None
     points = []
     for sparsity in sparsities:
         state = pruned_state(model, sparsity)
         accuracy = score(predictor_with(state), test).accuracy
-        points.append({"sparsity": sparsity, "accuracy": accuracy, **sizes_with(graph, state)})
+        size = sizes_with(graph, state) if graph is not None else {}
+        points.append({"sparsity": sparsity, "accuracy": accuracy, **size})
     return {
         "model": label or model_label(model_dir),
         "group": model_group(model_dir),
@@ -171,6 +171,6 @@ def cached_pruned_accuracies(
         return 100 * score(predictors[0](pruned_state(model, float(level))), test).accuracy
 
     wanted = [repr(s) for s in sparsities]
-    path = Path(model_dir) / CACHE_NAME
+    path = Path(model_dir) / PRUNING_CACHE_NAME
     known = cached_numbers(path, key, wanted, measure, device=device)
     return {s: known[repr(s)] for s in sparsities}

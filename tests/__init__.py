@@ -1,0 +1,1 @@
+"""regcli's test suite (run it with `make test`)."""

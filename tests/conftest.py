@@ -138,11 +138,11 @@ def relabel(model_dir: Path, **settings) -> None:
     (model_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
-def train_cpu(requests: list[Request], models: Path, *, reporter=None, resume=False, **options):
+def train_cpu(requests: list[Request], models: Path, *, reporter=None, existing=None, **options):
     """`regcli train`'s own path on the CPU: named folders, nothing forced (seeds reuse and
-    resume), no figures, unless options say otherwise."""
+    resume), no figures, unless options (or `existing`: an Existing) say otherwise."""
     seeded = any(r.seeded for r in requests)
-    existing = Existing.resume if resume else Existing.reuse if seeded else Existing.fail
+    existing = existing or (Existing.reuse if seeded else Existing.fail)
     if "command" in options:
         options["command"] = tuple(options["command"])
     settings = dict(models_dir=models, images_dir=None, data_dir=DATA_DIR, device="cpu")

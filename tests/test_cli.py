@@ -1,3 +1,6 @@
+"""The command line as a user meets it: train writes every artifact, names and --force, --json,
+summary, --version and REGCLI_DEBUG."""
+
 import io
 import json
 import os

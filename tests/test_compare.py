@@ -1,3 +1,6 @@
+"""compare and report: numbers from the files, figures of every model, seed groups against the
+unregularized group, README sections touched only when asked."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -216,6 +219,25 @@ def test_readme_atlas_section_matches_the_committed_atlas():
     assert all((REPO / f).is_file() for f in figures)
     assert atlas.sizes[-1] == 60_000 and len(atlas.sizes) >= 4
     assert all(c.seeds == 5 for c in atlas.cells)
+
+
+@pytest.mark.skipif(not (REPO / "models" / "pruned").is_dir(), reason="no pruning study yet")
+def test_readme_pruning_section_matches_the_committed_pruned_runs():
+    """The section, run time included, is what the committed pruned runs and their sources
+    say; the study is the one `make prune-study` makes: 3 cells x 5 seeds x 3 levels, two ways."""
+    from regcli.pruning_report import README_SECTION as PRUNING_SECTION
+    from regcli.pruning_report import section
+    from regcli.pruning_study import Mode, read_study
+
+    start, end = readme_markers(*PRUNING_SECTION)
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(start)[1].split(end)[0].strip()
+    test = load_split(DATA_DIR, "test")
+    study = read_study(REPO / "models" / "pruned", REPO / "models" / "sweep", test)
+    assert generated == section(study, "images/pruned_study.png").strip()
+    assert (REPO / "images" / "pruned_study.png").is_file()
+    assert len(study.folders) == 90 and set(study.retraining) == {Mode.one_shot, Mode.iterative}
+    assert all(p.accuracy.n == 5 for p in study.points)
 
 
 @committed

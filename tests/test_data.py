@@ -1,3 +1,6 @@
+"""MNIST on disk: IDX parsing, gzip and md5 checks, corrupt and truncated files, the shipped files'
+shapes and sizes."""
+
 import gzip
 import hashlib
 import io

@@ -1,3 +1,6 @@
+"""The network and what L1 and L2 touch: parameter count, layer summary, regularization scopes,
+regcli's dropout."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,3 +1,6 @@
+"""The ONNX export: logits match PyTorch, the file is self-contained, its metadata round-trips,
+evaluate and misclassified agree across backends, ONNX commands never load PyTorch."""
+
 import json
 import subprocess
 import sys

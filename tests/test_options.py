@@ -129,3 +129,17 @@ def test_every_training_setting_is_an_option_of_train_and_sweep():
         assert option in train, option
         plural = {"seed": "--seeds ", "train_size": "--train-sizes "}  # a sweep's grid
         assert option in sweep or plural.get(name, option) in sweep, option
+
+
+@pytest.mark.parametrize(("typed", "sizes"), [([], {500, 1000}), (["--train-sizes", "700"], {700})])
+def test_a_sweeps_train_sizes_come_from_the_file_unless_typed(
+    typed, sizes, handed, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("regcli.sweep.train", lambda job, options, reporter: handed.append(
+        job.requests()) or [])  # fmt: skip
+    config = toml(tmp_path, "[sweep]\nl1 = [0]\nweight_decay = [0]\ntrain_sizes = [500, 1000]\n")
+    result = invoke("sweep", "--config", config, *typed, "--seeds", "1", "--models-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    (requests,) = handed
+    assert {r.config.train_size for r in requests} == sizes
+    assert {r.name for r in requests} == {f"sweep/size-{n}/l1-0_wd-0" for n in sizes}

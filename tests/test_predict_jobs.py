@@ -5,6 +5,7 @@ import json
 import os
 import struct
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,29 @@ def npy_declaring(shape: str, descr: str = "|u1", data: bytes = b"") -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".json"])
-def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
-    """Every good input predicted, every bad one a one-line failure with its reason."""
-    folder = tmp_path / "inputs"
+BAD = {  # input (relative to the folder) -> the reason its row must give
+    "text.png": "not a PNG, JPEG or BMP image",
+    "truncated.png": "cannot decode the image",
+    "bomb.png": "13000 x 13000 pixels is over the 40-megapixel limit",
+    "huge-bomb.png": "over the 40-megapixel limit",
+    "eps.png": "not a PNG, JPEG or BMP image",
+    "pipe.png": "not a regular file (a FIFO)",
+    "gone.png": "dangling symlink",
+    "archive.npy": "an .npz archive, not a .npy array",
+    "bool.npy": "dtype bool is not pixel values",
+    "complex.npy": "dtype complex128 is not pixel values",
+    "nan.npy": "contains NaN or infinite values",
+    "object.npy": "dtype object is not pixel values",
+    "shape.npy": "array of shape (2, 27, 27), expected (N, 28, 28) or (28, 28)",
+    "../named-pipe": "not a regular file (a FIFO)",
+    "../missing.png": "no such file",
+}
+
+
+def good_inputs(folder: Path, tmp_path: Path, images: np.ndarray) -> bytes:
+    """Seven readable digits (a 7, a 2, a 16-bit 1, an array of 0, 4, 1, a 7 named .dat) and
+    a text file a folder search skips; returns the good PNG's bytes."""
     (folder / "deeper").mkdir(parents=True)
-    images = test_split.images
     photo(images[0]).save(folder / "seven.png")
     photo(images[1], (90, 140)).save(folder / "deeper" / "two.JPG", quality=90)
     sixteen_bit = ((255 - images[2].astype(np.uint16)) * 257).astype(np.uint16)  # a 1, 16-bit
@@ -46,23 +64,11 @@ def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
     (folder / "notes.txt").write_text("not an input: a folder search skips it")
     good_png = png_bytes(photo(images[0]))
     (tmp_path / "seven.dat").write_bytes(good_png)  # named explicitly: content decides
-    bad = {
-        "text.png": "not a PNG, JPEG or BMP image",
-        "truncated.png": "cannot decode the image",
-        "bomb.png": "13000 x 13000 pixels is over the 40-megapixel limit",
-        "huge-bomb.png": "over the 40-megapixel limit",
-        "eps.png": "not a PNG, JPEG or BMP image",
-        "pipe.png": "not a regular file (a FIFO)",
-        "gone.png": "dangling symlink",
-        "archive.npy": "an .npz archive, not a .npy array",
-        "bool.npy": "dtype bool is not pixel values",
-        "complex.npy": "dtype complex128 is not pixel values",
-        "nan.npy": "contains NaN or infinite values",
-        "object.npy": "dtype object is not pixel values",
-        "shape.npy": "array of shape (2, 27, 27), expected (N, 28, 28) or (28, 28)",
-        "../named-pipe": "not a regular file (a FIFO)",
-        "../missing.png": "no such file",
-    }
+    return good_png
+
+
+def bad_inputs(folder: Path, tmp_path: Path, images: np.ndarray, good_png: bytes) -> None:
+    """Every input of BAD, made as its name says."""
     (folder / "text.png").write_text("hello, I am text\n")
     (folder / "truncated.png").write_bytes(good_png[: len(good_png) // 2])
     (folder / "bomb.png").write_bytes(png_declaring(13_000, 13_000))
@@ -82,21 +88,33 @@ def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
     np.save(folder / "nan.npy", nan)
     np.save(folder / "object.npy", np.array([images[0], None], dtype=object), allow_pickle=True)
     np.save(folder / "shape.npy", np.zeros((2, 27, 27), np.uint8))
-    eps_opened = []
-    original_open = EpsImagePlugin.EpsImageFile._open
 
-    def spy(self):  # were Pillow to try EPS, this would see it (and Ghostscript could follow)
-        eps_opened.append(self)
+
+@contextmanager
+def eps_watched():
+    """Yields the list of EPS files Pillow tried to open (Ghostscript could follow): none."""
+    opened, original_open = [], EpsImagePlugin.EpsImageFile._open
+
+    def spy(self):
+        opened.append(self)
         return original_open(self)
 
     EpsImagePlugin.EpsImageFile._open = spy
     try:
-        out = tmp_path / f"results{suffix}"
-        paths = [folder, tmp_path / "seven.dat", tmp_path / "named-pipe", tmp_path / "missing.png"]
-        predicted, failed, rows, failures = run(predictor, paths, out)
+        yield opened
     finally:
         EpsImagePlugin.EpsImageFile._open = original_open
 
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
+    """Every good input predicted, every bad one a one-line failure with its reason."""
+    folder, images = tmp_path / "inputs", test_split.images
+    bad_inputs(folder, tmp_path, images, good_inputs(folder, tmp_path, images))
+    out = tmp_path / f"results{suffix}"
+    paths = [folder, tmp_path / "seven.dat", tmp_path / "named-pipe", tmp_path / "missing.png"]
+    with eps_watched() as eps_opened:
+        predicted, failed, rows, failures = run(predictor, paths, out)
     assert not eps_opened
     predictions = {Path(r["path"]).name: r["prediction"] for r in rows}
     assert predictions == {
@@ -108,10 +126,10 @@ def test_good_and_bad_inputs_together(predictor, test_split, tmp_path, suffix):
         "digits.npy[2]": 1,
         "seven.dat": 7,
     }
-    assert (predicted, failed) == (7, len(bad))
+    assert (predicted, failed) == (7, len(BAD))
     reasons = {os.path.relpath(path, folder): message for path, message in failures}
-    assert set(reasons) == set(bad)
-    for name, reason in bad.items():
+    assert set(reasons) == set(BAD)
+    for name, reason in BAD.items():
         message = reasons[name]
         assert reason in message and str(folder / name).replace("inputs/../", "") in message
         assert "\n" not in message

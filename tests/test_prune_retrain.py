@@ -228,3 +228,20 @@ def test_prune_json_gives_the_zipped_onnx_size_at_each_level(exported, tmp_path)
     assert dense["onnx_bytes"] == half["onnx_bytes"] == most["onnx_bytes"]
     assert dense["zipped_bytes"] > half["zipped_bytes"] > most["zipped_bytes"]
     assert most["zipped_bytes"] < 0.5 * dense["zipped_bytes"]
+
+
+def test_an_interrupted_prune_says_what_it_kept_and_how_to_go_on(
+    pruned_once, tmp_path, monkeypatch
+):
+    import signal
+
+    from regcli.errors import Interrupted
+
+    def stop(self, epoch, reporter=None, stop=None):
+        raise Interrupted("stopped by SIGTERM", signal.SIGTERM)
+
+    monkeypatch.setattr(GroupTrainer, "train_epoch", stop)
+    source = pruned_once[1]
+    result = invoke(*prune_args(source, tmp_path / "models"), "--quiet")
+    line = one_line_error(result, 128 + signal.SIGTERM, "stopped by SIGTERM")
+    assert line.startswith("interrupted:") and "continue with: regcli prune" in line

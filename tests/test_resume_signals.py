@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from regcli.checkpoints import load_checkpoint
-from regcli.config import TrainConfig
+from regcli.config import Existing, TrainConfig
 from regcli.errors import Interrupted
 from regcli.layout import LAST_NAME
 from regcli.runs import Request
@@ -55,7 +55,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(config, tmp_path):
     assert "epoch 1/3 is saved" in str(stopped.value)
     resumed_dir = models / "resumed"
     assert not (resumed_dir / "model.pt").exists() and (resumed_dir / LAST_NAME).is_file()
-    train_cpu([Request(config, "resumed")], models, resume=True)
+    train_cpu([Request(config, "resumed")], models, existing=Existing.resume)
     assert history_without_time(resumed_dir) == history_without_time(straight.model_dir)
     assert not (resumed_dir / LAST_NAME).exists()
     ours, theirs = load_checkpoint(resumed_dir), load_checkpoint(straight.model_dir)

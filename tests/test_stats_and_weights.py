@@ -1,3 +1,6 @@
+"""Statistics (t quantiles, Welch and paired intervals, Holm) and weight statistics (norms, shares
+of small weights, pruning exactly the share asked)."""
+
 import json
 import math
 

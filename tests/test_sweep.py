@@ -165,18 +165,14 @@ def test_a_diverging_sweep_records_its_cells_and_exits_0(tmp_path):
     assert (tmp_path / "images" / "sweep_path.png").stat().st_size > 10_000
 
 
+def path_report(swept, *extra):
+    """`regcli sweep --report` on the swept fixture's models."""
+    folders = ["--models-dir", swept / "models", "--images-dir", swept / "images"]
+    return invoke("sweep", *folders, "--report", *extra, "--data-dir", DATA_DIR)
+
+
 def test_the_path_report_is_computed_from_the_models(swept, mnist):
-    result = invoke(
-        "sweep",
-        "--models-dir",
-        swept / "models",
-        "--images-dir",
-        swept / "images",
-        "--report",
-        "--json",
-        "--data-dir",
-        DATA_DIR,
-    )
+    result = path_report(swept, "--json")
     assert result.exit_code == 0, result.output
     cells = {c["cell"]: c for c in json.loads(result.stdout)}
     assert set(cells) == set(CELLS)
@@ -203,16 +199,7 @@ def test_the_path_report_is_computed_from_the_models(swept, mnist):
         assert cells[name]["versus_none"] == difference.verdict()
     for figure in ("sweep_path.png", "sweep_pruning.png"):
         assert (swept / "images" / figure).stat().st_size > 20_000
-    table = invoke(
-        "sweep",
-        "--models-dir",
-        swept / "models",
-        "--images-dir",
-        swept / "images",
-        "--report",
-        "--data-dir",
-        DATA_DIR,
-    )
+    table = path_report(swept)
     header, *rows = table.stdout.strip().splitlines()
     assert header.startswith("cell") and "acc % at 90% zeroed" in header and len(rows) == 3
 

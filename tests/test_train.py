@@ -1,3 +1,6 @@
+"""The trainer on real MNIST: it learns, seeds reproduce, every mode trains through one code path,
+PyTorch's own schedules, checkpoints reload."""
+
 import json
 from dataclasses import fields, replace
 

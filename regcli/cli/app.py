@@ -9,6 +9,7 @@ Names read from disk are printed terminal-safe.
 import os
 import shlex
 import sys
+import warnings
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from regcli import __version__
 from regcli.console import model_progress, stderr, stdout
-from regcli.errors import Interrupted, RegcliError
+from regcli.errors import Interrupted, RegcliError, RegcliWarning
 from regcli.files import to_json
 from regcli.layout import model_label
 from regcli.text import terminal_safe
@@ -33,6 +34,7 @@ class OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         invocation.set(tuple(args))
+        warnings.showwarning = show_warning
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as error:
@@ -47,6 +49,14 @@ class OneLineErrors(TyperGroup):
         except typer.Abort:
             code = 1
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """regcli's own warnings as one `warning:` line; any other as Python shows it."""
+    if issubclass(category, RegcliWarning):
+        stderr.print(f"warning: {terminal_safe(str(message))}", markup=False)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def fail(message: str, error: BaseException, code: int, prefix: str | None = None) -> int:

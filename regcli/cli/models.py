@@ -20,7 +20,14 @@ from regcli.cli.options import (
 from regcli.config import Backend
 from regcli.console import say, stderr
 from regcli.errors import UsageError
-from regcli.layout import figure_paths, model_dirs, model_label, unique_labels, within_models_dir
+from regcli.layout import (
+    ONNX_NAME,
+    figure_paths,
+    model_dirs,
+    model_label,
+    unique_labels,
+    within_models_dir,
+)
 from regcli.text import terminal_safe
 
 
@@ -49,10 +56,14 @@ def export(
     from regcli.export import export_model, up_to_date
 
     def export_one(model_dir: Path) -> dict:
-        target = within_models_dir(model_dir, models_dir) / "model.onnx"
+        target = within_models_dir(model_dir, models_dir) / ONNX_NAME
         if up_to_date(model_dir) and not force:
             say(f"up to date: {target}", quiet)
-            return {"model": str(model_dir), "onnx": str(target), "action": "up to date"}
+            return {
+                "model": str(model_dir),
+                "onnx": str(target),
+                "action": "up to date",
+            }  # or "exported"
         command = command_line()
         say(f"exported {export_model(model_dir, data_dir=data_dir, command=command)}", quiet)
         return {"model": str(model_dir), "onnx": str(target), "action": "exported"}

@@ -216,6 +216,16 @@ RUN_OPTIONS = Group(
         "quiet": (Quiet, False),
     }
 )
+# what every command that draws one summary figure of some models takes (compare, weights)
+SUMMARY_OPTIONS = Group(
+    {
+        "out": (OutFigure, None),
+        "models_dir": (ModelsDir, Path("models")),
+        "images_dir": (ImagesDir, Path("images")),
+        "json_output": (JsonFlag, False),
+        "quiet": (Quiet, False),
+    }
+)
 # the run options that are RunOptions fields (the others are the command's own: --config, ...)
 RUN_FIELDS = [f.name for f in fields(RunOptions) if f.name in RUN_OPTIONS.options]
 

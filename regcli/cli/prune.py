@@ -128,7 +128,12 @@ def prune_curves(dirs, levels, backend, models_dir, data_dir, json_output, quiet
 
     def prune_one(model_dir: Path) -> dict:
         curve = prune_curve(
-            model_dir, levels, backend=backend.value, test=test, label=labels[model_dir]
+            model_dir,
+            levels,
+            backend=backend.value,
+            test=test,
+            label=labels[model_dir],
+            sizes=json_output,  # the zipped sizes are --json's
         )
         if table:
             table.row([curve["model"], *(f"{100 * p['accuracy']:.2f}%" for p in curve["points"])])
@@ -165,7 +170,7 @@ def retrain_pruned(dirs, levels, how, name, options: RunOptions, quiet: bool) ->
         with TrainingReporter(quiet, 128, groups="cell") as reporter:
             outcomes = train_job(requests, options, reporter)
     except Interrupted as stopped:
-        raise Interrupted(continue_hint(stopped, automatic=True, versioned=False)) from None
+        raise stopped.saying(continue_hint(stopped, automatic=True, versioned=False)) from None
     test = load_split(options.data_dir, "test")
     sources = {o.model_dir: r.start for o, r in zip(outcomes, requests, strict=True)}
     done = [o.model_dir for o in outcomes if not o.diverged]

@@ -8,13 +8,13 @@ import typer
 
 from regcli.cli.app import app, each_model, exit_if, print_json, print_line
 from regcli.cli.options import (
+    SUMMARY_OPTIONS,
     DataDir,
     ImagesDir,
-    JsonFlag,
     ModelsArg,
     ModelsDir,
-    OutFigure,
     Quiet,
+    with_options,
 )
 from regcli.config import Device
 from regcli.console import model_progress, say, warn
@@ -22,19 +22,18 @@ from regcli.layout import model_dirs, summary_figure, unique_labels
 
 
 @app.command()
+@with_options(SUMMARY_OPTIONS)
 def compare(
     models: ModelsArg = None,
     markdown: Annotated[bool, typer.Option(help="Print Markdown tables.")] = False,
-    out: OutFigure = None,
-    models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
-    json_output: JsonFlag = False,
-    quiet: Quiet = False,
+    *,
+    given: dict,
 ):
     """Compare models: test accuracy and loss curves in one figure, and summary tables."""
     from regcli import compare as comparison
     from regcli.plots import compare_figure, save_figure
 
+    out, models_dir, images_dir, json_output, quiet = given.values()
     dirs = model_dirs(models, models_dir)
     labels = unique_labels(dirs, models_dir)
     rows, failed = each_model(dirs, "reading", quiet, lambda d: comparison.summarize(d, labels[d]))
@@ -76,6 +75,14 @@ def report(
             show_default=False,
         ),
     ] = None,
+    pruned: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pruned runs (`make prune-study`) whose study to add; their sources are "
+            "--sweep's models.",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         Device, typer.Option(help="Where the sweep's pruned accuracies are measured.")
     ] = Device.cpu,
@@ -96,6 +103,7 @@ def report(
             readme=readme,
             sweep=sweep,
             atlas=atlas,
+            pruned=pruned,
             device=device.value,
             advance=advance,
         )
@@ -106,17 +114,13 @@ def report(
 
 
 @app.command()
-def weights(
-    models: ModelsArg = None,
-    out: OutFigure = None,
-    models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
-    json_output: JsonFlag = False,
-    quiet: Quiet = False,
-):
+@with_options(SUMMARY_OPTIONS)
+def weights(models: ModelsArg = None, *, given: dict):
     """Weight norms, shares of small weights, and their distributions in one figure."""
     from regcli.plots import save_figure, weights_figure
     from regcli.weights import model_weights, weights_table
+
+    out, models_dir, images_dir, json_output, quiet = given.values()
 
     dirs = model_dirs(models, models_dir)
     labels = unique_labels(dirs, models_dir)

@@ -160,7 +160,7 @@ def train(
             outcomes = train_job(requests, options, reporter)
     except Interrupted as stopped:
         message = continue_hint(stopped, automatic=seeds is not None, versioned=versioned)
-        raise Interrupted(message, stopped.signal_number) from None
+        raise stopped.saying(message) from None
     report_outcomes(outcomes, json_output, quiet, options.images_dir)
 
 
@@ -236,23 +236,23 @@ def sweep(
     typed = {k: v for k, v in grid_options.items() if typed_here(ctx, k)}
     source = str(given["config"])
     job = grid_search.plan(name, settings, tables.get("sweep", {}), typed, source)
+    folder = existing(force=force, resume=False, reuse=True)
     if given["print_config"]:
         print_line(job.config_text())
     elif report_only:
         sweep_report(job, given, json_output)
     elif dry_run:
-        options = run_options(given, existing(force=force, resume=False, reuse=True), [])
+        options = run_options(given, folder, [])
         preview = grid_search.preview(job, options)
         print_json(preview) if json_output else print_line(grid_search.preview_text(preview))
     else:
-        folder = existing(force=force, resume=False, reuse=True)
         options = run_options(given, folder, command_line(), images_dir=None)
         try:
             with TrainingReporter(quiet, job.base.batch_size, groups="cell") as reporter:
                 outcomes = grid_search.train(job, options, reporter)
         except Interrupted as stopped:  # finished cells are kept, interrupted ones resume
             message = continue_hint(stopped, automatic=True, versioned=False)
-            raise Interrupted(message, stopped.signal_number) from None
+            raise stopped.saying(message) from None
         say(job.summary_line(models_dir, outcomes), quiet)
         if json_output:
             print_json([o.record() for o in outcomes])
@@ -287,6 +287,7 @@ def atlas_report(folder: Path, given: dict, json_output: bool) -> None:
     (or JSON) and its two figures, from disk."""
     from regcli import atlas_report as atlas_text
     from regcli.atlas import read_atlas
+    from regcli.timings import study_runs
 
     found = read_atlas(folder)
     written = atlas_text.atlas_figures(found, folder.name, given["images_dir"])
@@ -294,7 +295,7 @@ def atlas_report(folder: Path, given: dict, json_output: bool) -> None:
         print_json(atlas_text.atlas_json(found))
     else:
         print_line(atlas_text.atlas_table(found))
-        for sentence in atlas_text.findings(found, atlas_text.atlas_runs(found.folders)):
+        for sentence in atlas_text.findings(found, study_runs(found.folders)):
             print_line(f"- {sentence}")
     for figure in written:
         say(f"wrote {figure}", given["quiet"])
