@@ -280,6 +280,7 @@ def atlas_section(atlas: Atlas, figures: list[str]) -> str:
 
 def atlas_figures(atlas: Atlas, name: str, images_dir: Path) -> list[Path]:
     """<name>_gain.png and <name>_gap.png."""
+    from regcli.layout import figure_path
     from regcli.plots import save_figure
     from regcli.plots_atlas import gain_figure, gap_figure
 
@@ -287,7 +288,7 @@ def atlas_figures(atlas: Atlas, name: str, images_dir: Path) -> list[Path]:
     title = f"Atlas ({name}: {seeds} seeds per cell)"
     written = []
     for kind, draw in (("gain", gain_figure), ("gap", gap_figure)):
-        target = Path(images_dir) / f"{name}_{kind}.png"
+        target = figure_path(images_dir, name, kind)
         save_figure(draw(atlas, title), target)
         written.append(target)
     return written

@@ -13,6 +13,7 @@ import io
 import json
 import warnings
 from contextlib import redirect_stdout
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,14 @@ from regcli.layout import ONNX_NAME, checkpoint_path
 from regcli.locks import ModelLock
 from regcli.provenance import run_record, utc_now
 from regcli.scoring import to_unit
+
+
+class Exported(StrEnum):
+    """What `regcli export` did with a model."""
+
+    up_to_date = "up to date"  # its model.onnx is current: left as it is
+    exported = "exported"
+
 
 INPUT_NAME = "image"  # float32 [batch, 1, 28, 28], pixels in [0, 1], 0 = background
 OUTPUT_NAME = "logits"  # float32 [batch, 10], unnormalized class scores (softmax for probs)

@@ -4,6 +4,7 @@ no more than the Holm-adjusted paired intervals do."""
 
 from pathlib import Path
 
+from regcli.layout import figure_path
 from regcli.plots import save_figure
 from regcli.plots_pruning import penalty_label, pruning_study_figure
 from regcli.pruning_study import Mode, PruningStudy
@@ -13,6 +14,7 @@ from regcli.tables import render
 from regcli.timings import runs_text, study_runs
 
 README_SECTION = ("pruning-study", "regcli report")
+SCHEDULES = {"onecycle": "one-cycle", "step": "step"}  # config.Schedule, as a sentence says it
 
 
 def percent(share: float) -> str:
@@ -25,7 +27,11 @@ def levels_text(levels: list[float]) -> str:
 
 
 def interval(d: Difference) -> str:
-    return f"{d.estimate:+.2f} +- {d.half_width:.2f} points; paired, Holm p {p_text(d.decisive_p)}"
+    if d.decisive_p is None:  # fewer than two seeds on a side
+        return d.verdict()
+    return (
+        f"{d.estimate:+.2f} +- {d.half_width:.2f} points; {d.method}, Holm p {p_text(d.decisive_p)}"
+    )
 
 
 def cell(study: PruningStudy, penalty: Penalty, mode: Mode, level: float) -> str:
@@ -44,9 +50,9 @@ def l1_vs_l2(study: PruningStudy, mode: Mode, level: float) -> Difference | None
 
 def versus(study: PruningStudy, first: Penalty, second: Penalty, mode: Mode, level: float) -> str:
     d = study.compared(study.point(first, mode, level), study.point(second, mode, level))
-    return (
-        "-" if d is None else f"{d.estimate:+.2f} +- {d.half_width:.2f} (p {p_text(d.decisive_p)})"
-    )
+    if d is None or d.decisive_p is None:
+        return "-" if d is None else f"{d.estimate:+.2f} (too few seeds)"
+    return f"{d.estimate:+.2f} +- {d.half_width:.2f} (p {p_text(d.decisive_p)})"
 
 
 def table(study: PruningStudy, markdown: bool = False) -> str:
@@ -110,8 +116,12 @@ def han_sentence(study: PruningStudy) -> str | None:
         ds = [(lv, l1_vs_l2(study, mode, lv)) for lv in study.sparsities]
         return [lv for lv, d in ds if d is not None and d.measurable and sign * d.estimate > 0]
 
-    if Penalty.L1 not in study.strengths or Penalty.L2 not in study.strengths:
-        return None
+    def tested(mode: Mode) -> bool:
+        ds = [l1_vs_l2(study, mode, lv) for lv in study.sparsities]
+        return any(d is not None and d.decisive_p is not None for d in ds)
+
+    if not tested(Mode.none) or not any(tested(m) for m in study.retraining):
+        return None  # L1 and L2 not both compared, before and after retraining
     before = wins(Mode.none, 1)
     after = {mode: wins(mode, -1) for mode in study.retraining}
     first = f"holds at {levels_text(before)}" if before else "does not show (no level)"
@@ -163,6 +173,13 @@ def iterative_sentence(study: PruningStudy) -> str | None:
     epochs, steps, _ = study.retraining[Mode.iterative]
     one, _, _ = study.retraining[Mode.one_shot]
     budget = f"it retrains {steps * epochs} epochs in all against one-shot's {one}"
+    tested = [
+        c
+        for c in study.comparisons
+        if c.first.mode is Mode.iterative and c.second.mode is Mode.one_shot
+    ]
+    if not any(c.difference.decisive_p is not None for c in tested):
+        return None  # nothing was compared
     if not better and not worse:
         return f"Iterative retraining is nowhere measurably better than one-shot ({budget})."
     said = (
@@ -194,6 +211,8 @@ def size_sentence(study: PruningStudy) -> str | None:
 
 def method_sentences(study: PruningStudy) -> list[str]:
     names = ", ".join(penalty_label(study, p) for p in study.strengths)
+    seeds = sorted({study.dense[p].n for p in study.strengths})
+    s = study.settings
     how = []
     for mode, (epochs, steps, lr) in study.retraining.items():
         times = (
@@ -203,17 +222,37 @@ def method_sentences(study: PruningStudy) -> list[str]:
         )
         how.append(f"{mode.value}: {times}{'s' if epochs > 1 else ''} at peak lr {lr:g}")
     said = [
-        f"Sources: {names}, from the committed path, {study.dense[Penalty.NONE].n} seeds each. "
-        f"Each is pruned to {levels_text(study.sparsities)} of its conv weights (the smallest "
-        "magnitudes, ranked over all conv layers) and retrained with those weights held at exactly "
-        f"zero ({'; '.join(how)}; one-cycle, the source's own penalty, all 60,000 images).",
-        f"Every difference is paired seed by seed; the {len(study.comparisons)} comparisons of the "
-        "study are Holm-adjusted together.",
+        f"Sources: {names}, models of the regularization path ({study.sweep}), "
+        f"{'-'.join(map(str, seeds))} seeds each. Each is pruned to "
+        f"{levels_text(study.sparsities)} of its conv weights (the smallest magnitudes, ranked "
+        "over all conv layers) and retrained with those weights held at exactly zero "
+        f"({'; '.join(how)}; the source's {SCHEDULES.get(s.schedule, s.schedule)} schedule "
+        "and penalty, its "
+        f"{s.train_images:,} training images).",
+        comparisons_sentence(study),
     ]
     runs = study_runs(study.folders)
     if runs:
         said.append(runs_text(runs, "The {models} pruned runs"))
     return said
+
+
+def comparisons_sentence(study: PruningStudy) -> str:
+    tested = [c.difference for c in study.comparisons if c.difference.decisive_p is not None]
+    methods = sorted({d.method for d in tested}) or ["paired"]
+    how = (
+        "paired seed by seed"
+        if methods == ["paired"]
+        else "paired seed by seed where both sides hold the same seeds, else by Welch's t"
+    )
+    untested = len(study.comparisons) - len(tested)
+    missing = (
+        f" ({untested} more could not be made: fewer than two seeds on a side)" if untested else ""
+    )
+    return (
+        f"Every difference is {how}; the {len(tested)} comparisons of the study are "
+        f"Holm-adjusted together{missing}."
+    )
 
 
 def findings(study: PruningStudy) -> list[str]:
@@ -234,6 +273,6 @@ def section(study: PruningStudy, figure: str | None) -> str:
 
 
 def study_figure(study: PruningStudy, name: str, images_dir: Path) -> Path:
-    target = Path(images_dir) / f"{name}_study.png"
+    target = figure_path(images_dir, name, "study")
     save_figure(pruning_study_figure(study), target)
     return target

@@ -16,10 +16,17 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from regcli.config import RETRAIN_LR
+from regcli.config import RETRAIN_LR, TrainConfig, check_same_settings
 from regcli.errors import RegcliError
 from regcli.groups import Member, check_group
-from regcli.layout import PRUNED_PATTERN, is_seed_member, pruned_cell_name, real_dir, seed_number
+from regcli.layout import (
+    PRUNED_PATTERN,
+    is_seed_member,
+    parse_size_folder,
+    pruned_cell_name,
+    real_dir,
+    seed_number,
+)
 from regcli.pruned_runs import file_sizes, graph_of, onnx_file, sizes_with
 from regcli.pruning import pruned_config
 from regcli.stats import Difference, SeedStats, holm_adjusted, seed_stats
@@ -74,6 +81,8 @@ class PruningStudy:
     retraining: dict[Mode, tuple[int, int, float]]  # epochs per step, steps, peak lr
     sparsities: list[float]
     folders: list[Path]  # every pruned run, for the run times
+    settings: TrainConfig  # the sources' settings (their strengths and seeds aside)
+    sweep: str  # the sweep folder the sources are in
 
     def point(self, penalty: Penalty, mode: Mode, sparsity: float) -> Point | None:
         found = (
@@ -103,6 +112,11 @@ def pruned_cells(folder: Path) -> list[tuple[str, list[Path]]]:
         raise RegcliError(f"no pruned runs at {folder}; run `make prune-study` first")
     cells = []
     for cell in sorted(folder.iterdir(), key=natural_key):
+        if parse_size_folder(cell.name) is not None:
+            raise RegcliError(
+                f"{cell}: pruned runs of a training subset; the study reads the path's (all of "
+                "the training set): prune those under another --name"
+            )
         match = PRUNED_PATTERN.fullmatch(cell.name) if real_dir(cell) else None
         if match is None:
             continue
@@ -178,6 +192,12 @@ def one_value(values: set, what: str):
 
 def study_settings(runs: list[PrunedRun]) -> tuple[dict, dict]:
     """One strength per penalty, and one retraining per mode (else the study is refused)."""
+    both = [r.seed.dir for r in runs if penalty_of(r) is Penalty.BOTH]
+    if both:
+        raise RegcliError(
+            f"{both[0]}: pruned from a source with both penalties; the study compares none, L1 "
+            "and L2 one at a time: prune it under another --name"
+        )
     strengths = {}
     for penalty in (Penalty.NONE, Penalty.L1, Penalty.L2):
         of = {
@@ -256,7 +276,15 @@ def read_study(pruned: Path, sweep: Path, test, device: str = "cpu") -> PruningS
                     kb = sum(r.zipped_bytes for r in here) / len(here) / 1000
                     points.append(Point(penalty, mode, level, accuracy, kb))
     folders = [r.seed.dir for r in runs]
-    study = PruningStudy(points, [], strengths, dense, dense_kb, retraining, sparsities, folders)
+    ignore = ("l1", "weight_decay", "seed")
+    check_same_settings(
+        [(str(s.dir), s.config) for s in sources.values()], "the study's sources", ignore
+    )
+    settings = next(iter(sources.values())).config
+    study = PruningStudy(
+        points, [], strengths, dense, dense_kb, retraining, sparsities, folders, settings,
+        Path(sweep).name,
+    )  # fmt: skip
     return replace(study, comparisons=comparisons(study))
 
 

@@ -98,7 +98,7 @@ def path_sections(sweep: Path, test, device, advance, images_dir, readme, texts)
     )  # fmt: skip
     written = path_figures(cells, sweep.name, images_dir)
     robust = robustness_figure(cells, list(ROBUSTNESS_SHIFTS), "Robustness along the path")
-    target = save(robust, images_dir / f"{sweep.name}_robustness.png")
+    target = save(robust, figure_path(images_dir, sweep.name, "robustness"))
     shown = relative_to(target, readme) if readme else None
     texts[strength_path.README_SECTION] = path_section(cells, sweep)
     texts[robustness_report.README_SECTION] = robustness_report.robustness_section(cells, shown)
@@ -173,8 +173,8 @@ def path_figures(cells: list[PathCell], name: str, images_dir: Path) -> list[Pat
     """<sweep>_path.png (four quantities against strength) and <sweep>_pruning.png."""
     title = f"Regularization path ({name}: {cells[0].seeds} seeds per cell)"
     return [
-        save(path_figure(cells, title), Path(images_dir) / f"{name}_path.png"),
-        save(strength_pruning_figure(cells, title), Path(images_dir) / f"{name}_pruning.png"),
+        save(path_figure(cells, title), figure_path(images_dir, name, "path")),
+        save(strength_pruning_figure(cells, title), figure_path(images_dir, name, "pruning")),
     ]
 
 

@@ -243,7 +243,7 @@ class GroupRun:
             self.run["resumed_by"] = [*self.run["resumed_by"], list(options.command)]
             self.resume = [member_state(p.last) for p in group]
         self.start = None if self.resume else [start_weights(p) for p in group]
-        self.epochs_saved = len(self.resume[0].history) if self.resume else 0
+        self.epochs_saved = max(len(m.history) for m in self.resume) if self.resume else 0
         self.run.setdefault("sources", [str(p.start) if p.start else None for p in group])
         self.clock, self.before = time.perf_counter(), self.run["seconds"]
 
@@ -255,7 +255,7 @@ class GroupRun:
 
     def save_last(self, states: list[MemberState]) -> None:
         """After every epoch: each member's whole state in its last.pt."""
-        self.epochs_saved = len(states[0].history)  # the group saves together
+        self.epochs_saved = max(len(s.history) for s in states)  # the group saves together
         self.run["seconds"] = self.seconds()
         for index, (plan, state) in enumerate(zip(self.group, states, strict=True)):
             save_run_state(

@@ -249,8 +249,8 @@ def resume_groups(plans: list[Plan], models_dir: Path) -> list[list[Plan]]:
                 f"{', '.join(missing) or 'other models'}; resuming needs the same members: "
                 "run the same command again (or --force to start over)"
             )
-        done = {len(p.last["history"]) for p in found}
-        if len(done) > 1:
+        done = {len(p.last["history"]) for p in found if not p.last.get("diverged")}
+        if len(done) > 1:  # a diverged member stopped early; the others saved together
             raise RegcliError(
                 f"the interrupted group of {found[0].model_dir} saved different epochs "
                 f"({sorted(done)}); start over with --force"

@@ -74,10 +74,16 @@ def resolve(
             f"{config_file}: {', '.join(pruned)} describe a pruned run, which starts from another "
             "model's weights: `regcli prune --retrain` makes those"
         )
-    return {**DEFAULTS, **from_file, **typed}, extra
+    return layered(DEFAULTS, from_file, typed), extra
 
 
 DEFAULTS = TrainConfig().as_dict()
+
+
+def layered(defaults: dict, from_file: dict, typed: dict) -> dict:
+    """The one precedence rule, for TrainConfig's settings and a sweep's grid alike: the
+    defaults, then a config file's values, then the options typed on the command line."""
+    return {**defaults, **from_file, **typed}
 
 
 def shown(settings: dict) -> dict:

@@ -24,7 +24,7 @@ from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell, size_folder
 from regcli.runner import Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
-from regcli.settings import check_keys, config_toml, shown
+from regcli.settings import check_keys, config_toml, layered, shown
 from regcli.tables import clock, render
 
 # Training throughput (images per second per model) used to estimate a sweep's time before any
@@ -249,7 +249,7 @@ def resolve_grid(typed: dict, table: dict, *, defaults: dict, source: str):
         else value
         for key, value in table.items()
     }
-    chosen = {**defaults, **from_file, **typed}
+    chosen = layered(defaults, from_file, typed)
     l1s = parse_strengths(str(chosen["l1"]), "--l1")
     decays = parse_strengths(str(chosen["weight_decay"]), "--weight-decay")
     try:

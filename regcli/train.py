@@ -133,9 +133,9 @@ class GroupTrainer:
         self.momentum = torch.zeros_like(self.params.vector)
         if resume:
             self.momentum.copy_(self.params.flatten(pack([m.momentum for m in resume])))
-        self.mask = None  # 1 for a weight that trains, 0 for a pruned one (pruned runs only)
+        self.mask = None  # True for a weight that trains, False for a pruned one (pruned runs)
         if any(c.sparsity for c in self.configs):
-            self.mask = torch.ones_like(self.params.vector)
+            self.mask = torch.ones_like(self.params.vector, dtype=torch.bool)
             if resume:
                 self.set_masks([m.mask for m in resume])
         tables = schedule_tables(self.configs, self.steps_per_epoch, self.device)
@@ -146,7 +146,7 @@ class GroupTrainer:
         """Every tensor a step reads or writes besides the weights: step counters, the epoch's
         order and angles, the epoch's sums, who is alive, and per-batch-size constants."""
         k, n = self.members, self.steps_per_epoch * self.batch_size  # a batch's slots, padded
-        done = len(resume[0].history) if resume else 0
+        done = max(len(m.history) for m in resume) if resume else 0  # a diverged one: fewer
         as_long = {"dtype": torch.long, "device": self.device}
         self.step_count = torch.full((1,), done * self.steps_per_epoch, **as_long)
         self.epoch_step = torch.zeros(1, **as_long)
@@ -168,8 +168,9 @@ class GroupTrainer:
 
     def set_masks(self, masks: list[dict | None]) -> None:
         """Each member's conv-weight mask (None: it prunes nothing) into the flat mask."""
-        ones = {k: torch.ones_like(v) for k, v in initial_state(self.configs[0]).items()}
-        members = [{**ones, **{k: v.float() for k, v in (m or {}).items()}} for m in masks]
+        state = initial_state(self.configs[0])  # a member's shapes
+        ones = {k: torch.ones_like(v, dtype=torch.bool) for k, v in state.items()}
+        members = [{**ones, **(m or {})} for m in masks]
         self.mask.copy_(self.params.flatten(pack(members)))
 
     def member_masks(self) -> list[dict | None]:
@@ -180,28 +181,32 @@ class GroupTrainer:
             {k: v.cpu() for k, v in self.params.unflatten(self.mask).items()}, self.members
         )
         return [
-            {name: m[name] > 0.5 for name in PRUNABLE} if c.sparsity else None
+            {name: m[name].clone() for name in PRUNABLE} if c.sparsity else None
             for m, c in zip(masks, self.configs, strict=True)
         ]
 
     def prune_step(self, epoch: int) -> None:
         """At the first epoch of each prune-then-retrain step, each pruned member's smallest conv
-        weights join its mask and are zeroed, and its momentum restarts (a fresh optimizer)."""
+        weights join its mask and are zeroed, and its momentum restarts (a fresh optimizer); a
+        member that has diverged is left as it stopped."""
         steps = self.configs[0].prune_steps
         per_step = self.epochs // steps
         if self.mask is None or (epoch - 1) % per_step:
             return
         stage = (epoch - 1) // per_step + 1
         weights = unpack({k: v.cpu() for k, v in self.net.state_dict().items()}, self.members)
-        masks = []
-        for config, w, kept in zip(self.configs, weights, self.member_masks(), strict=True):
+        alive, masks = self.alive.tolist(), []
+        members = zip(self.configs, weights, self.member_masks(), strict=True)
+        for i, (config, w, kept) in enumerate(members):
             share = stage_sparsity(config.sparsity, steps, stage)
-            masks.append(magnitude_mask(w, share, kept) if config.sparsity else None)
+            pruning = config.sparsity and alive[i]
+            masks.append(magnitude_mask(w, share, kept) if pruning else kept)
         self.set_masks(masks)
-        pruned = torch.tensor([bool(c.sparsity) for c in self.configs], device=self.device)
+        fresh = [bool(c.sparsity) and a for c, a in zip(self.configs, alive, strict=True)]
+        restart = torch.tensor(fresh, device=self.device).index_select(0, self.params.member_of)
         with torch.no_grad():
-            self.params.vector.mul_(self.mask)
-            self.momentum.masked_fill_(pruned.index_select(0, self.params.member_of), 0.0)
+            self.params.vector.masked_fill_(~self.mask, 0.0)
+            self.momentum.masked_fill_(restart, 0.0)
 
     def on_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -248,12 +253,12 @@ class GroupTrainer:
         # torch.optim.SGD: d = g + wd * w; buf = momentum * buf + d; w -= lr * buf
         # (the L1 term's gradient is l1 * sign(w), as autograd gives for l1 * |w|)
         if self.mask is not None:  # a pruned weight gets no gradient and stays exactly zero
-            gradient = gradient * self.mask
+            gradient = torch.where(self.mask, gradient, 0.0)
         d = torch.addcmul(torch.addcmul(gradient, p.l1, w.sign()), p.weight_decay, w)
         buffer = torch.addcmul(d, momentum.index_select(0, owner), self.momentum)
         step = torch.addcmul(w, lr.index_select(0, owner), buffer, value=-1)
-        if self.mask is not None:
-            step = step * self.mask
+        if self.mask is not None:  # (where, not a product: inf * 0 would be NaN)
+            step = torch.where(self.mask, step, 0.0)
         torch.where(keep, buffer, self.momentum, out=self.momentum)
         torch.where(keep, step, w, out=w)
         correct = (logits.argmax(2) == y).sum(0)
@@ -462,7 +467,7 @@ def train_group(
         graphs=graphs,
     )
     progress = Progress(trainer, resume)
-    first = len(progress.histories[0]) + 1
+    first = max(len(h) for h in progress.histories) + 1  # a diverged member's is shorter
     reporter.run_started(label, trainer.members, trainer.epochs, trainer.steps_per_epoch, first)
     for epoch in range(first, trainer.epochs + 1):
         if all(progress.diverged):

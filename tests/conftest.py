@@ -117,8 +117,8 @@ def copy_model(source: Path, models: Path, name: str = "quick") -> Path:
 
 
 def edit_checkpoint(name: str, change):
-    """A damage: load a model folder's model.pt or last.pt as plain data, change it in place,
-    save it back with torch.save (as a forger, or a bug, would)."""
+    """A damage: load a model folder's model.pt or last.pt as plain data, change it in place
+    (what `change` returns is ignored), save it back with torch.save (as a forger would)."""
 
     def damage(model_dir: Path) -> None:
         import torch

@@ -29,6 +29,7 @@ from tests.conftest import (
     changes,
     copy_model,
     deadline,
+    edit_checkpoint,
     fails_cleanly,
     invoke,
     no_traceback,
@@ -58,19 +59,9 @@ def digits_npy(tmp_path: Path, mnist) -> Path:
 # --- model.pt of another network, with missing/extra keys, unsafe, newer, broken ---------------
 
 
-def load_payload(model_dir: Path) -> dict:
-    return torch.load(model_dir / "model.pt", weights_only=True)
-
-
 def rewrite(change):
-    """A damage: load the real checkpoint dict, change it, save it back with torch.save."""
-
-    def damage(model_dir: Path) -> None:
-        payload = load_payload(model_dir)
-        payload = change(payload) or payload
-        torch.save(payload, model_dir / "model.pt")
-
-    return damage
+    """A damage of model.pt (conftest.edit_checkpoint)."""
+    return edit_checkpoint("model.pt", change)
 
 
 def with_state(change):
@@ -113,7 +104,9 @@ def whole_module(model_dir: Path) -> None:
 
 
 def bare_state_dict(model_dir: Path) -> None:
-    torch.save(load_payload(model_dir)["state_dict"], model_dir / "model.pt")
+    torch.save(
+        torch.load(model_dir / "model.pt", weights_only=True)["state_dict"], model_dir / "model.pt"
+    )
 
 
 def truncated(name: str):

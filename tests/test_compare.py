@@ -27,6 +27,7 @@ from tests.conftest import (
     DATA_DIR,
     REPO,
     TINY,
+    copy_model,
     invoke,
     one_line_error,
     places,
@@ -57,7 +58,7 @@ def test_summary_numbers_come_from_the_files(quick_model):
 def test_compare_cli_draws_every_model_and_prints_tables(quick_model, tmp_path):
     models = tmp_path / "models"
     for name in ("a", "b", "c"):
-        shutil.copytree(quick_model, models / name)
+        copy_model(quick_model, models, name)
     result = invoke(
         "compare", "--models-dir", models, "--images-dir", tmp_path / "images", "--markdown"
     )
@@ -83,7 +84,7 @@ def test_compare_cli_draws_every_model_and_prints_tables(quick_model, tmp_path):
 
 def test_report_touches_a_readme_only_when_given_one(quick_model, tmp_path, monkeypatch):
     models = tmp_path / "models"
-    shutil.copytree(quick_model, models / "quick")
+    copy_model(quick_model, models)
     readme = tmp_path / "README.md"
     readme.write_text(f"# intro\n\n{README_START}\nold table\n{README_END}\n\nreading\n")
     monkeypatch.chdir(tmp_path)  # a README.md in the working folder is not for report to touch
@@ -107,7 +108,7 @@ def test_report_touches_a_readme_only_when_given_one(quick_model, tmp_path, monk
 
 def test_report_checks_the_readme_before_any_work(quick_model, tmp_path):
     models = tmp_path / "models"
-    shutil.copytree(quick_model, models / "quick")
+    copy_model(quick_model, models)
     readme = tmp_path / "README.md"
     readme.write_text(f"{README_END}\nold\n{README_START}\n")  # markers out of order
     before = snapshot(tmp_path)

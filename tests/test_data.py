@@ -8,7 +8,6 @@ import struct
 import time
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,8 @@ from regcli.data import (
     resolve_data_dir,
 )
 from regcli.errors import RegcliError
-from tests.conftest import tree
+from tests.conftest import DATA_DIR, tree
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
 
 
@@ -40,12 +38,6 @@ def _isolated(monkeypatch):
         raise AssertionError("a test tried to reach the network")
 
     monkeypatch.setattr("urllib.request.urlopen", no_network)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    """(train, test) splits of the real MNIST files shipped in data/."""
-    return load_split(DATA_DIR, "train"), load_split(DATA_DIR, "test")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ from regcli.files import readme_markers
 from regcli.runs import Request
 from tests.conftest import DATA_DIR, invoke, one_line_error, train_cpu
 
-TINY_SOURCE = TrainConfig(epochs=1, limit_train=1024, limit_test=500)
+TINY_SOURCE = TrainConfig(epochs=2, limit_train=1024, batch_size=32, limit_test=500)  # ~88%
 CELLS = {"l1-0_wd-0": (0.0, 0.0), "l1-0.001_wd-0": (1e-3, 0.0), "l1-0_wd-0.003": (0.0, 3e-3)}
 MARKERS = ("results-table", "path-table", "robustness", "pruning-study")
 
@@ -31,6 +31,8 @@ def study(tmp_path_factory):
         for k in (0, 1)
     ]
     train_cpu(requests, models)
+    exported = invoke("export", "--models-dir", models / "sweep", "--data-dir", DATA_DIR, "-q")
+    assert exported.exit_code == 0, exported.output  # as the committed sweep is
     sources = [str(models / "sweep" / cell) for cell in CELLS]
     common = ["--sparsity", "0.8", "--retrain", "1", "--models-dir", models, "--device", "cpu"]
     for extra in ([], ["--iterative", "2"]):
@@ -71,6 +73,8 @@ def test_the_study_is_reported_from_the_runs_on_disk(study, tmp_path):
         if line.startswith("| ") and "80%" in line
     }
     assert set(rows) == {"no retraining", "one-shot", "iterative"}
+    dense = [line for line in text.splitlines() if line.startswith("| (dense)")][0]
+    assert float(dense.split("|")[3].split("+-")[0]) > 80  # the unregularized sources learned
     # the one-shot none cell is the mean of its two runs' final test accuracies
     finals = []
     for k in (0, 1):
@@ -102,3 +106,15 @@ def test_a_pruned_run_whose_source_is_not_in_the_sweep_is_refused(study, tmp_pat
     result = report(study, readme, pruned)
     one_line_error(result, 1, "not among the sweep's models")
     assert readme.read_text() == before
+
+
+def test_a_cell_with_one_seed_is_reported_not_a_crash(study, tmp_path):
+    """One seed cannot give an interval: said in its table cell, the rest still paired."""
+    pruned = tmp_path / "pruned"
+    shutil.copytree(study / "models" / "pruned", pruned)
+    shutil.rmtree(pruned / "l1-0.001_wd-0_prune-0.8_retrain-1" / "seed-1")
+    readme = readme_with_markers(tmp_path / "README.md")
+    result = report(study, readme, pruned)
+    assert result.exit_code == 0, result.output
+    text = section(readme.read_text())
+    assert "(too few seeds)" in text and "could not be made: fewer than two seeds" in text

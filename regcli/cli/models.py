@@ -53,20 +53,16 @@ def export(
     quiet: Quiet = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
-    from regcli.export import export_model, up_to_date
+    from regcli.export import Exported, export_model, up_to_date
 
     def export_one(model_dir: Path) -> dict:
         target = within_models_dir(model_dir, models_dir) / ONNX_NAME
         if up_to_date(model_dir) and not force:
             say(f"up to date: {target}", quiet)
-            return {
-                "model": str(model_dir),
-                "onnx": str(target),
-                "action": "up to date",
-            }  # or "exported"
+            return {"model": str(model_dir), "onnx": str(target), "action": Exported.up_to_date}
         command = command_line()
         say(f"exported {export_model(model_dir, data_dir=data_dir, command=command)}", quiet)
-        return {"model": str(model_dir), "onnx": str(target), "action": "exported"}
+        return {"model": str(model_dir), "onnx": str(target), "action": Exported.exported}
 
     done, failed = each_model(model_dirs(models, models_dir), "exporting", quiet, export_one)
     if json_output:

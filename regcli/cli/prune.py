@@ -55,7 +55,8 @@ Iterative = Annotated[
 RetrainLr = Annotated[
     float,
     typer.Option(
-        help="With --retrain: the peak learning rate of each step's one-cycle schedule.",
+        help="With --retrain: the peak learning rate of each step's schedule (the source's "
+        "kind: one-cycle by default).",
         rich_help_panel=RETRAIN,
     ),
 ]
