@@ -1,14 +1,15 @@
 """A run on disk: which folder a run goes to, what that folder holds, whether it may be reused,
 resumed or replaced, one writer per folder, and the listing of every run (`regcli runs`).
 
-A model folder holds one configuration. A finished (or diverged) run is reused, and an
+(What a folder holds, and the listing of every run, are listing.py's.) A model folder holds one
+configuration. A finished (or diverged) run is reused, and an
 interrupted one resumed, only when its saved TrainConfig equals the requested one; anything else
 is refused naming the differing fields. Every folder a job writes to is locked (see locks.py) from
 before it is inspected until the job is done. Training the pending runs is runner.py's job.
 """
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -18,23 +19,12 @@ import torch
 from regcli.checkpoints import checkpoint_config, load_checkpoint, load_run_state
 from regcli.config import MODES, Existing, RunOptions, TrainConfig, differences
 from regcli.errors import Locked, RegcliError, UsageError
-from regcli.layout import CHECKPOINT_NAME, LAST_NAME, SEED_PREFIX, check_name, folders_holding
-from regcli.locks import LOCK_NAME, lock_holder, locked
-from regcli.records import METRICS_NAME, Status, load_metrics
-from regcli.tables import render
-from regcli.text import terminal_safe
+from regcli.layout import CHECKPOINT_NAME, SEED_PREFIX, check_name
+from regcli.listing import State, folder_state, relative
+from regcli.locks import locked
+from regcli.records import METRICS_NAME, load_metrics
 
 MAX_SEEDS = 1_000  # seeds per configuration; more is a typo, not a study
-
-
-class State(StrEnum):
-    """What a model folder holds."""
-
-    interrupted = "interrupted"  # last.pt: an unfinished run
-    finished = "finished"  # model.pt
-    diverged = "diverged"  # metrics.json says so
-    missing = "missing"  # metrics.json says finished, but model.pt is gone: trained again
-    empty = "empty"
 
 
 class Action(StrEnum):
@@ -43,20 +33,6 @@ class Action(StrEnum):
     reuse = "reuse"  # finished or diverged with the identical config: kept as it is
     resume = "resume"  # interrupted with the identical config: continued from last.pt
     train = "train"  # trained from scratch
-
-
-def folder_state(model_dir: Path) -> State:
-    """What the folder holds (a last.pt wins: its run is not finished)."""
-    model_dir = Path(model_dir)
-    if (model_dir / LAST_NAME).is_file():
-        return State.interrupted
-    if (model_dir / CHECKPOINT_NAME).is_file():
-        return State.finished
-    if (model_dir / METRICS_NAME).is_file():
-        with suppress(RegcliError):
-            status = load_metrics(model_dir).get("status")
-            return State.diverged if status == Status.diverged else State.missing
-    return State.empty
 
 
 def folder_config(model_dir: Path, state: State) -> tuple[TrainConfig, dict | None]:
@@ -278,93 +254,3 @@ def check_resumable(model_dir: Path, run: dict, device: torch.device, determinis
             f"{model_dir} was started on {saved[0]}; resume it there (--device {saved[0]}), or "
             "--force to start over"
         )
-
-
-# --- what is there: `regcli runs` -----------------------------------------------------------
-
-
-def relative(model_dir: Path, models_dir: Path) -> str:
-    try:
-        return Path(model_dir).relative_to(models_dir).as_posix()
-    except ValueError:
-        return Path(model_dir).as_posix()
-
-
-def list_runs(models_dir: Path) -> list[dict]:
-    """Every run folder under models_dir: settings, progress, state and final accuracy."""
-    root = Path(models_dir)
-    if not root.is_dir():
-        raise RegcliError(f"no models folder at {root}")
-    markers = (CHECKPOINT_NAME, LAST_NAME, METRICS_NAME, LOCK_NAME)
-    return [describe(folder, root) for folder in folders_holding(root, markers)]
-
-
-def describe(folder: Path, root: Path) -> dict:
-    state = folder_state(folder)
-    holder = lock_holder(folder)
-    row = {
-        "name": relative(folder, root),
-        "state": state,
-        "mode": None,
-        "l1": None,
-        "weight_decay": None,
-        "seed": None,
-        "train_images": None,
-        "val_images": None,
-        "epochs": None,
-        "of": None,
-        "test_accuracy": None,
-    }
-    try:
-        if state == State.empty and not holder:
-            return row
-        if state == State.interrupted:
-            last = load_run_state(folder)
-            config, history = last["config"], last["history"]
-        elif state != State.empty:
-            metrics = load_metrics(folder)
-            config, history = TrainConfig.from_dict(metrics["config"]), metrics["epochs"]
-        else:
-            config, history = None, []
-    except RegcliError as error:
-        return {**row, "state": f"unreadable ({error})"}
-    if config is not None:
-        row.update(
-            mode=config.mode,
-            l1=config.l1,
-            weight_decay=config.weight_decay,
-            seed=config.seed,
-            train_images=config.train_images,
-            val_images=config.val_size,
-            epochs=len(history),
-            of=config.epochs,
-        )
-        if history and state == State.finished:
-            row["test_accuracy"] = history[-1]["test_accuracy"]
-    if holder:
-        row["state"] = f"locked by {holder}"
-    return row
-
-
-def runs_table(rows: list[dict]) -> str:
-    """`regcli runs`: one line per run folder."""
-
-    def number(value, fmt):
-        return "-" if value is None else format(value, fmt)
-
-    body = [
-        [
-            terminal_safe(r["name"]),
-            r["mode"] or "-",
-            number(r["l1"], "g"),
-            number(r["weight_decay"], "g"),
-            number(r["seed"], "d"),
-            number(r["train_images"], ","),
-            f"{r['epochs']}/{r['of']}" if r["of"] is not None else "-",
-            terminal_safe(r["state"]),
-            number(None if r["test_accuracy"] is None else 100 * r["test_accuracy"], ".2f"),
-        ]
-        for r in rows
-    ]
-    headers = ["run", "mode", "l1", "weight decay", "seed", "images", "epochs", "state"]
-    return render([*headers, "test acc %"], body, align="<<>>>>><>")

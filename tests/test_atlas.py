@@ -13,7 +13,7 @@ from regcli.atlas import AtlasCell, read_atlas, recommend
 from regcli.atlas_report import atlas_section, findings
 from regcli.config import TrainConfig
 from regcli.data import balanced_counts, subsets
-from regcli.errors import UsageError
+from regcli.errors import RegcliWarning, UsageError
 from regcli.files import readme_markers
 from regcli.stats import seed_stats
 from regcli.strength_path import Penalty
@@ -303,7 +303,8 @@ def test_robustness_along_a_path_is_paired_holm_adjusted_and_cached(tiny_atlas, 
     cache = json.loads(caches[0].read_text())
     cache["accuracy"]["rotate:30"] = 1e9  # out of range: not trusted, measured again
     caches[0].write_text(json.dumps(cache))
-    redone = strength_path.path_stats(path, mnist[1], shifts=ROBUSTNESS_SHIFTS)
+    with pytest.warns(RegcliWarning, match=f"{caches[0]}: .* measured again"):
+        redone = strength_path.path_stats(path, mnist[1], shifts=ROBUSTNESS_SHIFTS)
     assert [c.shifted["rotate:30"].accuracy.mean for c in redone] == [
         c.shifted["rotate:30"].accuracy.mean for c in cells
     ]

@@ -603,6 +603,15 @@ def test_predict_good_and_bad_inputs_together(exported, mnist, tmp_path):
     assert len(out.read_text().splitlines()) == 1 + 6
     after = tree(tmp_path)
     assert changes(before, after) == [f"new {out}"]
+    as_json = invoke("predict", exported, *inputs, "--backend", "onnx", "--json", "--quiet")
+    objects = [json.loads(line) for line in as_json.stdout.strip().splitlines()]
+    assert as_json.exit_code == 1 and len(objects) == 2 + len(reasons)  # every input, failed too
+    failed = {Path(o["path"]).name: o["error"] for o in objects if o["status"] == "error"}
+    assert set(failed) == set(reasons) and all(reasons[n] in e for n, e in failed.items())
+    assert [Path(o["path"]).name for o in objects if o["status"] == "ok"] == [
+        "seven.png",
+        "two.npy[0]",
+    ]
 
 
 # --- the CLI surface ----------------------------------------------------------------------------

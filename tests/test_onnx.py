@@ -184,7 +184,8 @@ def test_export_skips_an_up_to_date_file(exported):
 
 
 def test_onnx_commands_never_load_pytorch(exported, mnist, tmp_path):
-    """The inference commands on the ONNX backend start without PyTorch's seconds of import."""
+    """The inference commands on the ONNX backend, and `runs`, start without PyTorch's seconds
+    of import."""
     np.save(tmp_path / "digits.npy", mnist[1].images[:3])
     script = f"""
 import json, sys
@@ -194,6 +195,7 @@ for args in (
     ["predict", {str(exported)!r}, {str(tmp_path / "digits.npy")!r}, "--backend", "onnx"],
     ["misclassified", {str(exported)!r}, "--backend", "onnx", "--data-dir", {str(DATA_DIR)!r},
      "--out", {str(tmp_path / "wrong.png")!r}],
+    ["runs", "--models-dir", {str(exported.parent)!r}],
 ):
     try:
         app(args)

@@ -245,3 +245,23 @@ def test_an_interrupted_prune_says_what_it_kept_and_how_to_go_on(
     result = invoke(*prune_args(source, tmp_path / "models"), "--quiet")
     line = one_line_error(result, 128 + signal.SIGTERM, "stopped by SIGTERM")
     assert line.startswith("interrupted:") and "continue with: regcli prune" in line
+
+
+def test_runs_lists_filters_and_times_the_pruned_runs(pruned_once):
+    models, _, folder, _ = pruned_once
+    listed = invoke("runs", "--models-dir", models, "--name", "pruned/*", "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert row["name"] == f"pruned/{CELL}/seed-3" and row["state"] == "finished"
+    assert (row["started"], row["seconds"]) == (
+        metrics["run"]["started"],
+        metrics["run"]["seconds"],
+    )
+    everything = json.loads(invoke("runs", "--models-dir", models, "--json").stdout)
+    assert {r["name"] for r in everything} == {"src", f"pruned/{CELL}/seed-3"}
+    none = invoke("runs", "--models-dir", models, "--status", "interrupted", "--json")
+    assert json.loads(none.stdout) == []
+    table = invoke("runs", "--models-dir", models, "--status", "finished")
+    assert "started (UTC)" in table.stdout and metrics["run"]["started"][:10] in table.stdout
+    one_line_error(invoke("runs", "--models-dir", models, "--status", "done"), 2, "--status")

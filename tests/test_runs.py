@@ -769,6 +769,8 @@ def test_runs_lists_every_folder_with_its_settings_state_and_accuracy(
         "epochs": 1,
         "of": 1,
         "test_accuracy": final,
+        "started": metrics(exported_tiny)["run"]["started"],
+        "seconds": metrics(exported_tiny)["run"]["seconds"],
     }
     for k in (0, 1):
         row = rows[f"grp/seed-{k}"]

@@ -199,8 +199,13 @@ def predict(
         typer.Option(help="Also write every row to a .csv or .json file.", show_default=False),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print JSON lines (one object per input) to stdout.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON lines to stdout, one object per input (a failed one: its error).",
+        ),
     ] = False,
+    quiet: Quiet = False,
 ):
     """Predict digits in real images; exit code 1 if any input could not be read."""
     import json
@@ -222,9 +227,11 @@ def predict(
             )
 
     def failure(path: str, message: str) -> None:
+        if json_output:  # the same object as the --out file's row
+            print_line(json.dumps({"path": path, "status": "error", "error": message}))
         stderr.print(f"error: {terminal_safe(message)}", markup=False)
 
     _, failed = predict_files(predictor, paths, out, on_row=show, on_failure=failure)
     if out is not None:
-        say(f"wrote {out}")
+        say(f"wrote {out}", quiet)
     exit_if(failed)

@@ -32,6 +32,7 @@ from regcli.config import GRID_DEFAULTS, Grid, TrainConfig
 from regcli.console import TrainingReporter, model_progress, say, stderr
 from regcli.errors import Interrupted
 from regcli.layout import check_name
+from regcli.listing import State
 from regcli.settings import config_toml, shown
 
 Resume = Annotated[
@@ -184,11 +185,27 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path |
 
 
 @app.command()
-def runs(models_dir: ModelsDir = Path("models"), json_output: JsonFlag = False):
-    """List the runs under --models-dir: settings, seed, epochs, state and final accuracy."""
-    from regcli.runs import list_runs, runs_table
+def runs(
+    models_dir: ModelsDir = Path("models"),
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Only runs whose folder under --models-dir matches this shell pattern, e.g. "
+            "'sweep/*' or 'pruned/*/seed-0'.",
+            show_default=False,
+        ),
+    ] = None,
+    status: Annotated[
+        State | None, typer.Option(help="Only runs in this state.", show_default=False)
+    ] = None,
+    json_output: JsonFlag = False,
+):
+    """List the runs under --models-dir: settings, seed, epochs, state, final accuracy, when
+    each started and how long it took (no PyTorch needed, but for an interrupted run)."""
+    from regcli.listing import list_runs, runs_table
 
-    rows = list_runs(models_dir)
+    rows = list_runs(models_dir, name, status)
     if json_output:
         print_json(rows)
     elif rows:
