@@ -51,6 +51,15 @@ def test_train_writes_every_artifact_with_its_run_record(tmp_path):
     model_dir = models / "l1_l2"
     assert "epoch  2/2" in result.stderr  # one summary line per epoch, even without a TTY
     assert f"saved {model_dir}" in result.stderr and result.stdout == ""
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("  epoch ")]
+    assert len(epochs) == 2 and all(len(line) <= 80 for line in epochs), epochs
+    history = json.loads((model_dir / "metrics.json").read_text())["epochs"]
+    best = max(history, key=lambda r: r["test_accuracy"])
+    closing = f"test acc {100 * history[-1]['test_accuracy']:.2f}% (best "
+    assert (
+        closing + f"{100 * best['test_accuracy']:.2f}% in epoch {best['epoch']})" in result.stderr
+    )
+    assert f"wrote {images / 'l1_l2_history.png'}" in result.stderr
     payload = torch.load(model_dir / "model.pt", weights_only=True)
     config = payload["config"]
     assert (config["l1"], config["weight_decay"], config["reg_scope"]) == (1e-5, 1e-4, "weights")
@@ -234,7 +243,8 @@ def test_training_progress_on_a_terminal(tmp_path, monkeypatch):
         train_cpu([Request(config, "watched")], tmp_path, reporter=reporter)
     assert any("img/s" in s and "loss" in s and "left" in s for s in seen)
     assert "watched epoch 2/2 testing" in seen
-    assert "watched epoch  2/2" in screen.getvalue()  # the summary line stays for logs
+    shown = screen.getvalue()
+    assert "watched: epochs 1-2" in shown and "  epoch  2/2  loss " in shown  # kept for logs
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export", "compare", "weights"])
@@ -265,3 +275,17 @@ def test_time_left_is_for_the_whole_job(tmp_path, monkeypatch):
     with console.TrainingReporter() as reporter:
         train_cpu(requests, tmp_path, reporter=reporter, group_size=1)
         assert reporter.job_total == 2 * 2 * 3 and reporter.job_done == reporter.job_total
+
+
+def test_a_log_gets_a_progress_line_within_an_epoch(tmp_path, monkeypatch):
+    """Without a terminal, a line every PERIODIC_SECONDS (here: every step) says where the epoch
+    is, how fast, and the job's time left; each fits 80 columns."""
+    monkeypatch.setattr("regcli.console.PERIODIC_SECONDS", 0.0)
+    args = ["train", "--name", "log", *TINY, "--batch-size", "64", *places(tmp_path)]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.stderr.splitlines() if " step " in line]
+    assert len(steps) == 4 and steps[0].startswith("  epoch  1/1  step 1/4  ")  # 256 / 64
+    assert all("img/s" in line and line.endswith(" left") and len(line) <= 80 for line in steps)
+    quiet = invoke(*args, "--name", "log2", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

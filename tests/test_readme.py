@@ -91,6 +91,9 @@ def test_the_readme_describes_the_network_that_exists():
     ):
         assert fact in readme, fact
     assert f"{len(RandomRotation(7.0).angles)} angles" in readme
+    from regcli.console import PERIODIC_SECONDS
+
+    assert f"a progress line comes every {PERIODIC_SECONDS:g} seconds" in readme
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
     assert f"cross-entropy above {DIVERGED_LOSS:,.0f}" in readme
 

@@ -31,9 +31,10 @@ from regcli.cli.options import (
 from regcli.config import GRID_DEFAULTS, Grid, TrainConfig
 from regcli.console import TrainingReporter, model_progress, say, stderr
 from regcli.errors import Interrupted
-from regcli.layout import check_name
+from regcli.layout import check_name, figure_path, model_label
 from regcli.listing import State
 from regcli.settings import config_toml, shown
+from regcli.tables import clock
 
 Resume = Annotated[
     bool,
@@ -171,10 +172,13 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path |
 
     done = [o for o in outcomes if o.action in (Done.trained, Done.resumed)]
     for outcome in done:
-        final = 100 * outcome.history[-1]["test_accuracy"]
-        say(f"saved {outcome.model_dir} (test acc {final:.2f}%)", quiet)
-    if images_dir is not None and done:
-        say(f"wrote their history figures in {images_dir}", quiet)
+        say(closing_line(outcome), quiet)
+        if images_dir is not None:
+            figure = figure_path(images_dir, model_label(outcome.model_dir), "history")
+            say(f"wrote {figure}", quiet)
+    if len(done) > 1:
+        seconds = sum(r["seconds"] for o in done for r in o.history)
+        say(f"{len(done)} models trained, {clock(seconds)} of training in all", quiet)
     if json_output:
         print_json([o.record() for o in outcomes])
     lines = [o.divergence() for o in outcomes if o.diverged]
@@ -182,6 +186,18 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path |
         stderr.print(f"error: {line}", markup=False)
     if lines:
         raise typer.Exit(1)
+
+
+def closing_line(outcome) -> str:
+    """A trained model's last word: where it is, its final and best test accuracy, its time."""
+    history = outcome.history
+    final = 100 * history[-1]["test_accuracy"]
+    best = max(history, key=lambda r: r["test_accuracy"])
+    seconds = sum(r["seconds"] for r in history)
+    return (
+        f"saved {outcome.model_dir}: test acc {final:.2f}% (best {100 * best['test_accuracy']:.2f}%"
+        f" in epoch {best['epoch']}), {clock(seconds)} of training"
+    )
 
 
 @app.command()
