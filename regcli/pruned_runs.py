@@ -99,24 +99,28 @@ def file_sizes(data: bytes) -> dict:
     return {"onnx_bytes": len(data), "zipped_bytes": zipped_bytes(data)}
 
 
+DENSE_SIZES: dict[str, dict] = {}  # a source model.pt's sha256 -> its dense ONNX sizes
+
+
 def pruned_result(model_dir: Path, source: Path, test, label: str) -> dict:
     """One retrained pruned run against its source: accuracy pruned without retraining and
     after it, and the ONNX sizes (bytes, zipped) of its export and of the dense source."""
-    from regcli.checkpoints import load_model
     from regcli.weights import cached_pruned_accuracies
 
-    _, sha256 = load_checkpoint_with_hash(source)
+    payload, sha256 = load_checkpoint_with_hash(source)
     pruned = load_checkpoint_with_hash(model_dir)[0]
     config = checkpoint_config(pruned, model_dir)
     if config.pruned_from != sha256:
         raise RegcliError(f"{model_dir} was not pruned from {source}'s model.pt")
-    model, _ = load_model(source)
+    model = model_from_checkpoint(payload, source)
     tested = test.head(config.limit_test)  # the images its accuracy was measured on
     before = cached_pruned_accuracies(
         source, model, sha256, [config.sparsity], tested, "torch", "cpu"
     )
     final = pruned["final"]["test_accuracy"]
-    dense = sizes_with(graph_of(source, model), {})
+    if sha256 not in DENSE_SIZES:  # one source, several levels: its export is sized once
+        DENSE_SIZES[sha256] = sizes_with(graph_of(source, model), {})
+    dense = DENSE_SIZES[sha256]
     return {
         "model": label,
         "source": str(source),
