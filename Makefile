@@ -17,16 +17,27 @@ L1 ?= 1e-5
 WD ?= 1e-4
 EPOCHS ?= 15
 SEED ?= 1
-# SEEDS=N trains seeds 0..N-1 per variant into models/<variant>/seed-<k>/, reusing finished ones
-# of the same settings; without it, one run per variant with SEED, replacing the previous one.
+# The main job (make all-variants) trains into MAIN: models/main-job/<variant>/ and its figures
+# in figures/main-job/, never the committed study (models/<variant>/, images/, the README).
+# Rerun, it continues where it stopped: finished runs of the same settings are reused and
+# interrupted ones resumed; FORCE=1 trains them again. SEEDS=N trains seeds 0..N-1 per variant
+# (<variant>/seed-<k>/), else one run per variant with SEED. MAIN=models reproduces the
+# committed study in place, and its report then rewrites the README from those runs' records.
+MAIN ?= models/main-job
+MAIN_DIR = $(patsubst ./%,%,$(patsubst %/,%,$(MAIN)))
+IN_STUDY = $(filter models,$(MAIN_DIR))
+MAIN_IMAGES = $(if $(IN_STUDY),images,figures/$(notdir $(MAIN_DIR)))
 SEEDS ?=
-SEED_ARGS = $(if $(SEEDS),--seeds $(SEEDS),--seed $(SEED) --force)
-# the four-variant study that `make report` draws and tabulates: each variant and its seeds
-STUDY = $(foreach v,$(VARIANTS),models/$(v) $(sort $(wildcard models/$(v)/seed-*)))
+FORCE ?=
+FORCE_ARG = $(if $(filter 1 yes true,$(FORCE)),--force)
+SEED_ARGS = $(if $(SEEDS),--seeds $(SEEDS),--seed $(SEED)) $(FORCE_ARG)
+# the four-variant study in a folder: each variant and its seeds
+STUDY_IN = $(foreach v,$(VARIANTS),$(1)/$(v) $(sort $(wildcard $(1)/$(v)/seed-*)))
+STUDY = $(call STUDY_IN,models)
 SWEEP := models/sweep
 
 .DEFAULT_GOAL := help
-.PHONY: help install train all-variants study-onnx sweep atlas atlas-a atlas-b prune-study prune-a prune-b report bench bench-readme test lint format clean
+.PHONY: help install train all-variants study-onnx main-report sweep atlas prune-study report bench bench-main-job bench-readme test test-examples lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,18 +49,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## build .venv and install regcli (editable) with the dev tools
 
-train: $(SETUP) ## train one model into models/<mode>/, replacing it: make train L1=1e-5 WD=1e-4 (EPOCHS, SEED)
-	$(REGCLI) train --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) --force
+train: $(SETUP) ## train one model into models/main-job/<mode>/ (or <mode>-1, ... if taken): make train L1=1e-5 WD=1e-4 (EPOCHS, SEED, FORCE=1)
+	$(REGCLI) train --l1 $(L1) --weight-decay $(WD) --epochs $(EPOCHS) --seed $(SEED) \
+		--models-dir $(MAIN) --images-dir $(MAIN_IMAGES) $(FORCE_ARG)
 
-all-variants: $(SETUP) ## the study: none/l1/l2/l1_l2 (one group on a GPU; SEEDS=5: seeds 0..4), exported, evaluated, reported
+all-variants: $(SETUP) ## the main job: none/l1/l2/l1_l2 into models/main-job/ (SEEDS=5: seeds 0..4; MAIN=models: the committed study), exported, evaluated, reported; rerun to continue
 	$(REGCLI) train --variants $(subst $() ,$(comma),$(VARIANTS)) --l1 $(L1) --weight-decay $(WD) \
-		--epochs $(EPOCHS) $(SEED_ARGS)
-	$(MAKE) --no-print-directory study-onnx report SETUP=$(SETUP) REGCLI="$(REGCLI)"
+		--epochs $(EPOCHS) $(SEED_ARGS) --models-dir $(MAIN) --images-dir $(MAIN_IMAGES)
+	$(MAKE) --no-print-directory study-onnx main-report MAIN=$(MAIN) SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
-study-onnx: $(SETUP)  # (a separate make: STUDY then sees the seeds just trained)
-	$(REGCLI) export $(STUDY)
-	$(REGCLI) evaluate $(STUDY) --backend torch --quiet
-	$(REGCLI) evaluate $(STUDY) --backend onnx --quiet
+study-onnx: $(SETUP) ## export the main job's models (MAIN) and evaluate them with PyTorch and onnxruntime
+	$(REGCLI) export $(call STUDY_IN,$(MAIN)) --models-dir $(MAIN)
+	$(REGCLI) evaluate $(call STUDY_IN,$(MAIN)) --models-dir $(MAIN) --backend torch --quiet
+	$(REGCLI) evaluate $(call STUDY_IN,$(MAIN)) --models-dir $(MAIN) --backend onnx --quiet
+
+main-report: $(SETUP) ## the main job's figures and results table (MAIN=models: make report, the README's)
+ifeq ($(IN_STUDY),models)
+	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
+else
+	$(REGCLI) report $(call STUDY_IN,$(MAIN)) --models-dir $(MAIN) --images-dir $(MAIN_IMAGES) --quiet
+	$(REGCLI) compare $(call STUDY_IN,$(MAIN)) --models-dir $(MAIN) --images-dir $(MAIN_IMAGES) --markdown
+endif
 
 # the committed path's grid (regcli sweep's default grids now reach further; see config.py)
 PATH_L1 := 0,1e-6,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3
@@ -60,42 +80,31 @@ sweep: $(SETUP) ## the regularization path: 14 strengths x 5 seeds x EPOCHS (for
 	$(REGCLI) export --models-dir $(SWEEP)
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
-# the atlas: training-set size x strength on a CPU, in two processes of one thread each (each
-# takes two sizes of about equal cost); 60,000 images come from the committed path
+# the atlas: training-set size x strength on a CPU, one model per core side by side (the
+# default CPU layout); 60,000 images come from the committed path
 ATLAS := models/atlas
 ATLAS_L1 := 0,3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3
 ATLAS_WD := 0,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2,3e-2
 ATLAS_ARGS = --name $(notdir $(ATLAS)) --l1 $(ATLAS_L1) --weight-decay $(ATLAS_WD) --seeds 5 \
-	--epochs 5 --min-steps 600 --val-size 1000
-ATLAS_SIZES_a := 500,5000
-ATLAS_SIZES_b := 1000,2000
+	--epochs 5 --min-steps 600 --val-size 1000 --train-sizes 500,1000,2000,5000
 
 atlas: $(SETUP) ## the atlas: 4 sizes x 15 cells x 5 seeds on a CPU (its measured time: README), exported, reported
-	$(MAKE) --no-print-directory -j2 atlas-a atlas-b SETUP=$(SETUP) REGCLI="$(REGCLI)"
+	$(REGCLI) sweep $(ATLAS_ARGS)
 	$(REGCLI) export --models-dir $(ATLAS) --quiet
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
 
-atlas-a atlas-b: $(SETUP)  # one process, one thread: two of the atlas's sizes
-	OMP_NUM_THREADS=1 $(REGCLI) sweep $(ATLAS_ARGS) --train-sizes $(ATLAS_SIZES_$(subst atlas-,,$@))
-
 # pruning with retraining (Han et al. 2015) on a CPU, from the committed path: none and each
 # penalty's strongest strength there, 5 seeds each, pruned to each level and retrained one-shot
-# (1 epoch) and iteratively (2 prune-then-retrain steps of 1 epoch), in two processes of one thread
+# (1 epoch) and iteratively (2 prune-then-retrain steps of 1 epoch), one model per core
 PRUNED := models/pruned
 PRUNE_SOURCES := $(SWEEP)/l1-0_wd-0 $(SWEEP)/l1-0.001_wd-0 $(SWEEP)/l1-0_wd-0.003
 PRUNE_LEVELS := 0.8,0.9,0.95
-PRUNE_ARGS = $(PRUNE_SOURCES) --name $(notdir $(PRUNED)) --retrain 1
+PRUNE_ARGS = $(PRUNE_SOURCES) --name $(notdir $(PRUNED)) --retrain 1 --sparsity $(PRUNE_LEVELS)
 
 prune-study: $(SETUP) ## pruning with retraining: 3 cells x 5 seeds x 3 levels, one-shot and iterative, on a CPU, reported
-	$(MAKE) --no-print-directory -j2 prune-a prune-b SETUP=$(SETUP) REGCLI="$(REGCLI)"
+	$(REGCLI) prune $(PRUNE_ARGS)
+	$(REGCLI) prune $(PRUNE_ARGS) --iterative 2
 	$(MAKE) --no-print-directory report SETUP=$(SETUP) REGCLI="$(REGCLI)"
-
-prune-a: $(SETUP)  # one process, one thread: one-shot at every level, iterative at the first
-	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(PRUNE_LEVELS)
-	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(firstword $(subst $(comma), ,$(PRUNE_LEVELS))) --iterative 2
-
-prune-b: $(SETUP)  # one process, one thread: iterative at the other levels
-	OMP_NUM_THREADS=1 $(REGCLI) prune $(PRUNE_ARGS) --sparsity $(subst $() ,$(comma),$(wordlist 2,9,$(subst $(comma), ,$(PRUNE_LEVELS)))) --iterative 2
 
 report: $(SETUP) ## every figure and the README's result tables, from the study's models (no training)
 	$(REGCLI) report $(STUDY) $(if $(wildcard $(SWEEP)),--sweep $(SWEEP)) \
@@ -106,11 +115,18 @@ bench: $(SETUP) ## measure training and inference speed (CPU, or the GPU studies
 	$(PYTHON_BIN) benchmarks/bench.py
 	$(MAKE) --no-print-directory bench-readme SETUP=$(SETUP)
 
+bench-main-job: $(SETUP) ## time make all-variants' training in today's CPU layout and the default one (~25 min), then judge
+	$(PYTHON_BIN) benchmarks/layouts.py
+	$(MAKE) --no-print-directory bench-readme SETUP=$(SETUP)
+
 bench-readme: $(SETUP) ## the README's speed sections and targets, from benchmarks/results*.json
 	$(PYTHON_BIN) benchmarks/judge.py
 
 test: lint ## ruff, then the whole test suite
 	$(BIN)/pytest -q
+
+test-examples: $(SETUP) ## the README's example block on a fresh clone, then git status (a minute or two)
+	$(BIN)/pytest -q -m examples tests/test_readme_examples.py
 
 lint: $(SETUP) ## ruff check and format check
 	$(BIN)/ruff check regcli tests benchmarks samples

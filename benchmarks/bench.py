@@ -9,7 +9,10 @@ What it measures:
        (forward + backward + step on batches already in memory, with regcli's and torch's
        dropout); and regcli's trainer with 4 models grouped against the same 4 one at a time,
     2. inference images/s, PyTorch eager against onnxruntime, at batch 1 to 10,000,
-    3. the wall time of `regcli evaluate --backend onnx`, and of `import torch` alone.
+    3. the wall time of `regcli evaluate --backend onnx`, and of `import torch` alone,
+    4. the CPU layouts (benchmarks/layouts.py): whole `regcli train` jobs of 1, 2 and 4 models,
+       one after another on every core against side by side in one-thread processes, quiet and
+       under a competing load the bench starts and stops itself.
   GPU (benchmarks/results-<gpu>.json, e.g. results-nvidia-h100-80gb-hbm3.json):
     the studies as `regcli train` runs them, 15 epochs on all 60,000 images: the four variants
     as one group (deterministic and --no-deterministic), twenty models (4 variants x 5 seeds)
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from layouts import measure_layouts  # benchmarks/layouts.py, beside this file
 
 from regcli.backends import onnx_session
 from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
@@ -251,6 +255,24 @@ def raw_idx_folder(scratch: Path) -> Path:
     return scratch
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under a folder (links not followed)."""
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def install_size() -> dict:
+    """What `make` installs: the virtual environment, and PyTorch's and NVIDIA's share of it."""
+    site = Path(torch.__file__).resolve().parents[1]
+    nvidia = [p for p in site.iterdir() if p.name.startswith(("nvidia", "triton", "cuda"))]
+    return {
+        "environment_bytes": folder_bytes(Path(sys.prefix)),
+        "torch_bytes": folder_bytes(site / "torch"),
+        "cuda_libraries_bytes": sum(folder_bytes(p) for p in nvidia if p.is_dir()),
+        "torch_build": torch.__version__,
+        "cuda_build": torch.version.cuda,
+    }
+
+
 def load_splits():
     return load_split(REPO / "data", "train"), load_split(REPO / "data", "test")
 
@@ -278,6 +300,8 @@ def measure_cpu() -> dict:
             "inference": inference(splits[1]),
             "evaluate_onnx_seconds": wall_seconds(evaluate),
             "torch_import_seconds": wall_seconds([sys.executable, "-c", "import torch"]),
+            "layouts": measure_layouts(),
+            "install": install_size(),
         }
 
 

@@ -27,6 +27,13 @@ from regcli.scoring import Predictor
 
 SOURCE_KEY = "source_sha256"  # ONNX metadata: sha256 of the model.pt it was exported from
 CONTENT_KEY = "content_sha256"  # ONNX metadata: sha256 of the file's content (see content_sha256)
+# the rest of the provenance every export writes (export.metadata): a file without any is stale
+PROVENANCE_KEYS = {
+    "training_run": "the run that trained it",
+    "export": "the export that wrote it",
+    "test_images": "the test set it was measured on",
+    "config": "its training settings",
+}
 # ModelProto fields outside the computation: doc_string (6) and metadata_props (14)
 DESCRIPTIVE_FIELDS = (6, 14)
 FLOAT = "tensor(float)"
@@ -185,6 +192,9 @@ def checked_onnx(model_dir: Path) -> tuple[ort.InferenceSession, bytes]:
     if source is None or content is None:
         what = "which model.pt it came from" if source is None else "what content it holds"
         raise RegcliError(f"{onnx_path} does not say {what}; {advice}")
+    missing = [what for key, what in PROVENANCE_KEYS.items() if not metadata.get(key)]
+    if missing:
+        raise RegcliError(f"{onnx_path} does not say {', '.join(missing)}; {advice} again")
     if source != sha256_file(checkpoint):
         raise RegcliError(f"{onnx_path} was exported from an older model.pt; {advice} again")
     try:

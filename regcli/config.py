@@ -310,6 +310,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+MAX_JOBS = 64  # processes side by side on a CPU: more than any laptop's cores
+MAX_THREADS = 64  # threads per model on a CPU
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Where and how a job runs (the science is TrainConfig's): one object, from the CLI to the
@@ -317,9 +321,11 @@ class RunOptions:
 
     device: str = "auto"  # a Device: where to train
     group_size: int | None = None  # models per grouped network; None: all that fit, 1 on a CPU
+    jobs: int | None = None  # CPU: processes training side by side; None: one per core
+    threads: int | None = None  # CPU: threads per model (per process); None: 1 (make bench)
     deterministic: bool = True  # cuDNN's deterministic kernels on a GPU (bit-for-bit resume)
     models_dir: Path = Path("models")  # model folders live in <models_dir>/<name>/
-    images_dir: Path | None = Path("images")  # history figures; None: none (a sweep's models)
+    images_dir: Path | None = Path("figures")  # history figures; None: none (a sweep's models)
     data_dir: Path | None = None  # the MNIST files (None: $REGCLI_DATA_DIR, else ./data)
     existing: Existing = Existing.fail  # what to do with a folder that holds a run
     versioned: bool = False  # no --name given: the next free <name>-1, -2, ... if it is taken

@@ -1,15 +1,24 @@
-"""Which device trains, and how many models it trains at once.
+"""Which device trains, how many models it trains at once, and on how many threads.
 
 `auto` picks CUDA, then Apple's MPS, then the CPU; an explicit choice must be available. On CUDA
 a group holds all the models that fit (a generous memory estimate per model); on a CPU one model
-at a time measured faster than a group (`make bench`), so that is the default there.
+at a time measured faster than a group (`make bench`), so that is the default there, and each
+model trains on one thread (a little slower than every core on a quiet machine, far faster on a
+busy one, where every core spins), one process per core side by side (regcli/pool.py).
 """
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
 from regcli.config import Device
 from regcli.errors import RegcliError, UsageError
 
+CPU_THREADS = 1  # threads per model on a CPU: under load far faster than every core (make bench)
 CPU_GROUP_SIZE = 1  # on a CPU (and MPS) one model at a time: grouped is slower there (make bench)
 GPU_MODEL_BYTES = 200 * 2**20  # a generous GPU memory estimate per model in a group (batch 128)
 MAX_GROUP_SIZE = 256  # cuDNN's 32-bit index limits come into view well above this
@@ -51,3 +60,33 @@ def choose_kernels(deterministic: bool) -> None:
 def out_of_memory(error: BaseException) -> bool:
     """CUDA out of memory: PyTorch's own error, or cuDNN's and cuBLAS's as a RuntimeError."""
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+CPU_QUOTA = Path("/sys/fs/cgroup/cpu.max")  # a container's CPU limit (cgroup v2): "quota period"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask (else every core), and no more than
+    a container's CPU quota allows."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = CPU_QUOTA.read_text()[:64].split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        pass  # no quota, or none this process can read
+    return max(1, cores)
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """PyTorch's CPU threads set to `count` for a while, then set back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

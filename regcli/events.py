@@ -1,6 +1,7 @@
 """What a job tells whoever watches it: one reporter for every event, a no-op by default.
 
-The trainer reports its run, epochs and steps; the runner reports the job's size, what it
+The trainer reports its run, epochs and steps (from each process, when models train side by
+side); the runner reports the job's size, what it
 reuses or resumes, each model it saves and each seed group (a sweep's cell) it completes.
 `Reporter` does nothing with any of them, so core code calls it without checking for one; the
 CLI's `console.TrainingReporter` draws bars and prints lines, and tests subclass it.
@@ -38,6 +39,14 @@ class Reporter:
 
     def saved(self, outcome: Any) -> None:
         """A model folder is complete: trained, resumed, reused or recorded as diverged."""
+
+    def member(self, task: int) -> "Reporter":
+        """Who watches the group of the job's task-th index while groups train side by side
+        (regcli/pool.py): its run, epoch and step events go there. By default, this one."""
+        return self
+
+    def finished(self) -> None:
+        """A group trained side by side has ended (its reporter from `member`)."""
 
     def group_done(self, name: str, done: int, total: int) -> None:
         """Every seed of one configuration (a sweep's cell) is saved or reused: the done-th

@@ -28,8 +28,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from regcli import files
 from regcli.config import SIDE, UNIT
-from regcli.errors import RegcliError, first_line
-from regcli.preprocess import SIXTEEN_BIT_MODES, mnist_style, to_gray
+from regcli.errors import RegcliError, RegcliWarning, first_line
+from regcli.preprocess import SIXTEEN_BIT_MODES, ink_marks, mnist_style, to_gray
 from regcli.text import shown, terminal_safe
 
 # Images with more pixels (width x height) than this are refused from their header, before any
@@ -166,7 +166,16 @@ def read_input(path: Path) -> Iterator[tuple[str, np.ndarray]]:
             what = "an .npz archive" if head.startswith(ZIP_MAGIC) else "no NumPy header"
             raise RegcliError(f"{terminal_safe(label)}: {what}, not a .npy array")
         gray = read_image(f, label)
-    yield label, mnist_style(gray, terminal_safe(label))
+    digit = mnist_style(gray, terminal_safe(label))
+    marks = ink_marks(digit)
+    if marks > 1:
+        warnings.warn(
+            f"{label}: {marks} separate marks of ink; regcli reads one digit per image, so its "
+            "label is for all of them together",
+            RegcliWarning,
+            stacklevel=2,
+        )
+    yield label, digit
 
 
 def open_regular(path: Path, label: str):

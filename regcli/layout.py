@@ -22,6 +22,9 @@ LAST_NAME = "last.pt"  # an unfinished run's state after its last completed epoc
 ONNX_NAME = "model.onnx"
 PRUNING_CACHE_NAME = "pruning.json"  # beside model.pt: accuracy (%) after pruning, by its sha256
 SHIFTS_CACHE_NAME = "shifts.json"  # beside model.pt: accuracy (%) per shifted test set, the same
+# where figures go: images/ is the committed study's (`regcli report` and the study's make
+# targets write there), figures/ (ignored by git) every other command's default
+STUDY_FIGURES, USER_FIGURES = Path("images"), Path("figures")
 SEED_PREFIX = "seed-"  # <name>/seed-<k>/: one of several seeds of the same configuration
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 MAX_NAME_LENGTH = 64  # characters in a --name: <name>_seed-<k>_misclassified.png and a

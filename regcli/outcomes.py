@@ -1,5 +1,6 @@
-"""What a job says of each run it was asked for: reused, trained, resumed or diverged, with its
-final record (`--json`) and, for a divergence, the one line that says where."""
+"""What a job says of each run it was asked for: reused, trained, resumed, diverged or failed,
+with its final record (`--json`) and, for a divergence or a failure, the one line that says
+where or why."""
 
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +16,7 @@ class Done(StrEnum):
     trained = "trained"
     resumed = "resumed"
     diverged = "diverged"
+    failed = "failed"
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Outcome:
     action: Done
     history: list[dict] = field(default_factory=list)
     diverged: dict | None = None
+    error: str | None = None  # why it failed (Done.failed)
+    code: int = 1  # the exit code that error calls for
 
     def record(self) -> dict:
         """As `--json` shows it."""
@@ -33,7 +37,12 @@ class Outcome:
             "config": self.config.as_dict(),
             "final": self.history[-1] if self.history else None,
             "diverged": self.diverged,
+            **({"error": self.error} if self.error else {}),
         }
+
+    def failure(self) -> str | None:
+        """One line saying why the run failed (None if it did not)."""
+        return f"{self.model_dir}: {self.error}" if self.error else None
 
     def divergence(self) -> str | None:
         """One line saying where the run diverged (None if it did not)."""

@@ -1,8 +1,11 @@
 """The runner: a job's pending runs trained in groups, each member saved as a model folder.
 
 `train_job` claims the folders (runs.py), trains what needs training through the one trainer
-(train.py), and saves every member. On CUDA a group holds all the models that fit, and a group
-that runs out of memory before its first epoch is split in halves; on a CPU one model at a time.
+(train.py, one group at a time: group_run.py), and saves every member. On CUDA a group holds all
+the models that fit, and a group that runs out of memory before its first epoch is split in
+halves. On a CPU each group is one model on one thread, and the groups train side by side in a
+pool of processes, one per core (pool.py; --jobs, --threads). A group that fails is reported as
+failed and the others go on.
 
 After every epoch each run's state goes to <model_dir>/last.pt, atomically. Ctrl-C or SIGTERM
 stops at the next batch boundary; the same command with --resume (or, for seeds and sweeps, the
@@ -11,52 +14,51 @@ device, same group). When the run finishes, model.pt and the metrics replace las
 """
 
 import signal
-import time
-from contextlib import suppress
-from dataclasses import dataclass
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import torch
 
-from regcli.checkpoints import (
-    save_run,
-    save_run_state,
-)
 from regcli.config import Existing, RunOptions, group_key
 from regcli.data import load_split
-from regcli.devices import default_group_size, out_of_memory, resolve_device
-from regcli.errors import Interrupted, RegcliError
+from regcli.devices import (
+    CPU_THREADS,
+    cpu_threads,
+    default_group_size,
+    resolve_device,
+)
+from regcli.errors import Interrupted
 from regcli.events import Reporter
 from regcli.files import ensure_writable, writable_target
-from regcli.layout import CHECKPOINT_NAME, LAST_NAME, ONNX_NAME, figure_path, model_label
+from regcli.group_run import GroupTooLarge, Kept, train_one_group
+from regcli.layout import CHECKPOINT_NAME, LAST_NAME, figure_path, model_label
 from regcli.outcomes import Done, Outcome
-from regcli.plots import history_figure, save_figure
-from regcli.provenance import run_record, utc_now
-from regcli.pruned_runs import source_record, start_weights
-from regcli.records import METRICS_CSV_NAME, METRICS_NAME, EpochRecord, load_metrics, write_metrics
+from regcli.pool import (
+    Forwarder,
+    TaskResult,
+    failure,
+    jobs_for,
+    process_context,
+    train_side_by_side,
+    watch_own_stop,
+)
+from regcli.records import METRICS_CSV_NAME, METRICS_NAME, load_metrics
 from regcli.runs import (
     Action,
     Plan,
     Request,
     State,
-    check_resumable,
     claim,
     group_name,
-    relative,
     resume_groups,
 )
-from regcli.train import MemberState, StopFlag, train_group
+from regcli.train import StopFlag
 
 NO_REPORTER = Reporter()  # a job nobody watches
-
-
-@dataclass
-class Kept:
-    """What an interrupted job has kept, for the one message that says so."""
-
-    epochs_saved: int = 0  # epochs of the group in training when the job stopped
-    epochs: int = 0  # of how many
-    saved_in: str = ""  # where (a last.pt, or each model's)
+# (model, step) pairs a CPU job needs before its models go side by side by default: each process
+# starts PyTorch and loads MNIST first (make bench: 2 models of 47 steps each ran slower side by
+# side than one after another; the main job's 28,000 ran in 0.82x the time)
+MIN_POOL_STEPS = 2_000
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -82,13 +84,8 @@ def train_job(
         try:
             return train_plans(plans, options, reporter, progress)
         except Interrupted as stopped:  # the one place that says what was kept
-            kept = (
-                f"epoch {progress.epochs_saved}/{progress.epochs} is saved in {progress.saved_in}"
-                if progress.epochs_saved
-                else "no epoch was completed"
-            )
             raise Interrupted(
-                f"{stopped}; {kept}",
+                f"{stopped}; {progress.text()}",
                 stopped.signal_number,
                 epochs_saved=progress.epochs_saved,
                 folder=used,
@@ -129,6 +126,27 @@ def train_plans(
         return [outcomes[id(p)] for p in plans]
     device = resolve_device(options.device)
     splits = load_split(options.data_dir, "train"), load_split(options.data_dir, "test")
+    check_targets(pending, options)
+    groups = resume_groups([p for p in pending if p.action == Action.resume], options.models_dir)
+    size = options.group_size or default_group_size(device)
+    groups += fresh_groups([p for p in pending if p.action == Action.train], size)
+    steps = sum(model_steps(g, len(splits[0])) for g in groups)
+    reporter.job_started(steps)
+
+    def keep(plan: Plan, outcome: Outcome) -> None:
+        outcomes[id(plan)] = outcome
+        groups_saved.saved(outcome, reporter)
+
+    with StopSignals() as stop:
+        if side_by_side(device, options, groups, steps):
+            train_in_pool(groups, options, reporter, stop, progress, keep)
+        else:
+            train_in_turn(groups, splits, device, options, (reporter, stop, progress), keep)
+    return [outcomes[id(p)] for p in plans]
+
+
+def check_targets(pending: list[Plan], options: RunOptions) -> None:
+    """Before any work: every file a run writes can be written, and nothing stale is left."""
     images = {Path(options.images_dir)} if options.images_dir else set()
     for plan in pending:  # a link or a FIFO where a run's file goes: refused before any work
         for target in run_files(plan.model_dir, options.images_dir):
@@ -137,11 +155,23 @@ def train_plans(
         ensure_writable(folder)  # fail now, not after the whole run
     for plan in pending:
         remove_stale_temporaries(plan.model_dir)
-    groups = resume_groups([p for p in pending if p.action == Action.resume], options.models_dir)
-    size = options.group_size or default_group_size(device)
-    groups += fresh_groups([p for p in pending if p.action == Action.train], size)
-    reporter.job_started(sum(model_steps(g, len(splits[0])) for g in groups))
-    with StopSignals() as stop:
+
+
+def side_by_side(device: torch.device, options: RunOptions, groups: list, steps: int) -> bool:
+    """On a CPU several groups train in a pool of processes (regcli/pool.py): with --jobs N > 1,
+    or by default when the job is long enough to pay for starting them; on a GPU a group trains
+    its models at once instead (--jobs does not apply)."""
+    if device.type != "cpu" or jobs_for(options, len(groups)) < 2:
+        return False
+    return bool(options.jobs) or steps >= MIN_POOL_STEPS
+
+
+def train_in_turn(groups, splits, device, options: RunOptions, watch: tuple, keep) -> None:
+    """The groups one after another in this process (on a CPU on --threads threads); a group
+    that fails is recorded as failed and the others go on."""
+    reporter, stop, progress = watch
+    threads = options.threads or CPU_THREADS
+    with cpu_threads(threads) if device.type == "cpu" else nullcontext():
         while groups:
             group = groups.pop(0)
             try:
@@ -150,10 +180,70 @@ def train_plans(
                 torch.cuda.empty_cache()
                 groups[:0] = [group[: len(group) // 2], group[len(group) // 2 :]]
                 continue
+            except Interrupted:
+                raise
+            except Exception as error:  # a bad member fails alone, as in the pool
+                saved = [(p, failed(p, failure(error), error)) for p in group]
             for plan, outcome in saved:
-                outcomes[id(plan)] = outcome
-                groups_saved.saved(outcome, reporter)
-    return [outcomes[id(p)] for p in plans]
+                keep(plan, outcome)
+
+
+def train_in_pool(groups, options: RunOptions, reporter, stop, progress: Kept, keep) -> None:
+    """The groups side by side in processes of one thread each (regcli/pool.py); raises
+    Interrupted, after every process has stopped, if any was stopped."""
+    stopped: list[tuple[list[Plan], TaskResult]] = []
+    failures: list[Outcome] = []
+
+    def finished(result: TaskResult) -> None:
+        group = groups[result.task]
+        if result.signal_number is not None:
+            stopped.append((group, result))
+        elif result.error is not None:
+            for plan in group:
+                failures.append(failed(plan, result.error, code=result.code))
+                keep(plan, failures[-1])
+        else:
+            for plan, outcome in zip(group, result.outcomes, strict=True):
+                keep(plan, outcome)
+
+    train_side_by_side(groups, options, reporter, stop, train_task, finished)
+    if stopped or stop.signal_number:
+        began = sorted((r.task, g, r.kept) for g, r in stopped if r.kept is not None)
+        parts = [f"{model_label(g[0].model_dir)}: {kept.text()}" for _, g, kept in began]
+        parts += [f"{o.model_dir} failed ({o.error})" for o in failures]
+        progress.epochs_saved = max((kept.epochs_saved for *_, kept in began), default=0)
+        progress.detail = "; ".join(parts) or "no epoch was completed"
+        number = stop.signal_number or stopped[0][1].signal_number
+        raise Interrupted("stopped at a batch boundary", number)
+
+
+def train_task(task: int, group: list[Plan], options: RunOptions) -> TaskResult:
+    """One group, in a process of the pool (pool.start_process has set the process up)."""
+    here = process_context()
+    stop = here["stop"]
+    if stop.shared.value:  # the job stopped before this group began: as if never handed over
+        return TaskResult(task, signal_number=stop.shared.value)
+    if isinstance(here["splits"], Exception):  # this process could not load the data
+        return TaskResult(task, error=failure(here["splits"]))
+    reporter, progress = Forwarder(task, here["events"]), Kept()
+    cpu = torch.device("cpu")
+    try:
+        saved = train_one_group(group, here["splits"], cpu, options, reporter, stop, progress)
+    except Interrupted as stopped:
+        stop.own = None  # a SIGTERM to this process stopped this group alone
+        watch_own_stop(stop)
+        return TaskResult(task, signal_number=stopped.signal_number, kept=progress)
+    except Exception as error:  # the group fails alone; the parent says why
+        return TaskResult(task, error=failure(error), code=getattr(error, "exit_code", 1))
+    finally:
+        reporter.finished()
+    return TaskResult(task, outcomes=[outcome for _, outcome in saved])
+
+
+def failed(plan: Plan, error: str, exception: BaseException | None = None, code: int = 1):
+    """A run whose group failed: what the job reports for it (its folder keeps what it had)."""
+    code = getattr(exception, "exit_code", code)
+    return Outcome(plan.model_dir, plan.config, Done.failed, error=error, code=code)
 
 
 def fresh_groups(plans: list[Plan], size: int) -> list[list[Plan]]:
@@ -213,155 +303,3 @@ class StopSignals:
     def __exit__(self, *exc):
         for s in self.watched:
             signal.signal(s, self.previous[s])
-
-
-# --- one group ------------------------------------------------------------------------------
-
-
-class GroupTooLarge(Exception):
-    """A group ran out of GPU memory before its first epoch: train it in halves instead."""
-
-
-class GroupRun:
-    """One group's run record and its last.pt saves, shared by its members."""
-
-    def __init__(self, group: list[Plan], device: torch.device, options: RunOptions):
-        self.group, self.device = group, device
-        self.members = [relative(p.model_dir, options.models_dir) for p in group]
-        self.run = {
-            "started": utc_now(),
-            "command": list(options.command),
-            "device": device.type,
-            "deterministic": options.deterministic,
-            "seconds": 0.0,
-            "resumed_by": [],
-        }
-        self.resume = None
-        if group[0].action == Action.resume:
-            self.run = {**self.run, **group[0].last["run"]}
-            check_resumable(group[0].model_dir, self.run, device, options.deterministic)
-            self.run["resumed_by"] = [*self.run["resumed_by"], list(options.command)]
-            self.resume = [member_state(p.last) for p in group]
-        self.start = None if self.resume else [start_weights(p) for p in group]
-        self.epochs_saved = max(len(m.history) for m in self.resume) if self.resume else 0
-        self.run.setdefault("sources", [str(p.start) if p.start else None for p in group])
-        self.clock, self.before = time.perf_counter(), self.run["seconds"]
-
-    def seconds(self) -> float:
-        return round(self.before + time.perf_counter() - self.clock, 3)
-
-    def membership(self, index: int) -> dict:
-        return {"size": len(self.group), "index": index, "members": self.members}
-
-    def save_last(self, states: list[MemberState]) -> None:
-        """After every epoch: each member's whole state in its last.pt."""
-        self.epochs_saved = max(len(s.history) for s in states)  # the group saves together
-        self.run["seconds"] = self.seconds()
-        for index, (plan, state) in enumerate(zip(self.group, states, strict=True)):
-            save_run_state(
-                plan.model_dir,
-                {
-                    "config": plan.config.as_dict(),
-                    "weights": state.weights,
-                    "momentum": state.momentum,
-                    "history": [r.as_dict() for r in state.history],
-                    "diverged": state.diverged,
-                    "mask": state.mask,
-                    "group": self.membership(index),
-                    "run": self.run,
-                },
-            )
-
-    def record(self, index: int, info: dict) -> dict:
-        """A finished member's run record."""
-        resumed = {"resumed_by": self.run["resumed_by"]} if self.run["resumed_by"] else {}
-        return run_record(
-            self.run["command"],
-            self.run["started"],
-            str(self.device),
-            seconds=self.seconds(),
-            group=self.membership(index),
-            deterministic=info["deterministic"],
-            cuda_graphs=info["cuda_graphs"],
-            **resumed,
-            **source_record(self.run["sources"][index]),
-        )
-
-
-def train_one_group(
-    group: list[Plan],
-    splits,
-    device: torch.device,
-    options: RunOptions,
-    reporter: Reporter,
-    stop: StopFlag,
-    progress: Kept,
-) -> list[tuple[Plan, Outcome]]:
-    """Train one group and save its members (GroupTooLarge if it does not fit in GPU memory)."""
-    run = GroupRun(group, device, options)
-    label = model_label(group[0].model_dir) if len(group) == 1 else f"{len(group)} models"
-    progress.epochs = group[0].config.epochs
-    one = str(group[0].model_dir / LAST_NAME)
-    progress.saved_in = one if len(group) == 1 else f"each model's {LAST_NAME}"
-
-    def save_last(states: list[MemberState]) -> None:
-        run.save_last(states)
-        progress.epochs_saved = run.epochs_saved
-
-    progress.epochs_saved = run.epochs_saved
-    try:
-        states, info = train_group(
-            [p.config for p in group],
-            *splits,
-            device,
-            reporter=reporter,
-            resume=run.resume,
-            start=run.start,
-            on_epoch=save_last,
-            stop=stop,
-            deterministic=options.deterministic,
-            label=label,
-        )
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-        if not out_of_memory(error):
-            raise
-        if run.epochs_saved or len(group) == 1:
-            raise RegcliError(
-                f"out of GPU memory training {label}; try a smaller --group-size"
-            ) from None
-        raise GroupTooLarge from None
-    return [
-        (plan, save_member(plan, state, run.record(index, info), options.images_dir))
-        for index, (plan, state) in enumerate(zip(group, states, strict=True))
-    ]
-
-
-def member_state(last: dict) -> MemberState:
-    return MemberState(
-        weights=last["weights"],
-        momentum=last["momentum"],
-        history=[EpochRecord.from_dict(r) for r in last["history"]],
-        diverged=last.get("diverged"),
-        mask=last.get("mask"),
-    )
-
-
-def save_member(plan: Plan, state: MemberState, record: dict, images_dir: Path | None) -> Outcome:
-    """A finished member as an ordinary model folder (or a diverged one as its metrics)."""
-    model_dir, history = plan.model_dir, [r.as_dict() for r in state.history]
-    figure = figure_path(images_dir, model_label(model_dir), "history") if images_dir else None
-    stale = [model_dir / ONNX_NAME]  # exported from whatever was here before
-    if state.diverged:  # what an earlier run of this folder left no longer describes it
-        stale += [model_dir / CHECKPOINT_NAME]
-        for leftover in [model_dir / METRICS_CSV_NAME, *filter(None, [figure])]:
-            leftover.unlink(missing_ok=True)
-        write_metrics(model_dir, plan.config, history, record, diverged=state.diverged)
-        action = Done.diverged
-    else:
-        save_run(model_dir, state.weights, plan.config, history, record, mask=state.mask)
-        if figure is not None:
-            save_figure(history_figure(model_label(model_dir), history), figure)
-        action = Done.resumed if plan.action == Action.resume else Done.trained
-    for path in [*stale, model_dir / LAST_NAME]:
-        path.unlink(missing_ok=True)
-    return Outcome(model_dir, plan.config, action, history, state.diverged)

@@ -8,17 +8,16 @@ is refused naming the differing fields. Every folder a job writes to is locked (
 before it is inspected until the job is done. Training the pending runs is runner.py's job.
 """
 
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-import torch
-
 from regcli.checkpoints import checkpoint_config, load_checkpoint, load_run_state
 from regcli.config import MODES, Existing, RunOptions, TrainConfig, differences
-from regcli.errors import Locked, RegcliError, UsageError
+from regcli.errors import Locked, RegcliError, RegcliWarning, UsageError
 from regcli.layout import CHECKPOINT_NAME, SEED_PREFIX, check_name
 from regcli.listing import State, folder_state, relative
 from regcli.locks import locked
@@ -235,22 +234,39 @@ def resume_groups(plans: list[Plan], models_dir: Path) -> list[list[Plan]]:
     return groups
 
 
-def check_resumable(model_dir: Path, run: dict, device: torch.device, deterministic: bool) -> None:
-    """A run continues bit for bit only on the device type and kernels it started with."""
-    saved = (run.get("device", device.type), run.get("deterministic", deterministic))
-    if device.type == "cuda" or saved[0] == "cuda":
-        if saved != (device.type, deterministic):
+def check_resumable(model_dir: Path, saved: dict, now: dict) -> None:
+    """A run continues bit for bit only on the device type and kernels it started with (and on
+    a CPU, on as many threads): `saved` and `now` are run records."""
+    device, deterministic = now["device"], now["deterministic"]
+    was = (saved.get("device", device), saved.get("deterministic", deterministic))
+    if device == "cuda" or was[0] == "cuda":
+        if was != (device, deterministic):
 
             def kind(d, det):
                 return f"{d}{' (deterministic)' if det else ' (--no-deterministic)'}"
 
             raise UsageError(
-                f"{model_dir} was started on {kind(*saved)}, and resuming on "
-                f"{kind(device.type, deterministic)} would not continue it as it began; resume it "
+                f"{model_dir} was started on {kind(*was)}, and resuming on "
+                f"{kind(device, deterministic)} would not continue it as it began; resume it "
                 "there, or --force to start over"
             )
-    elif saved[0] != device.type:
+    elif was[0] != device:
         raise UsageError(
-            f"{model_dir} was started on {saved[0]}; resume it there (--device {saved[0]}), or "
+            f"{model_dir} was started on {was[0]}; resume it there (--device {was[0]}), or "
             "--force to start over"
+        )
+    if device == "cpu" and "threads" not in saved:
+        warnings.warn(
+            f"{model_dir} was started before regcli recorded its thread count; it resumes on "
+            f"{now.get('threads')} thread(s) per model and may not continue bit for bit",
+            RegcliWarning,
+            stacklevel=2,
+        )
+        return
+    threads = saved["threads"]
+    if device == "cpu" and threads != now.get("threads"):
+        raise UsageError(
+            f"{model_dir} was started on {threads} CPU thread(s) per model, and another count "
+            f"would not continue it as it began; resume it with --threads {threads}, or --force "
+            "to start over"
         )

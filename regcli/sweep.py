@@ -22,7 +22,8 @@ from regcli.config import (
 from regcli.errors import RegcliError, UsageError
 from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell, size_folder
-from regcli.runner import Done, train_job
+from regcli.pool import jobs_for
+from regcli.runner import MIN_POOL_STEPS, Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
 from regcli.settings import check_keys, config_toml, layered, shown
 from regcli.tables import clock, render
@@ -201,6 +202,9 @@ def preview(job: "SweepJob", options: RunOptions) -> dict:
             pending.append(request.config)
     rate = measured_rate(finished)
     seconds = sum(estimate_seconds(config, 1, device, rate) for config in pending)
+    steps = sum(c.epochs * c.steps_per_epoch for c in pending)  # as the runner decides
+    pooled = device == "cpu" and pending and (options.jobs or steps >= MIN_POOL_STEPS)
+    processes = jobs_for(options, len(pending)) if pooled else 1
     return {
         "folder": str(Path(options.models_dir) / job.name),
         "seeds": job.seeds,
@@ -211,6 +215,8 @@ def preview(job: "SweepJob", options: RunOptions) -> dict:
         "resume": sum(c["resume"] for c in cells.values()),
         "train": sum(c["train"] for c in cells.values()),
         "estimate_seconds": seconds,
+        "processes": processes,  # side by side on a CPU (regcli/pool.py)
+        "estimate_wall_seconds": seconds / processes,
         "estimate_from": "this sweep's finished models" if rate else f"a typical {device} rate",
     }
 
@@ -288,10 +294,16 @@ def preview_text(plan: dict) -> str:
     table = render([*headers, "reuse", "resume", "train"], rows)
     sizes = f" x {len(plan['train_sizes'])} sizes" if plan["train_sizes"] else ""
     cells = len(plan["cells"]) // max(1, len(plan["train_sizes"]))
+    wall = (
+        f", {clock(plan['estimate_wall_seconds'])} from start to end in {plan['processes']} "
+        "processes side by side"
+        if plan["processes"] > 1
+        else ""
+    )
     return (
         f"{table}\n{plan['folder']}: {cells} cells{sizes} x {plan['seeds']} seeds = "
         f"{plan['models']} models: {plan['reuse']} reused, {plan['resume']} resumed, "
-        f"{plan['train']} to train; about {clock(plan['estimate_seconds'])} of training "
+        f"{plan['train']} to train; about {clock(plan['estimate_seconds'])} of training{wall} "
         f"(estimated from {plan['estimate_from']}); an epoch is the fewest whole passes over "
         "a cell's images that reach --min-steps optimizer steps in all"
     )
@@ -336,13 +348,14 @@ class SweepJob:
         diverged = sum(1 for o in outcomes if o.diverged)
         reused = sum(1 for o in outcomes if o.action == Done.reused)
         resumed = sum(1 for o in outcomes if o.action == Done.resumed)
-        trained = len(outcomes) - reused - resumed
+        failed = sum(1 for o in outcomes if o.action == Done.failed)
+        trained = len(outcomes) - reused - resumed - failed
         sizes = f" x {len(self.train_sizes)} sizes" if self.train_sizes else ""
         return (
             f"sweep {Path(models_dir) / self.name}: {len(self.cells())} cells{sizes} x "
             f"{self.seeds} "
             f"seeds: {trained} trained, {resumed} resumed, {reused} reused, {diverged} diverged "
-            "(recorded as results)"
+            "(recorded as results)" + (f", {failed} failed" if failed else "")
         )
 
 

@@ -12,16 +12,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from regcli.cli import app
 from regcli.config import Existing, RunOptions, TrainConfig
 from regcli.data import load_split
+from regcli.devices import usable_cores
 from regcli.events import Reporter
 from regcli.runner import train_job
 from regcli.runs import Request
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite trains on every core in one process (REGCLI_THREADS, REGCLI_JOBS: quicker for these
+# tiny runs), but for the tests of the default layout, which pass --jobs and --threads; a test
+# that calls the trainer directly runs on as many threads, so that numbers compare bit for bit.
+SUITE_THREADS = usable_cores()
+torch.set_num_threads(SUITE_THREADS)
 pytest_plugins = ["tests.predict_support"]  # the predict tests' fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +152,8 @@ def train_cpu(requests: list[Request], models: Path, *, reporter=None, existing=
     existing = existing or (Existing.reuse if seeded else Existing.fail)
     if "command" in options:
         options["command"] = tuple(options["command"])
-    settings = dict(models_dir=models, images_dir=None, data_dir=DATA_DIR, device="cpu")
+    settings = dict(models_dir=models, images_dir=None, data_dir=DATA_DIR, device="cpu", jobs=1)
+    settings["threads"] = SUITE_THREADS
     run = RunOptions(**{**settings, **options, "existing": existing})
     return train_job(requests, run, reporter or Reporter())
 
@@ -211,9 +219,11 @@ class Interrupter(QuietReporter):
 
 @pytest.fixture(autouse=True)
 def _no_inherited_settings(monkeypatch):
-    """Tests must not depend on the developer's shell."""
+    """Tests must not depend on the developer's shell; they train as SUITE_THREADS says."""
     for name in ("REGCLI_DATA_DIR", "REGCLI_DEBUG"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REGCLI_JOBS", "1")
+    monkeypatch.setenv("REGCLI_THREADS", str(SUITE_THREADS))
 
 
 @pytest.fixture(scope="session")

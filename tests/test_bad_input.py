@@ -648,6 +648,17 @@ def test_help_shows_flags_as_flags(command):
         assert leak not in result.stdout, (leak, result.stdout)
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_fits_80_columns_and_cuts_nothing(command, monkeypatch):
+    """Rich shortens what does not fit its column with an ellipsis: no option, value or word
+    of any command's help may be cut at 80 columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr("typer.rich_utils.MAX_WIDTH", 80)
+    text = invoke(command, "--help").stdout
+    assert "…" not in text, text
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+
+
 # --- the comparison figure draws a model below 90% ----------------------------------------------
 
 

@@ -284,3 +284,33 @@ def test_compare_warns_when_runs_saw_other_data(tmp_path):
     assert "limit_test: 128 (a); 64 (b)" in result.stderr
     same = invoke("compare", models[0], "--out", str(tmp_path / "d.png"), "--json")
     assert json.loads(same.stdout)["data_differences"] is None and "warning" not in same.stderr
+
+
+def test_the_studys_sentences_come_from_its_runs(tiny_group, tmp_path):
+    """A rerun of the study on this CPU with 1 epoch: the sentences above the results tables
+    say 1 epoch, this machine and no GPU, and whether seed 0 reproduced the single run, which
+    they check against the records (first a true copy, then a run that differs)."""
+    from regcli.compare import summarize
+    from regcli.layout import unique_labels
+    from regcli.provenance import machine
+    from regcli.study_text import study_lines
+
+    group = tmp_path / "models" / "grp"
+    shutil.copytree(tiny_group, group)
+    for name in ("model.pt", "metrics.json"):  # the single run: seed 0's own files
+        shutil.copy(group / "seed-0" / name, group / name)
+    dirs = [group, group / "seed-0", group / "seed-1"]
+    labels = unique_labels(dirs, tmp_path / "models")
+
+    def lines():
+        return study_lines([summarize(d, labels[d]) for d in dirs], dirs)
+
+    text = "\n".join(lines())
+    assert text.startswith("- 1 single run (seed 0) and 1 seed group (seeds 0-1), 1 epoch each")
+    assert f"The 3 models trained on {machine('cpu')['cpu']}" in text
+    assert "NVIDIA" not in text and "15 epochs" not in text
+    assert "seed 0 reproduced the single run exactly (the same epoch records): grp." in text
+    metrics = json.loads((group / "metrics.json").read_text())
+    metrics["epochs"][-1]["test_accuracy"] -= 0.01
+    (group / "metrics.json").write_text(json.dumps(metrics))
+    assert "seed 0 did not reproduce the single run for grp (final test accuracy" in lines()[-1]

@@ -175,11 +175,11 @@ def test_members_must_share_the_run_length_and_data():
 
 def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
     """Out of GPU memory before the first epoch: the group trains as two halves instead."""
-    import regcli.runner as runner
+    import regcli.group_run as group_run
     from regcli.runs import Request
     from tests.conftest import train_cpu
 
-    real = runner.train_group
+    real = group_run.train_group
     sizes = []
 
     def tight_memory(configs, *args, **kwargs):
@@ -188,7 +188,7 @@ def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(configs, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train_group", tight_memory)
+    monkeypatch.setattr(group_run, "train_group", tight_memory)
     config = TrainConfig(epochs=1, limit_train=256, limit_test=128)
     requests = [Request(replace(config, seed=k), "g", seeded=True) for k in range(4)]
     outcomes = train_cpu(requests, tmp_path, group_size=4)

@@ -210,9 +210,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-def without_provenance(path):
+def without_provenance(path, key="source_sha256"):
     proto = onnx.load(str(path))
-    kept = [p for p in proto.metadata_props if p.key != "source_sha256"]
+    kept = [p for p in proto.metadata_props if p.key != key]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     path.write_bytes(proto.SerializeToString())
@@ -235,6 +235,19 @@ def test_an_onnx_file_of_unknown_origin_is_refused(exported_copy, tmp_path, comm
         ).exit_code
         == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [("training_run", "the run that trained it"), ("export", "the export that wrote it")],
+)
+def test_an_onnx_file_without_its_full_provenance_is_stale(exported_copy, key, said):
+    without_provenance(exported_copy / "model.onnx", key)
+    result = invoke("evaluate", exported_copy, "--backend", "onnx", "--data-dir", DATA_DIR)
+    one_line_error(result, 1, f"does not say {said}; run `regcli export")
+    from regcli.export import up_to_date
+
+    assert not up_to_date(exported_copy)
 
 
 def test_export_hashes_exactly_the_bytes_it_loaded(exported_copy, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from regcli.config import Existing, RunOptions, TrainConfig
-from tests.conftest import invoke, one_line_error
+from tests.conftest import SUITE_THREADS, invoke, one_line_error
 
 
 @pytest.fixture
@@ -36,6 +36,8 @@ def test_train_hands_over_the_defaults(handed, tmp_path):
     assert [r.config for r in requests] == [TrainConfig()] and requests[0].name == "none"
     assert options == RunOptions(
         models_dir=tmp_path,
+        jobs=1,  # the suite's REGCLI_JOBS and REGCLI_THREADS (conftest.py)
+        threads=SUITE_THREADS,
         versioned=True,
         existing=Existing.fail,
         command=("regcli", "train", "--models-dir", str(tmp_path)),

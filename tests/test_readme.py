@@ -64,7 +64,7 @@ def test_every_readme_cli_line_runs_as_written(tmp_path, monkeypatch):
     # what the lines promise
     assert (tmp_path / "models" / "l1_l2-1" / "model.pt").is_file()  # l1_l2 is committed
     assert (tmp_path / "models" / "from-file" / "model.onnx").is_file()
-    assert (tmp_path / "images" / "weights_compare_none+l1.png").is_file()
+    assert (tmp_path / "figures" / "weights_compare_none+l1.png").is_file()
     assert (tmp_path / "predictions.csv").read_text().count("\n") >= 18
 
 

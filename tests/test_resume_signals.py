@@ -297,7 +297,7 @@ def test_interrupted_before_any_epoch_the_hint_starts_again(tmp_path):
         )
     assert "no epoch was completed" in str(stopped.value)
     assert not (models / "early").exists()  # nothing to keep: no empty folder either
-    command = ["train", "--name", "early", *TINY, "--models-dir", models, "--data-dir", DATA_DIR]
+    command = ["train", "--name", "early", *TINY, *places(tmp_path)]
     assert invoke(*command).exit_code == 0
 
 
@@ -320,15 +320,22 @@ def test_a_resumed_runs_record_keeps_its_first_command_and_all_its_time(tmp_path
 
 
 def test_a_run_resumes_only_where_it_can_continue_as_it_began(tmp_path):
-    from regcli.errors import UsageError
+    from regcli.errors import RegcliWarning, UsageError
     from regcli.runs import check_resumable
 
-    cpu = torch.device("cpu")
-    check_resumable(tmp_path, {"device": "cpu", "deterministic": True}, cpu, True)
+    cpu = {"device": "cpu", "deterministic": True, "threads": 1}
+    check_resumable(tmp_path, dict(cpu), cpu)
+    with pytest.warns(RegcliWarning, match="before regcli recorded its thread count"):
+        check_resumable(tmp_path, {"device": "cpu", "deterministic": True}, cpu)  # older records
     for started in ({"device": "cuda", "deterministic": True}, {"device": "mps"}):
         with pytest.raises(UsageError, match="--force to start over"):
-            check_resumable(tmp_path, started, cpu, True)
+            check_resumable(tmp_path, started, cpu)
     with pytest.raises(UsageError, match="--no-deterministic"):
         check_resumable(
-            tmp_path, {"device": "cuda", "deterministic": False}, torch.device("cuda"), True
+            tmp_path,
+            {"device": "cuda", "deterministic": False},
+            {"device": "cuda", "deterministic": True},
         )
+    # on a CPU the thread count is part of how a run began
+    with pytest.raises(UsageError, match="resume it with --threads 2"):
+        check_resumable(tmp_path, {**cpu, "threads": 2}, cpu)

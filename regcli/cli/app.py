@@ -147,9 +147,20 @@ def each_model(dirs: list[Path], what: str, quiet: bool, work) -> tuple[list, in
     return results, failed
 
 
-def exit_if(failed: int) -> None:
+def exit_if(failed: int, code: int = 1) -> None:
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(code)
+
+
+def say_failures(outcomes) -> int:
+    """An `error:` line per run of a job that failed (its group's error; the others went on);
+    returns the exit code they call for (0: none failed)."""
+    codes = []
+    for outcome in outcomes:
+        if outcome.error:
+            stderr.print(f"error: {terminal_safe(outcome.failure())}", markup=False)
+            codes.append(outcome.code)
+    return max(codes, default=0)
 
 
 # --- how to go on after an interruption ----------------------------------------------------------

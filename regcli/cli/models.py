@@ -22,6 +22,7 @@ from regcli.console import say, stderr
 from regcli.errors import UsageError
 from regcli.layout import (
     ONNX_NAME,
+    USER_FIGURES,
     figure_paths,
     model_dirs,
     model_label,
@@ -149,12 +150,12 @@ def misclassified(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Figure path (one model only). Default: <images-dir>/<name>_misclassified.png.",
+            help="Figure path (one model only). Default: <name>_misclassified.png in --images-dir.",
             show_default=False,
         ),
     ] = None,
     models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
+    images_dir: ImagesDir = USER_FIGURES,
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
     quiet: Quiet = False,

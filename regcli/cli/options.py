@@ -17,6 +17,8 @@ import typer
 from regcli.config import (
     CHOICES,
     HELP,
+    MAX_JOBS,
+    MAX_THREADS,
     PRUNE_FIELDS,
     Backend,
     Device,
@@ -25,11 +27,12 @@ from regcli.config import (
     TrainConfig,
 )
 from regcli.errors import UsageError
-from regcli.layout import CHECKPOINT_NAME, folders_holding
+from regcli.layout import CHECKPOINT_NAME, USER_FIGURES, folders_holding
 from regcli.settings import resolve
 
 # help panels (`--help` groups options under these headings)
 REGULARIZATION, SCHEDULE, DATA, RUN, OUTPUT = "Regularization", "Schedule", "Data", "Run", "Output"
+DEVICE, GPU = "Device and speed", "On a GPU"  # where a job trains, and how fast
 PANELS = {  # TrainConfig field -> panel (a field not listed shows under "Schedule")
     "l1": REGULARIZATION,
     "weight_decay": REGULARIZATION,
@@ -94,11 +97,13 @@ OutFigure = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]
-DeviceOption = Annotated[Device, typer.Option(help="Training device.", rich_help_panel=RUN)]
+DeviceOption = Annotated[Device, typer.Option(help="Training device.", rich_help_panel=DEVICE)]
 Force = Annotated[
     bool,
     typer.Option(
-        help="Replace finished models (or abandon interrupted runs) there.", rich_help_panel=RUN
+        "--force",
+        help="Replace finished models (or abandon interrupted runs) there.",
+        rich_help_panel=RUN,
     ),
 ]
 ConfigFile = Annotated[
@@ -180,6 +185,38 @@ def training(*names: str) -> Group:
 GRID_FIELDS = ("l1", "weight_decay", "seed", "train_size")  # what a sweep varies (its own options)
 STRENGTHS = training(*GRID_FIELDS)  # train's: one strength pair and one seed
 TRAINING = training()  # every other TrainConfig setting, for train and sweep
+JOBS_ENV = "REGCLI_JOBS"  # --jobs for every command of a shell (a busy shared machine, say)
+THREADS_ENV = "REGCLI_THREADS"  # --threads the same way
+
+
+def count_option(help_text: str, envvar: str, most: int):
+    """A CPU count option (--jobs, --threads): a number of at least 1, settable per shell."""
+    return Annotated[
+        int | None,
+        typer.Option(
+            help=help_text,
+            envvar=envvar,
+            show_default=False,
+            min=1,
+            max=most,
+            metavar="<int>",
+            rich_help_panel=DEVICE,
+        ),
+    ]
+
+
+Jobs = count_option(
+    "On a CPU: processes that train models side by side, one model each. Default: one per "
+    "core, for a job long enough to pay for starting them (make bench).",
+    JOBS_ENV,
+    MAX_JOBS,
+)
+Threads = count_option(
+    "On a CPU: threads per model. Default: 1, which never spins against other work: on a busy "
+    "machine far faster than every core, on a quiet one a little slower (make bench).",
+    THREADS_ENV,
+    MAX_THREADS,
+)
 RUN_OPTIONS = Group(
     {
         "device": (DeviceOption, Device.auto),
@@ -191,11 +228,14 @@ RUN_OPTIONS = Group(
                     "on a GPU, one at a time on a CPU (measured faster there).",
                     show_default=False,
                     min=1,
-                    rich_help_panel=RUN,
+                    metavar="<int>",
+                    rich_help_panel=DEVICE,
                 ),
             ],
             None,
         ),
+        "jobs": (Jobs, None),
+        "threads": (Threads, None),
         "deterministic": (
             Annotated[
                 bool,
@@ -203,13 +243,13 @@ RUN_OPTIONS = Group(
                     help="On a GPU: deterministic cuDNN kernels (the same seed gives the same "
                     "numbers, and --resume continues bit for bit); --no-deterministic lets cuDNN "
                     "pick the fastest.",
-                    rich_help_panel=RUN,
+                    rich_help_panel=GPU,
                 ),
             ],
             True,
         ),
         "models_dir": (ModelsDir, Path("models")),
-        "images_dir": (ImagesDir, Path("images")),
+        "images_dir": (ImagesDir, USER_FIGURES),
         "data_dir": (DataDir, None),
         "config": (ConfigFile, None),
         "print_config": (PrintConfig, False),
@@ -221,7 +261,7 @@ SUMMARY_OPTIONS = Group(
     {
         "out": (OutFigure, None),
         "models_dir": (ModelsDir, Path("models")),
-        "images_dir": (ImagesDir, Path("images")),
+        "images_dir": (ImagesDir, USER_FIGURES),
         "json_output": (JsonFlag, False),
         "quiet": (Quiet, False),
     }
@@ -248,7 +288,9 @@ def existing(*, force: bool, resume: bool, reuse: bool) -> Existing:
     if force and resume:
         raise UsageError("--force and --resume contradict each other; choose one")
     if resume and reuse:
-        raise UsageError("--seeds resumes interrupted seeds by itself; drop --resume")
+        raise UsageError(
+            "--seeds and --variants resume interrupted runs by themselves; drop --resume"
+        )
     if force:
         return Existing.force
     if resume:

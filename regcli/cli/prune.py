@@ -14,6 +14,7 @@ from regcli.cli.app import (
     exit_if,
     print_json,
     print_line,
+    say_failures,
 )
 from regcli.cli.options import (
     BackendOption,
@@ -21,17 +22,19 @@ from regcli.cli.options import (
     DeviceOption,
     Force,
     ImagesDir,
+    Jobs,
     JsonFlag,
     ModelsArg,
     ModelsDir,
     OutFigure,
     Quiet,
+    Threads,
 )
 from regcli.cli.studies import no_figure
 from regcli.config import RETRAIN_LR, Backend, Device, Existing, RunOptions
 from regcli.console import TrainingReporter, say, stderr
 from regcli.errors import Interrupted, UsageError
-from regcli.layout import check_name, model_dirs, summary_figure, unique_labels
+from regcli.layout import USER_FIGURES, check_name, model_dirs, summary_figure, unique_labels
 
 RETRAIN = "Retraining"  # help panel
 
@@ -79,9 +82,11 @@ def prune(
     force: Force = False,
     backend: BackendOption = Backend.torch,
     device: DeviceOption = Device.auto,
+    jobs: Jobs = None,
+    threads: Threads = None,
     out: OutFigure = None,
     models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
+    images_dir: ImagesDir = USER_FIGURES,
     data_dir: DataDir = None,
     json_output: JsonFlag = False,
     quiet: Quiet = False,
@@ -105,6 +110,8 @@ def prune(
     dirs = model_dirs(models, models_dir)
     options = RunOptions(
         device=device.value,
+        jobs=jobs,
+        threads=threads,
         models_dir=models_dir,
         images_dir=None,  # no history figure per pruned run
         data_dir=data_dir,
@@ -174,7 +181,7 @@ def retrain_pruned(dirs, levels, how, name, options: RunOptions, quiet: bool) ->
         raise stopped.saying(continue_hint(stopped, automatic=True, versioned=False)) from None
     test = load_split(options.data_dir, "test")
     sources = {o.model_dir: r.start for o, r in zip(outcomes, requests, strict=True)}
-    done = [o.model_dir for o in outcomes if not o.diverged]
+    done = [o.model_dir for o in outcomes if not (o.diverged or o.error)]
     labels = unique_labels(done, options.models_dir)
 
     def finish(model_dir: Path) -> dict:
@@ -186,7 +193,8 @@ def retrain_pruned(dirs, levels, how, name, options: RunOptions, quiet: bool) ->
     for outcome in outcomes:
         if outcome.diverged:
             stderr.print(f"error: {outcome.divergence()}", markup=False)
-    exit_if(failed + sum(bool(o.diverged) for o in outcomes))
+    code = say_failures(outcomes)
+    exit_if(failed + sum(bool(o.diverged) for o in outcomes) + code, max(code, 1))
     return results
 
 

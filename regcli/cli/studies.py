@@ -18,7 +18,7 @@ from regcli.cli.options import (
 )
 from regcli.config import Device
 from regcli.console import model_progress, say, warn
-from regcli.layout import model_dirs, summary_figure, unique_labels
+from regcli.layout import STUDY_FIGURES, model_dirs, summary_figure, unique_labels
 
 
 @app.command()
@@ -55,7 +55,7 @@ def compare(
 def report(
     models: ModelsArg = None,
     models_dir: ModelsDir = Path("models"),
-    images_dir: ImagesDir = Path("images"),
+    images_dir: ImagesDir = STUDY_FIGURES,
     data_dir: DataDir = None,
     readme: Annotated[
         Path | None,

@@ -1,6 +1,7 @@
 """Commands that train: `train` (one model, seeds, variants), `sweep` (a grid), `runs` (what is
 there). Each parses, builds a TrainConfig and RunOptions, calls the core, and prints."""
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +11,10 @@ from regcli.cli.app import (
     app,
     command_line,
     continue_hint,
+    exit_if,
     print_json,
     print_line,
+    say_failures,
 )
 from regcli.cli.options import (
     OUTPUT,
@@ -38,7 +41,9 @@ from regcli.tables import clock
 
 Resume = Annotated[
     bool,
-    typer.Option(help="Continue an interrupted run (give the same options).", rich_help_panel=RUN),
+    typer.Option(
+        "--resume", help="Continue an interrupted run (give the same options).", rich_help_panel=RUN
+    ),
 ]
 JsonRecords = Annotated[
     bool,
@@ -59,7 +64,8 @@ Variants = Annotated[
     str | None,
     typer.Option(
         help="Train several variants at once, e.g. none,l1,l2,l1_l2, each into "
-        "<models-dir>/<variant>/ with its strengths from --l1 / --weight-decay.",
+        "its own folder, <variant>/, with its strengths from --l1 / --weight-decay, reusing "
+        "finished ones of the same settings and resuming interrupted ones.",
         show_default=False,
         rich_help_panel=RUN,
     ),
@@ -77,11 +83,18 @@ GRID = "Grid"  # the sweep's help panel for its grid
 L1s = Annotated[
     str,
     typer.Option(
-        help="L1 strengths: 0,1e-5,1e-4 or a log range low:high:count.", rich_help_panel=GRID
+        help="L1 strengths: 0,1e-5,1e-4 or a log range low:high:count.",
+        show_default=GRID_DEFAULTS["l1"].replace(",", ", "),  # so that it wraps at 80 columns
+        rich_help_panel=GRID,
     ),
 ]
 WeightDecays = Annotated[
-    str, typer.Option(help="Weight decay strengths, the same forms.", rich_help_panel=GRID)
+    str,
+    typer.Option(
+        help="Weight decay strengths, the same forms.",
+        show_default=GRID_DEFAULTS["weight_decay"].replace(",", ", "),
+        rich_help_panel=GRID,
+    ),
 ]
 GridOption = Annotated[
     Grid,
@@ -104,7 +117,8 @@ SweepName = Annotated[
     str, typer.Option(help="Sweep folder under --models-dir.", rich_help_panel=RUN)
 ]
 Retrain = Annotated[
-    bool, typer.Option(help="Retrain cells that are already there.", rich_help_panel=RUN)
+    bool,
+    typer.Option("--force", help="Retrain cells that are already there.", rich_help_panel=RUN),
 ]
 DryRun = Annotated[
     bool,
@@ -146,7 +160,8 @@ def train(
             config_toml(shown(base.as_dict()), title=title) + f"# length: {base.length_text}"
         )
         return
-    folder = existing(force=force, resume=resume, reuse=seeds is not None)
+    several = seeds is not None or variants is not None  # reuse, resume and train as needed
+    folder = existing(force=force, resume=resume, reuse=several)
     if name is not None:
         check_name(name, given["models_dir"])  # before PyTorch's seconds of import
     from regcli.runner import train_job
@@ -157,16 +172,18 @@ def train(
     versioned = name is None and not chosen
     options = run_options(given, folder, command_line(), versioned=versioned)
     quiet = given["quiet"]
+    started = time.perf_counter()
     try:
         with TrainingReporter(quiet, base.batch_size) as reporter:
             outcomes = train_job(requests, options, reporter)
     except Interrupted as stopped:
-        message = continue_hint(stopped, automatic=seeds is not None, versioned=versioned)
+        message = continue_hint(stopped, automatic=several, versioned=versioned)
         raise stopped.saying(message) from None
-    report_outcomes(outcomes, json_output, quiet, options.images_dir)
+    wall = time.perf_counter() - started
+    report_outcomes(outcomes, json_output, quiet, options.images_dir, wall)
 
 
-def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path | None) -> None:
+def report_outcomes(outcomes, json_output, quiet, images_dir: Path | None, wall: float) -> None:
     """'saved' lines (stderr), the final records (--json), one error line per divergence."""
     from regcli.runner import Done
 
@@ -178,14 +195,19 @@ def report_outcomes(outcomes, json_output: bool, quiet: bool, images_dir: Path |
             say(f"wrote {figure}", quiet)
     if len(done) > 1:
         seconds = sum(r["seconds"] for o in done for r in o.history)
-        say(f"{len(done)} models trained, {clock(seconds)} of training in all", quiet)
+        say(
+            f"{len(done)} models trained: {clock(seconds)} of training in all, {clock(wall)} "
+            "from start to end",
+            quiet,
+        )
     if json_output:
         print_json([o.record() for o in outcomes])
     lines = [o.divergence() for o in outcomes if o.diverged]
     for line in lines:
         stderr.print(f"error: {line}", markup=False)
-    if lines:
-        raise typer.Exit(1)
+    code = say_failures(outcomes)
+    if lines or code:
+        raise typer.Exit(max(code, 1))
 
 
 def closing_line(outcome) -> str:
@@ -289,6 +311,7 @@ def sweep(
         say(job.summary_line(models_dir, outcomes), quiet)
         if json_output:
             print_json([o.record() for o in outcomes])
+        exit_if(code := say_failures(outcomes), code)
         say(f"the path: regcli sweep --name {name} --report", quiet)
 
 

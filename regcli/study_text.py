@@ -1,0 +1,122 @@
+"""What the README says of how the four-variant study was trained, from its models' records.
+
+`make all-variants` reproduces the study in place (models/<variant>/, and with SEEDS=5 their
+seed groups), and `make report` rewrites the README's results section. The sentences above its
+tables are generated here from the runs themselves: their epochs and seeds, the device and
+machine they trained on, how many trained at once and for how long, and whether a seed group's
+member with the single run's seed reproduced that run exactly. A rerun on a CPU, or with
+EPOCHS=1, therefore says so instead of keeping an older run's description.
+"""
+
+from pathlib import Path
+
+from regcli.compare import ModelRow
+from regcli.errors import RegcliError
+from regcli.layout import seed_number
+from regcli.records import load_metrics
+from regcli.timings import runs_text, study_runs
+
+
+def without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def seeds_text(seeds: set[int]) -> str:
+    shown = sorted(seeds)
+    if len(shown) == 1:
+        return f"seed {shown[0]}"
+    if shown == list(range(shown[0], shown[-1] + 1)):
+        return f"seeds {shown[0]}-{shown[-1]}"
+    return f"seeds {', '.join(map(str, shown))}"
+
+
+def reproduced(rows: list[ModelRow]) -> str | None:
+    """Whether each single run's seed, trained again in its seed group, gave the same epoch
+    records (None when no seed group holds a single run's configuration)."""
+    singles = {r.group: r for r in rows if not r.seeded}
+    same, differ = [], []
+    for row in rows:
+        single = singles.get(row.group)
+        if not row.seeded or single is None or row.config != single.config:
+            continue
+        if without_time(row.history) == without_time(single.history):
+            same.append(row.group)
+        else:
+            differ.append(
+                f"{row.group} (final test accuracy {row.final_test_accuracy:.2f}% against "
+                f"{single.final_test_accuracy:.2f}%)"
+            )
+    if not same and not differ:
+        return None
+    seed = next(r.config.seed for r in rows if not r.seeded)
+    start = f"Trained again as a member of its seed group, seed {seed}"
+    if not differ:
+        exactly = "reproduced the single run exactly (the same epoch records)"
+        return f"{start} {exactly}: {', '.join(same)}."
+    return f"{start} did not reproduce the single run for {', '.join(differ)}" + (
+        f"; it did for {', '.join(same)}." if same else "."
+    )
+
+
+def run_records(dirs: list[Path]) -> list[dict]:
+    """Each model's run record, where it has one (regcli's first checkpoints kept none)."""
+    found = []
+    for folder in dirs:
+        try:
+            run = load_metrics(folder).get("run")
+        except RegcliError:
+            continue
+        if isinstance(run, dict) and run:
+            found.append(run)
+    return found
+
+
+def groups_text(runs: list[dict]) -> str:
+    """How the models were grouped, from their run records ("" if none says)."""
+    sizes = {r["group"].get("size", 1) for r in runs if isinstance(r.get("group"), dict)}
+    if not sizes:
+        return ""
+    if sizes <= {1}:
+        return ", each a network of its own (no grouping)"
+    return f", in grouped networks of up to {max(sizes)} models"
+
+
+def study_lines(rows: list[ModelRow], model_dirs: list[Path]) -> list[str]:
+    """The sentences above the results tables (markdown list items)."""
+    singles = [r for r in rows if not r.seeded]
+    seeded = [d for d in model_dirs if seed_number(d) is not None]
+    what = []
+    if singles:
+        seeds = seeds_text({r.config.seed for r in singles})
+        what.append(f"{plural(len(singles), 'single run')} ({seeds})")
+    if seeded:
+        groups = len({d.parent for d in seeded})
+        what.append(
+            f"{plural(groups, 'seed group')} ({seeds_text({seed_number(d) for d in seeded})})"
+        )
+    epochs = sorted({r.config.epochs for r in rows})
+    length = (
+        f"{plural(epochs[0], 'epoch')} each"
+        if len(epochs) == 1
+        else f"{epochs[0]}-{epochs[-1]} epochs"
+    )
+    records = run_records(model_dirs)
+    lines = [f"- {' and '.join(what)}, {length}{groups_text(records)}."]
+    runs = study_runs(model_dirs)
+    if runs is not None:
+        lines.append("- " + runs_text(runs, "The {models} models"))
+    unknown = len(model_dirs) - len(records)
+    if unknown:
+        lines.append(
+            f"- {plural(unknown, 'model')} of these predate regcli's run records (its first "
+            "checkpoint format kept only the device and versions): where and how long "
+            f"{'it' if unknown == 1 else 'they'} trained is not recorded."
+        )
+    sentence = reproduced(rows)
+    if sentence:
+        lines.append(f"- {sentence}")
+    return lines
