@@ -34,7 +34,7 @@ from regcli.records import load_metrics
 from regcli.robustness import ROBUSTNESS_SHIFTS
 from regcli.stats import ALPHA, trend
 from regcli.strength_path import PATH_SPARSITIES, PathCell, Penalty
-from regcli.study_text import study_lines
+from regcli.study_text import results_section
 from regcli.weights import NEAR_ZERO, model_weights, prune_curve
 
 REPORT_SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9]  # fractions of conv weights zeroed
@@ -82,8 +82,7 @@ def report(
     tested = {d: test.head(row.config.limit_test) for d, row in zip(model_dirs, rows, strict=True)}
     written = model_figures(model_dirs, labels, tested, images_dir, models_dir, advance)
     written += study_figures(series, model_dirs, tested, images_dir)
-    lines = "\n".join(study_lines(rows, model_dirs))
-    texts = {compare.README_SECTION: f"{lines}\n\n{compare.results_markdown(rows)}"}
+    texts = {compare.README_SECTION: results_section(rows, model_dirs)}
     if sweep is not None:
         written += path_sections(Path(sweep), test, device, advance, images_dir, readme, texts)
     written += study_sections(found, atlas, study, pruned, images_dir, readme, texts)

@@ -177,9 +177,16 @@ committed = pytest.mark.skipif(
 
 @committed
 def test_readme_table_matches_the_committed_models():
+    """The tables, and the sentences above them that say how the models were trained."""
+    from regcli.layout import unique_labels
+    from regcli.study_text import results_section
+
     readme = (REPO / "README.md").read_text()
     generated = readme.split(README_START)[1].split(README_END)[0].strip()
-    assert generated == results_markdown([summarize(d) for d in study_models()])
+    dirs = study_models()
+    labels = unique_labels(dirs, REPO / "models")
+    assert generated == results_section([summarize(d, labels[d]) for d in dirs], dirs)
+    assert "4 single runs (seed 1) and 4 seed groups (seeds 0-4), 15 epochs each" in generated
 
 
 @committed
@@ -309,8 +316,11 @@ def test_the_studys_sentences_come_from_its_runs(tiny_group, tmp_path):
     assert text.startswith("- 1 single run (seed 0) and 1 seed group (seeds 0-1), 1 epoch each")
     assert f"The 3 models trained on {machine('cpu')['cpu']}" in text
     assert "NVIDIA" not in text and "15 epochs" not in text
-    assert "seed 0 reproduced the single run exactly (the same epoch records): grp." in text
+    assert "seed 0 reproduced the single run exactly (the same epoch records) for grp." in text
     metrics = json.loads((group / "metrics.json").read_text())
+    metrics["epochs"][-1]["train_loss"] *= 1 + 1e-12  # another order of a sum, say
+    (group / "metrics.json").write_text(json.dumps(metrics))
+    assert "to within 1e-09 (relative) in every number of every epoch, though not" in lines()[-1]
     metrics["epochs"][-1]["test_accuracy"] -= 0.01
     (group / "metrics.json").write_text(json.dumps(metrics))
     assert "seed 0 did not reproduce the single run for grp (final test accuracy" in lines()[-1]
