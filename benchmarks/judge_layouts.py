@@ -11,12 +11,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MAIN_JOB = REPO / "benchmarks" / "main-job-results.json"
 LABELS = {
-    "one_all_cores": "1 model, every core (today's layout)",
+    "one_all_cores": "1 model, every core (the previous layout)",
     "one_all_cores_passive": "1 model, every core, OpenMP's passive wait",
     "one_one_thread": "1 model, one thread (the default)",
     "two_one_after_another": "2 models, one after another on every core",
     "two_side_by_side": "2 models side by side, 2 processes of one thread",
-    "four_one_after_another": "4 models, one after another on every core (today's)",
+    "four_one_after_another": "4 models, one after another on every core (the previous layout)",
     "four_side_by_side": "4 models side by side, 4 processes of one thread",
     "four_per_core": "4 models, one process per core, one thread each (a long job's default)",
     "four_default": "4 models, the default for a job this short",
@@ -69,7 +69,7 @@ def layout_verdicts(r: dict, targets: dict, verdict) -> list[dict]:
             verdict(
                 targets["main_job"],
                 now / today,
-                f"{minutes(now)} against today's {minutes(today)}{epoch_text(job)}",
+                f"{minutes(now)} against the previous layout's {minutes(today)}{epoch_text(job)}",
             )
         )
     return out
@@ -119,9 +119,9 @@ def layout_lines(r: dict) -> list[str]:
         f"for starting processes (each starts PyTorch and loads MNIST): side by side, 2 models "
         f"ran at {v['two']:.2f}x and 4 models (one process per core) at {v['four']:.2f}x the "
         f"speed of one after another on every core quiet, and at {v['loaded_four']:.2f}x under "
-        f"the load, where today's layout slowed {v['slowdown_today']:.2f}x and one process per "
-        f"core {v['slowdown_per_core']:.2f}x. So on a CPU each model trains on one thread, and a "
-        f"job of at least {lay['min_pool_steps']:,} (model, step) pairs trains one model per "
+        f"the load, where the previous layout slowed {v['slowdown_today']:.2f}x and one process "
+        f"per core {v['slowdown_per_core']:.2f}x. So on a CPU each model trains on one thread, "
+        f"and a job of at least {lay['min_pool_steps']:,} (model, step) pairs trains one model per "
         "core side by side (`--jobs`, `--threads` choose otherwise).",
     ]
     job = main_job()
@@ -135,7 +135,7 @@ def layout_lines(r: dict) -> list[str]:
             f"The main job, `make all-variants`'s training (4 models x {job['epochs']} epochs on "
             f"all 60,000 images), measured {job['date']} on {job['cores']} cores "
             f"(`make bench-main-job`): **{minutes(now)}** in the default layout (one process "
-            f"per core), {minutes(today)} in today's, {now / today:.2f}x the time"
+            f"per core), {minutes(today)} in the previous one, {now / today:.2f}x the time"
             f"{epoch_text(job)}; every model's final test accuracy " + same,
         ]
     return lines

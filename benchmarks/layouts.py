@@ -2,8 +2,8 @@
 (start-up, training, test passes), quiet and under a competing load that this module starts.
 
 Imported by bench.py (`make bench`: short jobs, every layout, taking turns) and run by itself
-(`make bench-main-job`: the main job, `make all-variants`'s training, in today's layout and the
-default one). Each job trains the four-variant study's models (none, l1, l2, l1_l2 with the
+(`make bench-main-job`: the main job, `make all-variants`'s training, in the previous layout
+and the default one). Each job trains the four-variant study's models (none, l1, l2, l1_l2 with the
 study's strengths, seed 1), so the jobs differ only in how they are laid out on the cores.
 """
 
@@ -38,17 +38,17 @@ MAIN_JOB_OUT = REPO / "benchmarks" / "main-job-results.json"  # not results-*: a
 
 
 def layouts(cores: int) -> dict[str, tuple[int, list[str], dict]]:
-    """name: (models, the layout's options, its environment). "today" is the layout before
+    """name: (models, the layout's options, its environment). `previous` is the layout before
     side by side: one model at a time on every core, OpenMP's default (spinning) wait."""
-    today = ["--jobs", "1", "--threads", str(cores)]
+    previous = ["--jobs", "1", "--threads", str(cores)]
     per_core = ["--jobs", str(cores), "--threads", "1"]
     return {
-        "one_all_cores": (1, today, {}),
-        "one_all_cores_passive": (1, today, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        "one_all_cores": (1, previous, {}),
+        "one_all_cores_passive": (1, previous, {"OMP_WAIT_POLICY": "PASSIVE"}),
         "one_one_thread": (1, ["--jobs", "1", "--threads", "1"], {}),
-        "two_one_after_another": (2, today, {}),
+        "two_one_after_another": (2, previous, {}),
         "two_side_by_side": (2, ["--jobs", "2", "--threads", "1"], {}),
-        "four_one_after_another": (4, today, {}),
+        "four_one_after_another": (4, previous, {}),
         "four_side_by_side": (4, ["--jobs", "4", "--threads", "1"], {}),
         "four_per_core": (4, per_core, {}),  # the main job's layout (a long job's default)
         "four_default": (4, [], {}),  # what a job this short does by default
@@ -157,8 +157,9 @@ def measure_layouts() -> dict:
 
 
 def measure_main_job() -> dict:
-    """`make all-variants`'s training (4 models x 15 epochs on all 60,000 images), in today's
-    layout and in the default one, one after the other, with each model's final accuracy."""
+    """`make all-variants`'s training (4 models x 15 epochs on all 60,000 images), in the
+    previous layout and in the default one, one after the other, with each model's final
+    accuracy."""
     cores = usable_cores()
     table = layouts(cores)
     out = {}

@@ -95,6 +95,11 @@ def test_the_readme_describes_the_network_that_exists():
 
     assert f"a progress line comes every {PERIODIC_SECONDS:g} seconds" in readme
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
+    from regcli.devices import CPU_THREADS
+    from regcli.preprocess import BLOB_SHARE
+
+    assert f"(`--threads`, {CPU_THREADS} by default," in readme
+    assert f"at least {({0.25: 'a quarter', 0.5: 'half'})[BLOB_SHARE]} the size" in readme
     assert f"cross-entropy above {DIVERGED_LOSS:,.0f}" in readme
 
 
