@@ -34,11 +34,12 @@ from regcli.group_run import GroupTooLarge, Kept, train_one_group
 from regcli.layout import CHECKPOINT_NAME, LAST_NAME, figure_path, model_label
 from regcli.outcomes import Done, Outcome
 from regcli.pool import (
+    MIN_POOL_STEPS,  # noqa: F401 (the rule's threshold, where the runner's callers look)
     Forwarder,
     TaskResult,
     failure,
-    jobs_for,
     process_context,
+    processes_for,
     train_side_by_side,
     watch_own_stop,
 )
@@ -55,10 +56,6 @@ from regcli.runs import (
 from regcli.train import StopFlag
 
 NO_REPORTER = Reporter()  # a job nobody watches
-# (model, step) pairs a CPU job needs before its models go side by side by default: each process
-# starts PyTorch and loads MNIST first (make bench: 2 models of 47 steps each ran slower side by
-# side than one after another; the main job's 28,000 ran in 0.82x the time)
-MIN_POOL_STEPS = 2_000
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -161,9 +158,7 @@ def side_by_side(device: torch.device, options: RunOptions, groups: list, steps:
     """On a CPU several groups train in a pool of processes (regcli/pool.py): with --jobs N > 1,
     or by default when the job is long enough to pay for starting them; on a GPU a group trains
     its models at once instead (--jobs does not apply)."""
-    if device.type != "cpu" or jobs_for(options, len(groups)) < 2:
-        return False
-    return bool(options.jobs) or steps >= MIN_POOL_STEPS
+    return processes_for(device.type, options, len(groups), steps) > 1
 
 
 def train_in_turn(groups, splits, device, options: RunOptions, watch: tuple, keep) -> None:

@@ -15,7 +15,7 @@ from regcli.compare import ModelRow, results_markdown
 from regcli.errors import RegcliError
 from regcli.layout import seed_number
 from regcli.records import load_metrics
-from regcli.timings import runs_text, study_runs
+from regcli.timings import runs_summary, runs_text
 
 CLOSE = 1e-9  # relative: the largest difference in two histories' numbers still called close
 
@@ -137,7 +137,7 @@ def study_lines(rows: list[ModelRow], model_dirs: list[Path]) -> list[str]:
     )
     records = run_records(model_dirs)
     lines = [f"- {' and '.join(what)}, {length}{groups_text(records)}."]
-    runs = study_runs(model_dirs)
+    runs = runs_summary(records)
     if runs is not None:
         lines.append("- " + runs_text(runs, "The {models} models"))
     unknown = len(model_dirs) - len(records)

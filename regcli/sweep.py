@@ -22,8 +22,8 @@ from regcli.config import (
 from regcli.errors import RegcliError, UsageError
 from regcli.events import Reporter
 from regcli.layout import cell_name, parse_cell, size_folder
-from regcli.pool import jobs_for
-from regcli.runner import MIN_POOL_STEPS, Done, train_job
+from regcli.pool import processes_for
+from regcli.runner import Done, train_job
 from regcli.runs import MAX_SEEDS, Action, Request, member_dir, plan_run
 from regcli.settings import check_keys, config_toml, layered, shown
 from regcli.tables import clock, render
@@ -203,8 +203,7 @@ def preview(job: "SweepJob", options: RunOptions) -> dict:
     rate = measured_rate(finished)
     seconds = sum(estimate_seconds(config, 1, device, rate) for config in pending)
     steps = sum(c.epochs * c.steps_per_epoch for c in pending)  # as the runner decides
-    pooled = device == "cpu" and pending and (options.jobs or steps >= MIN_POOL_STEPS)
-    processes = jobs_for(options, len(pending)) if pooled else 1
+    processes = processes_for(device, options, len(pending), steps)
     return {
         "folder": str(Path(options.models_dir) / job.name),
         "seeds": job.seeds,

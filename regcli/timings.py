@@ -22,15 +22,21 @@ def run_times(run: dict) -> tuple[datetime, datetime] | None:
 
 
 def study_runs(folders: list[Path]) -> dict | None:
-    """How a study's models were trained, from its models' run records: machine, models, the sum of
-    their training seconds, the wall time from the first start to the last finish, and how
-    many trained at once."""
-    spans, seconds, machine, cores = [], 0.0, None, None
+    """How a study's models were trained, from their run records (see runs_summary)."""
+    runs = []
     for folder in folders:
         try:
-            run = load_metrics(folder).get("run") or {}
+            runs.append(load_metrics(folder).get("run") or {})
         except RegcliError:
             continue
+    return runs_summary(runs)
+
+
+def runs_summary(runs: list[dict]) -> dict | None:
+    """Machine, models, the sum of their training seconds, the wall time from the first start
+    to the last finish, and how many trained at once, from run records (None: no times)."""
+    spans, seconds, machine, cores = [], 0.0, None, None
+    for run in runs:
         span = run_times(run)
         if span is None:
             continue
