@@ -35,6 +35,7 @@ LOADED_ROUNDS = 2  # the same under the competing load
 COMPETITORS = 2  # busy processes of the competing load (one per core on this machine)
 LOAD_SECONDS = 900  # each competitor ends by itself after this, whatever happens to the bench
 MAIN_JOB_OUT = REPO / "benchmarks" / "main-job-results.json"  # not results-*: a GPU kind
+BEFORE = "59366a7"  # the code when the CPU layout's issue was filed: the main job's yardstick
 
 
 def layouts(cores: int) -> dict[str, tuple[int, list[str], dict]]:
@@ -90,12 +91,13 @@ def train_command(models: int, layout: list[str], folder: Path, short: bool) -> 
     ]
 
 
-def job_seconds(command: list[str], extra: dict | None = None) -> float:
-    """The wall time of one whole job (the environment as a user's shell has it, and extra)."""
+def job_seconds(command: list[str], extra: dict | None = None, code: Path = REPO) -> float:
+    """The wall time of one whole job (the environment as a user's shell has it, and extra),
+    run by the regcli package in `code`."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "REGCLI_JOBS")}
     env.update(extra or {})
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env=env, cwd=REPO)
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=code)
     return time.perf_counter() - started
 
 
@@ -156,18 +158,31 @@ def measure_layouts() -> dict:
     }
 
 
+def code_before(folder: Path) -> Path:
+    """The regcli package as it was at BEFORE (from this repository's history), in folder."""
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BEFORE, "regcli"], check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
 def measure_main_job() -> dict:
-    """`make all-variants`'s training (4 models x 15 epochs on all 60,000 images), in the
-    previous layout and in the default one, one after the other, with each model's final
-    accuracy."""
+    """`make all-variants`'s training (4 models x 15 epochs on all 60,000 images) three ways,
+    one after another: the code at BEFORE in its layout (one model at a time on every core),
+    today's code in that layout, and today's code in its default one; with each model's final
+    accuracy and mean epoch."""
     cores = usable_cores()
-    table = layouts(cores)
+    table = {"before": (4, [], {}), **layouts(cores)}
     out = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name in ("four_one_after_another", "four_default"):
+        before = code_before(Path(scratch) / "before-code")
+        for name in ("before", "four_one_after_another", "four_default"):
             folder = Path(scratch) / name
             models, layout, _ = table[name]
-            seconds = job_seconds(train_command(models, layout, folder, short=False))
+            command = train_command(models, layout, folder, short=False)
+            seconds = job_seconds(command, code=before if name == "before" else REPO)
             finals, epoch_seconds = {}, {}
             for variant in VARIANTS:
                 metrics = json.loads((folder / "models" / variant / "metrics.json").read_text())
@@ -179,7 +194,7 @@ def measure_main_job() -> dict:
                 "mean_epoch_seconds": epoch_seconds,  # each model's epoch, its test pass included
                 "options": layout,
             }
-    return {"cores": cores, "epochs": 15, "jobs": out}
+    return {"cores": cores, "epochs": 15, "before": BEFORE, "jobs": out}
 
 
 def main():

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from regcli import cpu_ops
 from regcli.config import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from regcli.tables import render
 
@@ -26,20 +27,27 @@ class Dropout(nn.Dropout):
 
     torch draws a CPU dropout mask with one Mersenne-Twister number per activation, and for this
     network that is close to half of a training step. One 64-bit PCG64 draw gives four 16-bit
-    uniforms instead: a unit is dropped when its uniform is below round(p * 65536), so with
-    probability p to within 1e-5. The generator is seeded from torch's, so torch.manual_seed
-    still fixes every mask and a resumed run stays bit-identical. Other devices keep torch's
-    fused kernel; in eval mode this is the identity, exactly like nn.Dropout.
+    uniforms instead (cpu_ops.dropout_mask), so a unit is dropped with probability p to within
+    1e-5. The generator is seeded from torch's, so torch.manual_seed still fixes every mask and
+    a resumed run stays bit-identical. Other devices keep torch's fused kernel; in eval mode
+    this is the identity, exactly like nn.Dropout.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
             return super().forward(x)
         seed = int(torch.randint(2**62, ()))
-        words = np.random.default_rng(seed).bit_generator.random_raw(-(-x.numel() // 4))
-        uniform = torch.from_numpy(words.view(np.int16)[: x.numel()]).view(x.shape)
-        keep = uniform >= round(self.p * 65536) - 32768  # int16 spans -32768..32767
-        return torch.where(keep, x * (1 / (1 - self.p)), 0.0)
+        return cpu_ops.apply_dropout(x, cpu_ops.dropout_mask(x.shape, self.p, seed), self.p)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d(2), through cpu_ops.max_pool_2x2 on a CPU (the same numbers, sooner)."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_ops.max_pool_2x2(x) if cpu_ops.fast_pool(x) else super().forward(x)
 
 
 def conv_block(
@@ -72,7 +80,7 @@ class Net(nn.Module):
             Normalize(),
             conv_block(1, 10, dropout, members=k),  # 26x26, RF 3
             conv_block(10, 16, dropout, members=k),  # 24x24, RF 5
-            nn.MaxPool2d(2),  # 12x12, RF 6: the transition ...
+            MaxPool2d(),  # 12x12, RF 6: the transition ...
             conv_block(16, 10, dropout, kernel_size=1, members=k),  # ... and its 1x1 squeeze
             conv_block(10, 10, dropout, members=k),  # 10x10, RF 10
             conv_block(10, 16, dropout, members=k),  # 8x8, RF 14

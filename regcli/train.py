@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from regcli.augment import RandomRotation
 from regcli.config import GROUP_FIELDS, NUM_CLASSES, SIDE, UNIT, TrainConfig, group_key
+from regcli.cpu_ops import keep_freed_memory
 from regcli.data import Split, subsets
 from regcli.devices import choose_kernels, out_of_memory
 from regcli.epochs import DIVERGED_LOSS, EpochResults, Progress, run_info
@@ -87,6 +88,8 @@ class GroupTrainer:
         self.epochs, self.batch_size = configs[0].epochs, configs[0].batch_size
         if self.device.type == "cuda":
             choose_kernels(deterministic)
+        else:
+            keep_freed_memory()  # the same results, sooner (cpu_ops.py)
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         self.captured: dict[int, torch.cuda.CUDAGraph] = {}
         self.graph_error: str | None = None  # why capture failed, if it did (then: eager)
