@@ -115,7 +115,7 @@ bench: $(SETUP) ## measure training and inference speed (CPU, or the GPU studies
 	$(PYTHON_BIN) benchmarks/bench.py
 	$(MAKE) --no-print-directory bench-readme SETUP=$(SETUP)
 
-bench-main-job: $(SETUP) ## time make all-variants' training in the previous CPU layout and the default one (both in full), then judge
+bench-main-job: $(SETUP) ## time make all-variants' training: the code from before the CPU layout work, and today's in the previous and the default layout, then judge
 	$(PYTHON_BIN) benchmarks/layouts.py
 	$(MAKE) --no-print-directory bench-readme SETUP=$(SETUP)
 

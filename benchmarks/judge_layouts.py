@@ -64,30 +64,58 @@ def layout_verdicts(r: dict, targets: dict, verdict) -> list[dict]:
         )
     ]
     if job:
-        today, now = (job["jobs"][n]["seconds"] for n in ("four_one_after_another", "four_default"))
+        j = job["jobs"]
+        before, now = j["before"]["seconds"], j["four_default"]["seconds"]
         out.append(
             verdict(
                 targets["main_job"],
-                now / today,
-                f"{minutes(now)} against the previous layout's {minutes(today)}{epoch_text(job)}",
+                now / before,
+                f"{minutes(now)} against {minutes(before)} with the code at {job['before']}"
+                f"; {epoch_text(job)}",
             )
         )
     return out
 
 
+MAIN_JOBS = ("before", "four_one_after_another", "four_default")
+
+
 def epoch_text(job: dict) -> str:
-    """The main job's mean epoch per model in each layout, where the results file has it."""
-    j = job["jobs"]
-    if "mean_epoch_seconds" not in j["four_default"]:
-        return ""
-    today, now = (
-        statistics.mean(j[n]["mean_epoch_seconds"].values())
-        for n in ("four_one_after_another", "four_default")
+    """The main job's mean epoch per model in each of its three runs."""
+    before, today, now = (
+        statistics.mean(job["jobs"][n]["mean_epoch_seconds"].values()) for n in MAIN_JOBS
     )
     return (
-        f": a model's epoch (its test pass included) took {today:.1f} s alone on every core "
-        f"and {now:.1f} s on one core beside another"
+        f"a model's epoch (its test pass included) took {before:.1f} s with the earlier code on "
+        f"every core, {today:.1f} s with today's on every core and {now:.1f} s on one core "
+        "beside another"
     )
+
+
+def sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def main_job_lines(job: dict) -> list[str]:
+    """The README's paragraph on the main job, from main-job-results.json."""
+    j = job["jobs"]
+    before, today, now = (j[n]["seconds"] for n in MAIN_JOBS)
+    finals = [j[n]["final_test_accuracy"] for n in MAIN_JOBS]
+    code = "the same" if finals[0] == finals[1] else "not the same"
+    layout = "the same" if finals[1] == finals[2] else "slightly different (1 thread, not 2)"
+    return [
+        "",
+        f"The main job, `make all-variants`'s training (4 models x {job['epochs']} epochs on "
+        f"all 60,000 images), measured {job['date']} on {job['cores']} cores "
+        f"(`make bench-main-job`, the three runs one after another): **{minutes(now)}** in the "
+        f"default layout (one process per core), against {minutes(before)} with the code from "
+        f"before the CPU work (commit {job['before']}, one model at a time on every core), "
+        f"{now / before:.2f}x the time. Today's code in that earlier layout took "
+        f"{minutes(today)} ({today / before:.2f}x): its CPU kernels (`regcli/cpu_ops.py`) "
+        f"account for that part, the layout for the rest. {sentence(epoch_text(job))} "
+        f"Every model's final test accuracy was {code} with both codes in the earlier layout, "
+        f"and {layout} in the default one.",
+    ]
 
 
 def layout_lines(r: dict) -> list[str]:
@@ -125,17 +153,4 @@ def layout_lines(r: dict) -> list[str]:
         "core side by side (`--jobs`, `--threads` choose otherwise).",
     ]
     job = main_job()
-    if job:
-        j = job["jobs"]
-        today, now = j["four_one_after_another"]["seconds"], j["four_default"]["seconds"]
-        finals = [j[n]["final_test_accuracy"] for n in ("four_one_after_another", "four_default")]
-        same = "was the same in both." if finals[0] == finals[1] else "differed slightly."
-        lines += [
-            "",
-            f"The main job, `make all-variants`'s training (4 models x {job['epochs']} epochs on "
-            f"all 60,000 images), measured {job['date']} on {job['cores']} cores "
-            f"(`make bench-main-job`): **{minutes(now)}** in the default layout (one process "
-            f"per core), {minutes(today)} in the previous one, {now / today:.2f}x the time"
-            f"{epoch_text(job)}; every model's final test accuracy " + same,
-        ]
-    return lines
+    return lines + (main_job_lines(job) if job else [])

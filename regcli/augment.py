@@ -43,8 +43,8 @@ class RandomRotation:
         batch = images.shape[0]
         flat = images.reshape(batch, PIXELS).float()
         padded = torch.nn.functional.pad(flat, (0, 1))  # index PIXELS reads a black pixel
-        neighbours = padded.gather(1, self.index[choice]).view(batch, PIXELS, 4)
-        rotated = (neighbours * self.weight[choice]).sum(-1)
+        neighbours = padded.gather(1, self.index.index_select(0, choice)).view(batch, PIXELS, 4)
+        rotated = (neighbours * self.weight.index_select(0, choice)).sum(-1)
         return rotated.view(batch, 1, SIDE, SIDE)
 
 

@@ -25,13 +25,15 @@ import torch
 FAST = True  # False: PyTorch's own kernels and malloc's defaults (the reference the tests use)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-MMAP_THRESHOLD = 32 * 2**20  # bytes: smaller blocks come from the reused heap (glibc's maximum)
+MMAP_THRESHOLDS = (2**30, 32 * 2**20)  # bytes: smaller blocks come from the reused heap (the
+# first that this glibc accepts: an evaluation chunk's activations take ~40 MB)
 TRIM_THRESHOLD = 2**30  # bytes of free memory at the heap's top kept rather than handed back
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep and reuse freed blocks up to 32 MB (False where it cannot:
-    not Linux, not glibc, or FAST off). Memory in use is unchanged; the process keeps its peak."""
+    """Ask glibc's malloc to keep and reuse freed blocks up to 1 GB (else 32 MB); False where it
+    cannot (not Linux, not glibc, or FAST off). Memory in use is unchanged; the process keeps
+    its peak."""
     if not FAST or not sys.platform.startswith("linux"):
         return False
     try:
@@ -39,9 +41,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
+    if not any(mallopt(M_MMAP_THRESHOLD, size) for size in MMAP_THRESHOLDS):
+        return False
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def dropout_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:

@@ -65,6 +65,8 @@ print((everything.argmax(1) == np.load({str(exported.parent / "labels.npy")!r}))
 def test_metadata_round_trips(exported):
     proto = onnx.load(str(exported / "model.onnx"))
     onnx.checker.check_model(proto, full_check=True)
+    ops = {node.op_type for node in proto.graph.node}
+    assert "MaxPool" in ops and "Max" not in ops  # torch's pooling, not cpu_ops' fast path
     props = {p.key: p.value for p in proto.metadata_props}
     _, payload = load_model(exported)
     assert props["mode"] == "none" and json.loads(props["config"]) == payload["config"]
