@@ -148,7 +148,8 @@ def layout_lines(r: dict) -> list[str]:
         f"ran at {v['two']:.2f}x and 4 models (one process per core) at {v['four']:.2f}x the "
         f"speed of one after another on every core quiet, and at {v['loaded_four']:.2f}x under "
         f"the load, where the previous layout slowed {v['slowdown_today']:.2f}x and one process "
-        f"per core {v['slowdown_per_core']:.2f}x. So on a CPU each model trains on one thread, "
+        f"per core {v['slowdown_per_core']:.2f}x. So on a CPU each model trains on one thread "
+        "(which also gives a model the same numbers in every layout), "
         f"and a job of at least {lay['min_pool_steps']:,} (model, step) pairs trains one model per "
         "core side by side (`--jobs`, `--threads` choose otherwise).",
     ]

@@ -1,15 +1,16 @@
 """CPU fast paths that give PyTorch's own results, bit for bit, in less time.
 
 On a small CPU a training step of this network is bound less by arithmetic than by memory and by
-a few slow kernels. Profiled on one thread of this project's 2-core machine (a step of 128
-images took 41-45 ms before these, 28-31 ms after, with the same weights after 85 steps):
+a few slow kernels. Profiled on one thread of a 2-core machine, three of them were worth
+replacing (`make bench-main-job` measures what they buy the main job, tests/test_cpu_ops.py
+checks that whole training steps come out the same with and without them):
 
-- Every activation is a few MB, which glibc's malloc serves by mmap and hands back on free, so
-  each step faults in fresh zeroed pages (costly in a VM): `keep_freed_memory` makes it reuse
-  freed blocks instead (about 1.2x).
+- Every activation is a few MB (an evaluation chunk's, tens of MB), which glibc's malloc serves
+  by mmap and hands back on free, so each step faults in fresh zeroed pages, costly in a VM:
+  `keep_freed_memory` makes it reuse freed blocks instead.
 - `torch.where(keep, x * scale, 0.0)`, the dropout of model.py, runs a slow kernel on a CPU;
-  a float mask (`dropout_mask`) multiplied in gives the same numbers in a tenth of the time.
-- `F.max_pool2d(x, 2)` on a contiguous NCHW tensor is about 10x slower than four strided
+  a float mask (`dropout_mask`) multiplied in gives the same numbers.
+- `F.max_pool2d(x, 2)` on a contiguous NCHW tensor is several times slower than four strided
   `torch.maximum` calls; `max_pool_2x2` computes those and, backward, gives each window's
   gradient to its first maximum in scan order, as max_pool2d's indices do.
 
