@@ -212,8 +212,9 @@ Jobs = count_option(
     MAX_JOBS,
 )
 Threads = count_option(
-    "On a CPU: threads per model. Default: 1, which never spins against other work: on a busy "
-    "machine far faster than every core, on a quiet one a little slower (make bench).",
+    "On a CPU: threads per model. Default: 1, which gives a model the same numbers in every "
+    "layout and never spins against other work: on a busy machine faster than every core, on "
+    "a quiet one a little slower (make bench).",
     THREADS_ENV,
     MAX_THREADS,
 )
