@@ -76,7 +76,11 @@ def corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 class MaxPool2x2(torch.autograd.Function):
-    """2x2 max pooling, stride 2, of an N x C x H x W tensor with H and W even."""
+    """2x2 max pooling, stride 2, of an N x C x H x W tensor with H and W even.
+
+    Bit for bit max_pool2d's for finite gradients. A non-finite one (only a diverged run has
+    one, and its updates are masked already) spreads within its window: inf * 0 is NaN.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
