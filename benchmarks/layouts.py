@@ -174,15 +174,17 @@ def measure_main_job() -> dict:
     today's code in that layout, and today's code in its default one; with each model's final
     accuracy and mean epoch."""
     cores = usable_cores()
-    table = {"before": (4, [], {}), **layouts(cores)}
+    table = layouts(cores)
     out = {}
     with tempfile.TemporaryDirectory() as scratch:
-        before = code_before(Path(scratch) / "before-code")
-        for name in ("before", "four_one_after_another", "four_default"):
+        runs = {  # name: (its layout's options, the code that runs it)
+            "before": ([], code_before(Path(scratch) / "before-code")),
+            "four_one_after_another": (table["four_one_after_another"][1], REPO),
+            "four_default": (table["four_default"][1], REPO),
+        }
+        for name, (layout, code) in runs.items():
             folder = Path(scratch) / name
-            models, layout, _ = table[name]
-            command = train_command(models, layout, folder, short=False)
-            seconds = job_seconds(command, code=before if name == "before" else REPO)
+            seconds = job_seconds(train_command(4, layout, folder, short=False), code=code)
             finals, epoch_seconds = {}, {}
             for variant in VARIANTS:
                 metrics = json.loads((folder / "models" / variant / "metrics.json").read_text())
