@@ -39,15 +39,15 @@ import torch
 import torch.nn.functional as F
 from layouts import measure_layouts  # benchmarks/layouts.py, beside this file
 
-from regcli.backends import onnx_session
-from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
-from regcli.data import SPLIT_FILES, load_split
-from regcli.devices import resolve_device
-from regcli.export import INPUT_NAME, to_onnx
-from regcli.model import Dropout, Net
-from regcli.provenance import machine, versions
-from regcli.scoring import to_unit
-from regcli.train import GroupTrainer, train_group
+from regcli.core.config import MNIST_MEAN, MNIST_STD, TrainConfig
+from regcli.core.provenance import machine, versions
+from regcli.data.mnist import SPLIT_FILES, load_split
+from regcli.inference.backends import onnx_session
+from regcli.inference.export import INPUT_NAME, to_onnx
+from regcli.inference.scoring import to_unit
+from regcli.nn.model import Dropout, Net
+from regcli.train.devices import resolve_device
+from regcli.train.trainer import GroupTrainer, train_group
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 128  # training images per step, as in `regcli train`
@@ -230,11 +230,11 @@ def exported_model(scratch: Path) -> Path:
     committed = REPO / "models" / "none"
     if (committed / "model.onnx").is_file():
         return committed
-    from regcli.export import export_model
+    from regcli.inference.export import export_model
 
     config = TrainConfig(epochs=1, limit_train=2_000, limit_test=500)
     states, _ = train_group([config], *load_splits(), torch.device("cpu"))
-    from regcli.checkpoints import save_run
+    from regcli.store.checkpoints import save_run
 
     model_dir = scratch / "bench"
     save_run(model_dir, states[0].weights, config, [r.as_dict() for r in states[0].history], {})

@@ -9,11 +9,12 @@ In a temporary folder it builds:
   - MNIST test digits as clean scans (dark ink on white paper, some first shrunk to 8 or 10 px),
     and as photos (the recipe of tests/test_predict.py: dark ink on noisy light paper, 300 x 200
     JPEG) lit evenly, with gradients and with shadows.
-Every folder is predicted with regcli's own predict code (regcli.predict.predict_files) and the
-model's torch backend, three ways: as regcli reads them now (flattened only where
-regcli.preprocess.Lighting finds the lighting uneven), never flattened (regcli before commit
-1a649a7) and always flattened from FLATTEN_FROM px up (commit 1a649a7). The criterion's two
-statistics (regcli.preprocess.measure_lighting) are measured on every image. The table is
+Every folder is predicted with regcli's own predict code
+(regcli.inference.predict.predict_files) and the model's torch backend, three ways: as regcli
+reads them now (flattened only where regcli.inference.preprocess.Lighting finds the lighting
+uneven), never flattened (regcli before commit 1a649a7) and always flattened from FLATTEN_FROM
+px up (commit 1a649a7). The criterion's two statistics
+(regcli.inference.preprocess.measure_lighting) are measured on every image. The table is
 printed and written, with the thresholds, to the --out JSON file, atomically (by default
 benchmarks/heldout-results.json: a name like results-heldout.json would be taken for a GPU
 results file by benchmarks/judge.py, which reads benchmarks/results-*.json).
@@ -32,14 +33,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from regcli import inputs, preprocess
-from regcli.backends import open_predictor
-from regcli.data import load_split
-from regcli.errors import RegcliError
-from regcli.files import write_json
-from regcli.predict import predict_files
-from regcli.preprocess import measure_lighting, read_digit, to_gray
-from regcli.provenance import machine, versions
+from regcli.core.errors import RegcliError
+from regcli.core.files import write_json
+from regcli.core.provenance import machine, versions
+from regcli.data.mnist import load_split
+from regcli.inference import inputs, preprocess
+from regcli.inference.backends import open_predictor
+from regcli.inference.predict import predict_files
+from regcli.inference.preprocess import measure_lighting, read_digit, to_gray
 
 REPO = Path(__file__).resolve().parents[1]
 OPTDIGITS = REPO / "tests" / "data" / "digits.csv.gz"

@@ -18,9 +18,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from judge_layouts import layout_lines, layout_verdicts  # noqa: E402
 
-from regcli.files import update_readme  # noqa: E402
-from regcli.records import load_metrics  # noqa: E402
-from regcli.stats import welch  # noqa: E402
+from regcli.core.files import update_readme  # noqa: E402
+from regcli.store.records import load_metrics  # noqa: E402
+from regcli.studies.stats import welch  # noqa: E402
 
 CPU_SECTION = ("speed", "make bench")
 GPU_SECTION = ("gpu-speed", "make bench")

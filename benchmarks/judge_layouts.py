@@ -111,7 +111,7 @@ def main_job_lines(job: dict) -> list[str]:
         f"default layout (one process per core), against {minutes(before)} with the code from "
         f"before the CPU work (commit {job['before']}, one model at a time on every core), "
         f"{now / before:.2f}x the time. Today's code in that earlier layout took "
-        f"{minutes(today)} ({today / before:.2f}x): its CPU kernels (`regcli/cpu_ops.py`) "
+        f"{minutes(today)} ({today / before:.2f}x): its CPU kernels (`regcli/nn/cpu_ops.py`) "
         f"account for that part, the layout for the rest. {sentence(epoch_text(job))} "
         f"Every model's final test accuracy was {code} with both codes in the earlier layout, "
         f"and {layout} in the default one.",

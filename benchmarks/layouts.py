@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regcli.devices import usable_cores  # noqa: E402
-from regcli.provenance import machine, versions  # noqa: E402
-from regcli.runner import MIN_POOL_STEPS  # noqa: E402
+from regcli.core.provenance import machine, versions  # noqa: E402
+from regcli.jobs.pool import MIN_POOL_STEPS  # noqa: E402
+from regcli.train.devices import usable_cores  # noqa: E402
 
 VARIANTS = ("none", "l1", "l2", "l1_l2")
 STUDY = ["--l1", "1e-5", "--weight-decay", "1e-4", "--seed", "1"]  # make all-variants' own

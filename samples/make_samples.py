@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from regcli.data import load_split
+from regcli.data.mnist import load_split
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ORIENTATION = 0x0112  # the EXIF tag; 6 means "rotate 90 degrees clockwise to display"

@@ -16,12 +16,12 @@ import torch
 from typer.testing import CliRunner
 
 from regcli.cli import app
-from regcli.config import Existing, RunOptions, TrainConfig
-from regcli.data import load_split
-from regcli.devices import usable_cores
-from regcli.events import Reporter
-from regcli.runner import train_job
-from regcli.runs import Request
+from regcli.core.config import Existing, RunOptions, TrainConfig
+from regcli.core.events import Reporter
+from regcli.data.mnist import load_split
+from regcli.jobs.runner import train_job
+from regcli.jobs.runs import Request
+from regcli.train.devices import usable_cores
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The suite trains on every core in one process (REGCLI_THREADS, REGCLI_JOBS: quicker for these
@@ -242,7 +242,7 @@ def quick_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported(quick_model, tmp_path_factory) -> Path:
     """A copy of the quick model with its model.onnx (read-only for tests)."""
-    from regcli.export import export_model
+    from regcli.inference.export import export_model
 
     model_dir = tmp_path_factory.mktemp("exported") / "quick"
     shutil.copytree(quick_model, model_dir)
@@ -253,7 +253,7 @@ def exported(quick_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_group(tmp_path_factory) -> Path:
     """A real seed group: grp/seed-0 and grp/seed-1, two tiny runs, exported (read-only)."""
-    from regcli.export import export_model
+    from regcli.inference.export import export_model
 
     models = tmp_path_factory.mktemp("group") / "models"
     config = TrainConfig(epochs=1, limit_train=256, limit_test=128, l1=1e-5, weight_decay=1e-4)
@@ -270,8 +270,8 @@ RESUME_OPTIONS = ["--epochs", "2", "--limit-train", "256", "--limit-test", "128"
 @pytest.fixture(scope="session")
 def interrupted(tmp_path_factory) -> Path:
     """A real run stopped after its first of two epochs: models/run/last.pt (read-only)."""
-    from regcli.errors import Interrupted
-    from regcli.train import GroupTrainer
+    from regcli.core.errors import Interrupted
+    from regcli.train.trainer import GroupTrainer
 
     original = GroupTrainer.train_epoch
 

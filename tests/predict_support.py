@@ -14,9 +14,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from regcli.backends import open_predictor
-from regcli.data import load_split
-from regcli.predict import predict_files
+from regcli.data.mnist import load_split
+from regcli.inference.backends import open_predictor
+from regcli.inference.predict import predict_files
 from tests.conftest import DATA_DIR, REPO, deadline
 
 MODEL = REPO / "models" / "none" / "model.onnx"

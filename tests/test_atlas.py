@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from regcli.atlas import AtlasCell, read_atlas, recommend
-from regcli.atlas_report import atlas_section, findings
-from regcli.config import TrainConfig
-from regcli.data import balanced_counts, subsets
-from regcli.errors import RegcliWarning, UsageError
-from regcli.files import readme_markers
-from regcli.stats import seed_stats
-from regcli.strength_path import Penalty
-from regcli.train import GroupTrainer
+from regcli.core.config import TrainConfig
+from regcli.core.errors import RegcliWarning, UsageError
+from regcli.core.files import readme_markers
+from regcli.data.mnist import balanced_counts, subsets
+from regcli.studies.atlas import AtlasCell, read_atlas, recommend
+from regcli.studies.atlas_report import atlas_section, findings
+from regcli.studies.path import Penalty
+from regcli.studies.stats import seed_stats
+from regcli.train.trainer import GroupTrainer
 from tests.conftest import invoke, one_line_error, snapshot
 
 # --- the subset rule --------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_permuting_the_test_labels_leaves_the_recommendation_alone(tiny_atlas, m
     change, the strengths chosen do not."""
     import shutil
 
-    from regcli.evaluate import evaluate_model
+    from regcli.inference.evaluate import evaluate_model
 
     sweep = tmp_path / "atlas"
     shutil.copytree(tiny_atlas / "atlas", sweep)
@@ -275,9 +275,9 @@ def test_the_sizes_come_from_a_config_files_sweep_table_too(tmp_path):
 def test_robustness_along_a_path_is_paired_holm_adjusted_and_cached(tiny_atlas, mnist, tmp_path):
     import shutil
 
-    from regcli import strength_path, weights
-    from regcli.robustness import ROBUSTNESS_SHIFTS
-    from regcli.robustness_report import robustness_findings, robustness_table
+    from regcli.studies import path as strength_path
+    from regcli.studies import weights
+    from regcli.studies.shift import ROBUSTNESS_SHIFTS, robustness_findings, robustness_table
 
     path = tmp_path / "size-200"
     shutil.copytree(tiny_atlas / "atlas" / "size-200", path)
@@ -294,7 +294,7 @@ def test_robustness_along_a_path_is_paired_holm_adjusted_and_cached(tiny_atlas, 
     assert len(caches) == 6 and json.loads(caches[0].read_text())["test_images"] == 500
     # cached: a second read measures nothing (scoring would fail), a damaged cache is measured
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("regcli.robustness.score", lambda *a: pytest.fail("measured again"))
+        patch.setattr("regcli.studies.shift.score", lambda *a: pytest.fail("measured again"))
         patch.setattr(weights, "score", lambda *a: pytest.fail("pruned again"))
         again = strength_path.path_stats(path, mnist[1], shifts=ROBUSTNESS_SHIFTS)
     assert [c.shifted["rotate:30"].accuracy.mean for c in again] == [
@@ -316,8 +316,8 @@ def test_robustness_along_a_path_is_paired_holm_adjusted_and_cached(tiny_atlas, 
 def test_hostile_sizes_and_records_are_refused_in_one_line(tiny_atlas, tmp_path):
     import shutil
 
-    from regcli.layout import parse_size_folder
-    from regcli.records import load_metrics
+    from regcli.store.layout import parse_size_folder
+    from regcli.store.records import load_metrics
 
     assert parse_size_folder("size-\u00b2") is None and parse_size_folder("size-0500") is None
     result = invoke("sweep", "--train-sizes", "\u00b2", "--dry-run", "--models-dir", str(tmp_path))

@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from regcli.config import TrainConfig
+from regcli.core.config import TrainConfig
 from tests.conftest import (
     DATA_DIR,
     RESUMABLE,
@@ -96,8 +96,8 @@ def as_lists(state):
 
 
 def whole_module(model_dir: Path) -> None:
-    """torch.save(model) instead of its state: a pickle of Python objects (regcli.model.Net)."""
-    from regcli.checkpoints import load_model
+    """torch.save(model) instead of its state: a pickle of Python objects (regcli.nn.model.Net)."""
+    from regcli.store.checkpoints import load_model
 
     net, _ = load_model(model_dir)
     torch.save(net, model_dir / "model.pt")
@@ -553,7 +553,7 @@ def offline(url, target, max_bytes, timeout=None):
 @pytest.mark.parametrize("command", DATA_COMMANDS)
 @pytest.mark.parametrize("where", ["option", "option-empty-folder", "environment"])
 def test_missing_mnist(command, where, quick_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("regcli.data.fetch", offline)
+    monkeypatch.setattr("regcli.data.mnist.fetch", offline)
     model_dir = copy_model(quick_model, tmp_path / "models")
     data_dir = tmp_path / "nodata"
     if where == "option-empty-folder":

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from regcli.files import readme_markers
+from regcli.core.files import readme_markers
 from tests.conftest import REPO
 
 

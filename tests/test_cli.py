@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,7 +160,14 @@ def test_help_shows_flags_as_flags():
 def test_shell_completion_is_on_and_completes_model_folders(monkeypatch):
     from regcli.cli.options import complete_models
 
-    assert invoke("--show-completion", "bash").exit_code == 0
+    # typer detects the shell from the process tree, which a test run need not have: told not to
+    # detect it, --show-completion takes the shell's name
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    script = subprocess.run(
+        [str(Path(sys.executable).with_name("regcli")), "--show-completion", "bash"],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert "complete -o default -F _regcli_completion regcli" in script
     monkeypatch.chdir(REPO)
     default = type("Context", (), {"params": {}})()  # no --models-dir given: models/
     assert "models/l1_l2" in complete_models(default, "models/l1")
@@ -220,9 +228,9 @@ def test_json_is_compact_a_confusion_matrix_row_per_line(exported):
 
 def test_training_progress_on_a_terminal(tmp_path, monkeypatch):
     """On a terminal: epoch k/N, images/s, running loss, time left, and the test pass labelled."""
-    import regcli.console as console
-    from regcli.config import TrainConfig
-    from regcli.runs import Request
+    import regcli.cli.console as console
+    from regcli.core.config import TrainConfig
+    from regcli.jobs.runs import Request
 
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=160, highlight=False)
@@ -263,9 +271,9 @@ def test_quiet_silences_progress_and_wrote_lines(exported_copy, tmp_path, comman
 def test_time_left_is_for_the_whole_job(tmp_path, monkeypatch):
     """Two models one after the other: the reporter is told the job's size up front, and every
     step of either model counts towards it."""
-    import regcli.console as console
-    from regcli.config import TrainConfig
-    from regcli.runs import Request
+    import regcli.cli.console as console
+    from regcli.core.config import TrainConfig
+    from regcli.jobs.runs import Request
 
     monkeypatch.setattr(console, "stderr", Console(file=io.StringIO(), force_terminal=True))
     config = TrainConfig(epochs=2, limit_train=300, limit_test=128)  # 3 steps an epoch
@@ -280,7 +288,7 @@ def test_time_left_is_for_the_whole_job(tmp_path, monkeypatch):
 def test_a_log_gets_a_progress_line_within_an_epoch(tmp_path, monkeypatch):
     """Without a terminal, a line every PERIODIC_SECONDS (here: every step) says where the epoch
     is, how fast, and the job's time left; each fits 80 columns."""
-    monkeypatch.setattr("regcli.console.PERIODIC_SECONDS", 0.0)
+    monkeypatch.setattr("regcli.cli.console.PERIODIC_SECONDS", 0.0)
     args = ["train", "--name", "log", *TINY, "--batch-size", "64", *places(tmp_path)]
     result = invoke(*args)
     assert result.exit_code == 0, result.output

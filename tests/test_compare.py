@@ -8,9 +8,15 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from regcli.backends import is_current
-from regcli.checkpoints import load_checkpoint, model_from_checkpoint
-from regcli.compare import (
+from regcli.core.files import readme_markers
+from regcli.data.mnist import load_split
+from regcli.inference.backends import is_current
+from regcli.inference.evaluate import evaluate_model
+from regcli.nn.model import regularized_parameters
+from regcli.store.checkpoints import load_checkpoint, model_from_checkpoint
+from regcli.store.layout import seed_dirs
+from regcli.store.listing import find_models
+from regcli.studies.compare import (
     README_SECTION,
     as_json,
     results_markdown,
@@ -18,11 +24,6 @@ from regcli.compare import (
     series,
     summarize,
 )
-from regcli.data import load_split
-from regcli.evaluate import evaluate_model
-from regcli.files import readme_markers
-from regcli.layout import find_models, seed_dirs
-from regcli.regularization import regularized_parameters
 from tests.conftest import (
     DATA_DIR,
     REPO,
@@ -161,7 +162,7 @@ def test_a_model_far_below_the_rest_still_shows_in_the_figure(quick_model, tmp_p
         100 * rows[0].history[-1]["test_accuracy"],
         50.0,
     ]
-    from regcli.plots import compare_figure
+    from regcli.plots.figures import compare_figure
 
     axes = compare_figure(drawn).axes[0]
     low, high = axes.get_ylim()
@@ -178,8 +179,8 @@ committed = pytest.mark.skipif(
 @committed
 def test_readme_table_matches_the_committed_models():
     """The tables, and the sentences above them that say how the models were trained."""
-    from regcli.layout import unique_labels
-    from regcli.study_text import results_section
+    from regcli.store.layout import unique_labels
+    from regcli.studies.variants_report import results_section
 
     readme = (REPO / "README.md").read_text()
     generated = readme.split(README_START)[1].split(README_END)[0].strip()
@@ -191,11 +192,10 @@ def test_readme_table_matches_the_committed_models():
 
 @committed
 def test_readme_path_and_robustness_sections_match_the_committed_sweep():
-    from regcli import strength_path as paths
-    from regcli.report import path_section
-    from regcli.robustness import ROBUSTNESS_SHIFTS
-    from regcli.robustness_report import README_SECTION as ROBUSTNESS_SECTION
-    from regcli.robustness_report import robustness_section
+    from regcli.studies import path as paths
+    from regcli.studies.path_report import path_section
+    from regcli.studies.shift import README_SECTION as ROBUSTNESS_SECTION
+    from regcli.studies.shift import ROBUSTNESS_SHIFTS, robustness_section
 
     start, end = readme_markers(*paths.README_SECTION)
     readme = (REPO / "README.md").read_text()
@@ -214,9 +214,9 @@ def test_readme_path_and_robustness_sections_match_the_committed_sweep():
 @pytest.mark.skipif(not (REPO / "models" / "atlas").is_dir(), reason="no committed atlas yet")
 def test_readme_atlas_section_matches_the_committed_atlas():
     """The section, its training time included, is what the committed atlas and path say."""
-    from regcli.atlas import read_atlas
-    from regcli.atlas_report import README_SECTION as ATLAS_SECTION
-    from regcli.atlas_report import atlas_section
+    from regcli.studies.atlas import read_atlas
+    from regcli.studies.atlas_report import README_SECTION as ATLAS_SECTION
+    from regcli.studies.atlas_report import atlas_section
 
     start, end = readme_markers(*ATLAS_SECTION)
     readme = (REPO / "README.md").read_text()
@@ -233,9 +233,9 @@ def test_readme_atlas_section_matches_the_committed_atlas():
 def test_readme_pruning_section_matches_the_committed_pruned_runs():
     """The section, run time included, is what the committed pruned runs and their sources
     say; the study is the one `make prune-study` makes: 3 cells x 5 seeds x 3 levels, two ways."""
-    from regcli.pruning_report import README_SECTION as PRUNING_SECTION
-    from regcli.pruning_report import section
-    from regcli.pruning_study import Mode, read_study
+    from regcli.studies.pruning import Mode, read_study
+    from regcli.studies.pruning_report import README_SECTION as PRUNING_SECTION
+    from regcli.studies.pruning_report import section
 
     start, end = readme_markers(*PRUNING_SECTION)
     readme = (REPO / "README.md").read_text()
@@ -297,10 +297,10 @@ def test_the_studys_sentences_come_from_its_runs(tiny_group, tmp_path):
     """A rerun of the study on this CPU with 1 epoch: the sentences above the results tables
     say 1 epoch, this machine and no GPU, and whether seed 0 reproduced the single run, which
     they check against the records (first a true copy, then a run that differs)."""
-    from regcli.compare import summarize
-    from regcli.layout import unique_labels
-    from regcli.provenance import machine
-    from regcli.study_text import study_lines
+    from regcli.core.provenance import machine
+    from regcli.store.layout import unique_labels
+    from regcli.studies.compare import summarize
+    from regcli.studies.variants_report import study_lines
 
     group = tmp_path / "models" / "grp"
     shutil.copytree(tiny_group, group)

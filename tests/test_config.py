@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from regcli.config import TrainConfig, differences
-from regcli.errors import UsageError
-from regcli.settings import check_keys, config_toml, parse_toml
+from regcli.core.config import TrainConfig, differences
+from regcli.core.errors import UsageError
+from regcli.store.settings import check_keys, config_toml, parse_toml
 
 
 @pytest.mark.parametrize(

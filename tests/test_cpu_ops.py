@@ -1,4 +1,4 @@
-"""The CPU fast paths (regcli/cpu_ops.py) give PyTorch's own results bit for bit: each kernel
+"""The CPU fast paths (regcli/nn/cpu_ops.py) give PyTorch's own results bit for bit: each kernel
 against the one it replaces, and whole training steps with the fast paths on and off."""
 
 import sys
@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regcli import cpu_ops
-from regcli.config import TrainConfig
-from regcli.model import Dropout, MaxPool2d
-from regcli.train import GroupTrainer
+from regcli.core.config import TrainConfig
+from regcli.nn import cpu_ops
+from regcli.nn.model import Dropout, MaxPool2d
+from regcli.train.trainer import GroupTrainer
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regcli.config import TrainConfig  # noqa: E402
-from regcli.data import load_split  # noqa: E402
-from regcli.errors import Interrupted  # noqa: E402
-from regcli.train import StopFlag, train_group  # noqa: E402
+from regcli.core.config import TrainConfig  # noqa: E402
+from regcli.core.errors import Interrupted  # noqa: E402
+from regcli.data.mnist import load_split  # noqa: E402
+from regcli.train.trainer import StopFlag, train_group  # noqa: E402
 from tests.helpers import strip  # noqa: E402
 
 try:

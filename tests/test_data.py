@@ -12,8 +12,9 @@ import zlib
 import numpy as np
 import pytest
 
-from regcli import data
-from regcli.data import (
+from regcli.core.errors import RegcliError
+from regcli.data import mnist as data
+from regcli.data.mnist import (
     GENUINE_GZ_SIZE,
     GENUINE_SIZE,
     MIRRORS,
@@ -23,7 +24,6 @@ from regcli.data import (
     read_idx,
     resolve_data_dir,
 )
-from regcli.errors import RegcliError
 from tests.conftest import DATA_DIR, tree
 
 RAW_DIR = DATA_DIR / "MNIST" / "raw"
@@ -366,7 +366,7 @@ def test_loading_mnist_does_not_import_torch():
     import sys
 
     code = (
-        "import sys; from regcli.data import load_split; load_split('data', 'test', 5); "
+        "import sys; from regcli.data.mnist import load_split; load_split('data', 'test', 5); "
         "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=DATA_DIR.parent)

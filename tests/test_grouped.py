@@ -8,12 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from regcli.config import TrainConfig
-from regcli.errors import UsageError
-from regcli.grouped import FlatParameters, initial_state, pack, schedule_table, unpack
-from regcli.model import Net
-from regcli.regularization import regularized_parameters
-from regcli.train import GroupTrainer, train_group
+from regcli.core.config import TrainConfig
+from regcli.core.errors import UsageError
+from regcli.nn.grouped import FlatParameters, initial_state, pack, schedule_table, unpack
+from regcli.nn.model import Net, regularized_parameters
+from regcli.train.trainer import GroupTrainer, train_group
 from tests.helpers import strip
 
 CPU = torch.device("cpu")
@@ -175,8 +174,8 @@ def test_members_must_share_the_run_length_and_data():
 
 def test_a_group_that_does_not_fit_is_split_not_failed(tmp_path, monkeypatch):
     """Out of GPU memory before the first epoch: the group trains as two halves instead."""
-    import regcli.group_run as group_run
-    from regcli.runs import Request
+    import regcli.jobs.group_run as group_run
+    from regcli.jobs.runs import Request
     from tests.conftest import train_cpu
 
     real = group_run.train_group

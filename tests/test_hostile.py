@@ -20,9 +20,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from regcli import files
-from regcli.backends import CONTENT_KEY, content_sha256
-from regcli.files import readme_markers
+from regcli.core import files
+from regcli.core.files import readme_markers
+from regcli.inference.backends import CONTENT_KEY, content_sha256
 from tests.conftest import (
     DATA_DIR,
     RESUME_OPTIONS,
@@ -367,8 +367,8 @@ def test_a_nan_weight_is_refused_naming_the_file(command, quick_model, tmp_path)
 
 
 def test_export_parity_fails_on_nan(monkeypatch, quick_model):
-    from regcli import export
-    from regcli.checkpoints import load_model
+    from regcli.inference import export
+    from regcli.store.checkpoints import load_model
 
     model, _ = load_model(quick_model)
     images = np.zeros((256, 28, 28), dtype=np.uint8)
@@ -662,7 +662,7 @@ def test_a_lock_file_with_a_second_hard_link_is_refused(exported, tmp_path):
 
 
 def test_an_onnx_file_forged_with_a_recomputed_digest_is_exported_again(exported, tmp_path):
-    from regcli.export import up_to_date
+    from regcli.inference.export import up_to_date
 
     model = copy_model(exported, tmp_path / "models")
     forged_onnx(model, lambda proto: other_weights(proto) or True)  # digest made to match

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from regcli.augment import RandomRotation
-from regcli.model import Dropout, Net, count_parameters, layer_summary
-from regcli.regularization import regularized_parameters
-from regcli.scoring import to_unit
+from regcli.inference.scoring import to_unit
+from regcli.nn.model import Dropout, Net, count_parameters, layer_summary, regularized_parameters
+from regcli.train.augment import RandomRotation
 
 
 class Tiny(nn.Module):

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from regcli.backends import open_predictor
-from regcli.checkpoints import load_model
-from regcli.evaluate import evaluate_model
-from regcli.files import sha256_bytes
-from regcli.scoring import to_unit
+from regcli.core.files import sha256_bytes
+from regcli.inference.backends import open_predictor
+from regcli.inference.evaluate import evaluate_model
+from regcli.inference.scoring import to_unit
+from regcli.store.checkpoints import load_model
 from tests.conftest import DATA_DIR, invoke, one_line_error, snapshot
 
 
@@ -247,7 +247,7 @@ def test_an_onnx_file_without_its_full_provenance_is_stale(exported_copy, key, s
     without_provenance(exported_copy / "model.onnx", key)
     result = invoke("evaluate", exported_copy, "--backend", "onnx", "--data-dir", DATA_DIR)
     one_line_error(result, 1, f"does not say {said}; run `regcli export")
-    from regcli.export import up_to_date
+    from regcli.inference.export import up_to_date
 
     assert not up_to_date(exported_copy)
 
@@ -255,7 +255,7 @@ def test_an_onnx_file_without_its_full_provenance_is_stale(exported_copy, key, s
 def test_export_hashes_exactly_the_bytes_it_loaded(exported_copy, monkeypatch):
     """A retrain that replaces model.pt while export runs cannot pair old weights with the new
     file's hash: the hash comes from the bytes that were loaded."""
-    import regcli.export as export_module
+    import regcli.inference.export as export_module
 
     real = export_module.load_checkpoint_with_hash
 

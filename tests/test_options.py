@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from regcli.config import Existing, RunOptions, TrainConfig
+from regcli.core.config import Existing, RunOptions, TrainConfig
 from tests.conftest import SUITE_THREADS, invoke, one_line_error
 
 
@@ -19,7 +19,7 @@ def handed(monkeypatch):
         calls.append((requests, options))
         return []
 
-    monkeypatch.setattr("regcli.runner.train_job", fake_job)
+    monkeypatch.setattr("regcli.jobs.runner.train_job", fake_job)
     return calls
 
 
@@ -103,7 +103,7 @@ def test_contradictions_are_refused_before_the_core(flags, handed, tmp_path):
 
 
 def test_sweep_takes_its_grid_from_the_file_and_the_typed_options(handed, tmp_path, monkeypatch):
-    monkeypatch.setattr("regcli.sweep.train", lambda job, options, reporter: handed.append(
+    monkeypatch.setattr("regcli.jobs.sweep.train", lambda job, options, reporter: handed.append(
         (job.requests(), options)) or [])  # fmt: skip
     config = toml(tmp_path, "epochs = 4\n\n[sweep]\nl1 = [0, 1e-4]\nweight_decay = [0]\n")
     result = invoke("sweep", "--config", config, "--seeds", "2", "--epochs", "3",
@@ -120,7 +120,7 @@ def test_sweep_takes_its_grid_from_the_file_and_the_typed_options(handed, tmp_pa
 
 def test_every_training_setting_is_an_option_of_train_and_sweep():
     """...except a pruned run's own settings, which are `regcli prune --retrain`'s."""
-    from regcli.config import FIELD_NAMES, PRUNE_FIELDS
+    from regcli.core.config import FIELD_NAMES, PRUNE_FIELDS
 
     train, sweep = invoke("train", "--help").stdout, invoke("sweep", "--help").stdout
     options = {name: f"--{name.replace('_', '-')} " for name in FIELD_NAMES}
@@ -137,7 +137,7 @@ def test_every_training_setting_is_an_option_of_train_and_sweep():
 def test_a_sweeps_train_sizes_come_from_the_file_unless_typed(
     typed, sizes, handed, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr("regcli.sweep.train", lambda job, options, reporter: handed.append(
+    monkeypatch.setattr("regcli.jobs.sweep.train", lambda job, options, reporter: handed.append(
         job.requests()) or [])  # fmt: skip
     config = toml(tmp_path, "[sweep]\nl1 = [0]\nweight_decay = [0]\ntrain_sizes = [500, 1000]\n")
     result = invoke("sweep", "--config", config, *typed, "--seeds", "1", "--models-dir", tmp_path)

@@ -1,4 +1,4 @@
-"""Models side by side on a CPU (regcli/pool.py): the layout chosen, each member's numbers the
+"""Models side by side on a CPU (regcli/jobs/pool.py): the layout chosen, each member's numbers the
 same as one after another, Ctrl-C across the processes, and a bad member failing alone."""
 
 import os
@@ -9,13 +9,13 @@ import sys
 import pytest
 import torch
 
-from regcli.checkpoints import load_checkpoint
-from regcli.config import RunOptions, TrainConfig
-from regcli.errors import Interrupted
-from regcli.layout import LAST_NAME
-from regcli.pool import jobs_for
-from regcli.runner import MIN_POOL_STEPS, side_by_side
-from regcli.runs import Request
+from regcli.core.config import RunOptions, TrainConfig
+from regcli.core.errors import Interrupted
+from regcli.jobs.pool import MIN_POOL_STEPS, jobs_for
+from regcli.jobs.runner import side_by_side
+from regcli.jobs.runs import Request
+from regcli.store.checkpoints import load_checkpoint
+from regcli.store.layout import LAST_NAME
 from tests.conftest import (
     REPO,
     TINY,
@@ -28,7 +28,7 @@ from tests.test_resume_signals import assert_complete_or_absent, history_without
 
 
 def test_on_a_cpu_groups_go_side_by_side_one_process_per_core(monkeypatch):
-    monkeypatch.setattr("regcli.pool.usable_cores", lambda: 4)
+    monkeypatch.setattr("regcli.jobs.pool.usable_cores", lambda: 4)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert jobs_for(RunOptions(), groups=10) == 4  # one per core
     assert jobs_for(RunOptions(), groups=3) == 3  # never more than there are groups
@@ -44,7 +44,7 @@ def test_on_a_cpu_groups_go_side_by_side_one_process_per_core(monkeypatch):
 
 
 def test_a_containers_cpu_quota_caps_the_processes(tmp_path, monkeypatch):
-    from regcli import devices
+    from regcli.train import devices
 
     quota = tmp_path / "cpu.max"
     monkeypatch.setattr(devices, "CPU_QUOTA", quota)
@@ -64,7 +64,7 @@ def weights(model_dir):
 def test_side_by_side_each_member_ends_as_it_would_alone(tmp_path, monkeypatch):
     """Seeds 0 and 1 in two processes and in one: the same histories and the same weights;
     the log says each model's lines with its tag, a line per model within 80 columns."""
-    monkeypatch.setattr("regcli.console.PERIODIC_SECONDS", 0.0)  # a progress line every step
+    monkeypatch.setattr("regcli.cli.console.PERIODIC_SECONDS", 0.0)  # a progress line every step
     common = ["train", "--seeds", "2", *TINY, "--epochs", "2", *places(tmp_path)]
     pair = invoke(*common, "--name", "pair", "--jobs", "2", "--threads", "1")
     assert pair.exit_code == 0, pair.output
@@ -151,7 +151,7 @@ def test_on_a_terminal_each_running_model_has_its_bar_and_the_job_one(monkeypatc
 
     from rich.console import Console
 
-    import regcli.console as console
+    import regcli.cli.console as console
 
     terminal = Console(file=io.StringIO(), force_terminal=True, width=80)
     monkeypatch.setattr(console, "stderr", terminal)

@@ -1,4 +1,4 @@
-"""`regcli predict` on images (regcli.preprocess, regcli.inputs): photos, scans at many
+"""`regcli predict` on images (inference/preprocess.py, inference/inputs.py): photos, scans at many
 resolutions, uneven lighting, EXIF, large images, the samples, and held-out real handwriting.
 
 The predictor is the committed models/none/model.onnx through onnxruntime, so predictions are
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regcli import inputs, preprocess
-from regcli.errors import RegcliWarning
-from regcli.predict import WORKING_SIDE
+from regcli.core.errors import RegcliWarning
+from regcli.inference import inputs, preprocess
+from regcli.inference.predict import WORKING_SIDE
 from tests.conftest import DATA_DIR, REPO
 from tests.predict_support import (
     NAMES,
@@ -180,7 +180,7 @@ def test_samples_are_predicted_correctly(predictor, test_split, tmp_path):
 
 def test_a_speck_of_noise_does_not_shrink_the_digit(predictor, test_split):
     """Cropping ignores isolated specks far from the digit (noise, dust on the lens)."""
-    from regcli.preprocess import mnist_style, to_gray
+    from regcli.inference.preprocess import mnist_style, to_gray
 
     clean = photo(test_split.images[0], (200, 150))
     specked = np.asarray(clean).copy()

@@ -1,4 +1,4 @@
-"""`regcli predict` as a batch job (regcli.predict): many inputs, some broken or hostile,
+"""`regcli predict` as a batch job (regcli.inference.predict): many inputs, some broken or hostile,
 one row each; arrays read in bounded chunks; Ctrl-C keeps the rows so far."""
 
 import json
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from regcli import inputs
-from regcli.errors import Interrupted, RegcliError, UsageError
-from regcli.predict import predict_files
-from regcli.text import terminal_safe
+from regcli.core.errors import Interrupted, RegcliError, UsageError
+from regcli.core.text import terminal_safe
+from regcli.inference import inputs
+from regcli.inference.predict import predict_files
 from tests.predict_support import (
     EPS,
     photo,

@@ -11,12 +11,13 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from regcli.checkpoints import load_checkpoint, load_checkpoint_with_hash
-from regcli.config import TrainConfig
-from regcli.grouped import initial_state, schedule_table
-from regcli.pruning import PRUNABLE, pruned_config, pruned_count, stage_sparsity
-from regcli.runs import Request
-from regcli.train import GroupTrainer, train_group
+from regcli.core.config import TrainConfig
+from regcli.jobs.pruned_runs import pruned_config
+from regcli.jobs.runs import Request
+from regcli.nn.grouped import initial_state, schedule_table
+from regcli.nn.pruning import PRUNABLE, pruned_count, stage_sparsity
+from regcli.store.checkpoints import load_checkpoint, load_checkpoint_with_hash
+from regcli.train.trainer import GroupTrainer, train_group
 from tests.conftest import (
     DATA_DIR,
     Interrupter,
@@ -235,7 +236,7 @@ def test_an_interrupted_prune_says_what_it_kept_and_how_to_go_on(
 ):
     import signal
 
-    from regcli.errors import Interrupted
+    from regcli.core.errors import Interrupted
 
     def stop(self, epoch, reporter=None, stop=None):
         raise Interrupted("stopped by SIGTERM", signal.SIGTERM)

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from regcli.config import TrainConfig
-from regcli.files import readme_markers
-from regcli.runs import Request
+from regcli.core.config import TrainConfig
+from regcli.core.files import readme_markers
+from regcli.jobs.runs import Request
 from tests.conftest import DATA_DIR, invoke, one_line_error, train_cpu
 
 TINY_SOURCE = TrainConfig(epochs=2, limit_train=1024, batch_size=32, limit_test=500)  # ~88%

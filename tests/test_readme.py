@@ -6,7 +6,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from regcli.model import Net, count_parameters, layer_summary
+from regcli.nn.model import Net, count_parameters, layer_summary
 from tests.conftest import REPO, TINY, invoke
 
 
@@ -75,10 +75,10 @@ def test_the_readme_describes_the_network_that_exists():
     field = layer_summary(Net())[-4]["receptive_field"]  # before the global pooling
     assert f"receptive field {field} pixels" in readme
     assert re.search(r"dropout 0\.05", readme)
-    from regcli.augment import RandomRotation
-    from regcli.config import MNIST_MEAN, MNIST_STD, TrainConfig
-    from regcli.epochs import DIVERGED_LOSS
-    from regcli.predict import MAX_PIXELS
+    from regcli.core.config import MNIST_MEAN, MNIST_STD, TrainConfig
+    from regcli.inference.predict import MAX_PIXELS
+    from regcli.train.augment import RandomRotation
+    from regcli.train.epochs import DIVERGED_LOSS
 
     assert f"(mean {MNIST_MEAN}, std {MNIST_STD})" in readme
     defaults = TrainConfig()
@@ -91,12 +91,12 @@ def test_the_readme_describes_the_network_that_exists():
     ):
         assert fact in readme, fact
     assert f"{len(RandomRotation(7.0).angles)} angles" in readme
-    from regcli.console import PERIODIC_SECONDS
+    from regcli.cli.console import PERIODIC_SECONDS
 
     assert f"a progress line comes every {PERIODIC_SECONDS:g} seconds" in readme
     assert f"up to {MAX_PIXELS / 1e6:g} megapixels" in readme
-    from regcli.devices import CPU_THREADS
-    from regcli.preprocess import BLOB_SHARE
+    from regcli.inference.preprocess import BLOB_SHARE
+    from regcli.train.devices import CPU_THREADS
 
     assert f"(`--threads`, {CPU_THREADS} by default," in readme
     assert f"at least {({0.25: 'a quarter', 0.5: 'half'})[BLOB_SHARE]} the size" in readme
@@ -105,11 +105,11 @@ def test_the_readme_describes_the_network_that_exists():
 
 def test_the_readme_states_the_limits_on_hostile_files_as_the_code_has_them():
     readme = " ".join((REPO / "README.md").read_text().split())
-    from regcli.config import MAX_LR, MAX_STRENGTH
-    from regcli.files import MODEL_FILE_BYTES, SMALL_FILE_BYTES
-    from regcli.layout import MAX_DEPTH, MAX_NAME_LENGTH
-    from regcli.preprocess import FLATTEN_FROM
-    from regcli.sweep import MAX_CELLS, MAX_MODELS, MAX_POINTS
+    from regcli.core.config import MAX_LR, MAX_STRENGTH
+    from regcli.core.files import MODEL_FILE_BYTES, SMALL_FILE_BYTES
+    from regcli.inference.preprocess import FLATTEN_FROM
+    from regcli.jobs.sweep import MAX_CELLS, MAX_MODELS, MAX_POINTS
+    from regcli.store.layout import MAX_DEPTH, MAX_NAME_LENGTH
 
     for fact in (
         f"caches up to {SMALL_FILE_BYTES // 2**20} MiB",

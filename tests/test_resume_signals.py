@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from regcli.checkpoints import load_checkpoint
-from regcli.config import Existing, TrainConfig
-from regcli.errors import Interrupted
-from regcli.layout import LAST_NAME
-from regcli.runs import Request
+from regcli.core.config import Existing, TrainConfig
+from regcli.core.errors import Interrupted
+from regcli.jobs.runs import Request
+from regcli.store.checkpoints import load_checkpoint
+from regcli.store.layout import LAST_NAME
 from tests.conftest import (
     DATA_DIR,
     REPO,
@@ -183,7 +183,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(tmp_path):
 # is killed in the middle of saving it.
 SLOW_SAVE = """
 import os, sys, time
-import regcli.files as artifacts
+import regcli.core.files as artifacts
 real_replace = os.replace
 def held_replace(source, target):
     if str(target).endswith("model.pt"):
@@ -320,8 +320,8 @@ def test_a_resumed_runs_record_keeps_its_first_command_and_all_its_time(tmp_path
 
 
 def test_a_run_resumes_only_where_it_can_continue_as_it_began(tmp_path):
-    from regcli.errors import RegcliWarning, UsageError
-    from regcli.runs import check_resumable
+    from regcli.core.errors import RegcliWarning, UsageError
+    from regcli.jobs.runs import check_resumable
 
     cpu = {"device": "cpu", "deterministic": True, "threads": 1}
     check_resumable(tmp_path, dict(cpu), cpu)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regcli.config import TrainConfig
-from regcli.data import load_split
-from regcli.errors import Interrupted
-from regcli.runs import Request
+from regcli.core.config import TrainConfig
+from regcli.core.errors import Interrupted
+from regcli.data.mnist import load_split
+from regcli.jobs.runs import Request
 from tests.conftest import (
     DATA_DIR,
     REPO,
@@ -82,7 +82,7 @@ def hint(line: str, label: str) -> list[str]:
 @pytest.fixture(scope="module")
 def exported_tiny(tmp_path_factory) -> Path:
     """One tiny l1_l2 model with its model.onnx (read-only: copy it with place())."""
-    from regcli.export import export_model
+    from regcli.inference.export import export_model
 
     model_dir = train_model(TINY_CONFIG, "tiny", tmp_path_factory.mktemp("tiny") / "models")
     export_model(model_dir, data_dir=DATA_DIR)
@@ -111,7 +111,7 @@ def interrupted_run(models: Path, name: str, config: TrainConfig) -> Path:
 
 def invoke_interrupted(monkeypatch, at: str, *args):
     """`regcli train ...` in-process, with its reporter sending SIGINT (see Interrupter)."""
-    from regcli.console import TrainingReporter
+    from regcli.cli.console import TrainingReporter
 
     class Interrupting(TrainingReporter):
         def step_done(self):
@@ -139,7 +139,7 @@ def invoke_interrupted(monkeypatch, at: str, *args):
 HOLD = """
 import sys, time
 from pathlib import Path
-from regcli.locks import ModelLock
+from regcli.core.locks import ModelLock
 ModelLock(Path(sys.argv[1]), "regcli train").acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -486,15 +486,15 @@ def test_export_holds_the_lock_and_hashes_exactly_the_bytes_it_loaded(
 ):
     import onnx
 
-    import regcli.export
-    from regcli.locks import lock_holder
+    import regcli.inference.export
+    from regcli.core.locks import lock_holder
 
     model_dir = place(exported_tiny, tmp_path / "models" / "m", onnx=False)
     loaded = (model_dir / "model.pt").read_bytes()
     other = train_model(replace(TINY_CONFIG, lr=0.05), "other", tmp_path / "models")
     newer = (other / "model.pt").read_bytes()
     assert newer != loaded
-    real, seen = regcli.export.model_from_checkpoint, {}
+    real, seen = regcli.inference.export.model_from_checkpoint, {}
 
     def then_replaced(*args, **kwargs):
         """After export has read model.pt: who holds the lock, then a writer that ignores it."""
@@ -502,7 +502,7 @@ def test_export_holds_the_lock_and_hashes_exactly_the_bytes_it_loaded(
         (model_dir / "model.pt").write_bytes(newer)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(regcli.export, "model_from_checkpoint", then_replaced)
+    monkeypatch.setattr(regcli.inference.export, "model_from_checkpoint", then_replaced)
     result = invoke("export", model_dir, "--data-dir", DATA_DIR)
     assert result.exit_code == 0, result.output
     assert seen["holder"] and f"process {os.getpid()}" in seen["holder"], seen
@@ -591,7 +591,7 @@ def test_ctrl_c_before_the_first_epoch_over_a_run_hints_force(
     else:
         lr = ["--lr", "1e6"] if previous == "diverged" else []
         invoke("train", "--name", "none", *lr, *TINY, *places(tmp_path))
-    from regcli.runs import folder_state
+    from regcli.jobs.runs import folder_state
 
     assert folder_state(models / "none") == previous
     before = snapshot(models)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from regcli.config import ShiftKind
-from regcli.shifts import Shift, parse_shift, parse_shifts
+from regcli.core.config import ShiftKind
+from regcli.data.shifts import Shift, parse_shift, parse_shifts
 from tests.conftest import invoke, one_line_error
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from regcli.checkpoints import load_model
-from regcli.errors import UsageError
-from regcli.scoring import score
-from regcli.stats import (
+from regcli.core.errors import UsageError
+from regcli.inference.scoring import score
+from regcli.store.checkpoints import load_model
+from regcli.studies.stats import (
     holm,
     holm_adjusted,
     one_standard_error,
@@ -21,7 +21,13 @@ from regcli.stats import (
     trend,
     welch,
 )
-from regcli.weights import parse_sparsities, prunable, prune_curve, pruned_state, weight_stats
+from regcli.studies.weights import (
+    parse_sparsities,
+    prunable,
+    prune_curve,
+    pruned_state,
+    weight_stats,
+)
 from tests.conftest import DATA_DIR, invoke, one_line_error
 
 
@@ -100,7 +106,7 @@ def test_pruning_zeroes_exactly_that_share_of_the_prunable_weights(quick_model, 
 
 
 def test_pruning_curve_through_both_backends(exported, mnist):
-    from regcli.backends import open_predictor
+    from regcli.inference.backends import open_predictor
 
     model_dir = exported
     test = mnist[1].head(2_000)

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from regcli.checkpoints import load_model
-from regcli.config import TrainConfig
-from regcli.errors import UsageError
-from regcli.layout import LAST_NAME, cell_name, parse_cell
-from regcli.records import load_metrics
-from regcli.stats import holm_adjusted, mean, paired
-from regcli.strength_path import (
+from regcli.core.config import TrainConfig
+from regcli.core.errors import UsageError
+from regcli.jobs.sweep import grid_cells, parse_strengths
+from regcli.store.checkpoints import load_model
+from regcli.store.layout import LAST_NAME, cell_name, parse_cell
+from regcli.store.records import load_metrics
+from regcli.studies.path import (
     PATH_SPARSITIES,
     PathCell,
     Penalty,
@@ -23,8 +23,8 @@ from regcli.strength_path import (
     path_stats,
     path_table,
 )
-from regcli.sweep import grid_cells, parse_strengths
-from regcli.weights import prune_curve, weight_stats
+from regcli.studies.stats import holm_adjusted, mean, paired
+from regcli.studies.weights import prune_curve, weight_stats
 from tests.conftest import DATA_DIR, REPO, invoke, one_line_error, snapshot
 
 GRID = [
@@ -247,7 +247,7 @@ def test_a_cell_without_a_model_in_json_and_in_the_table():
 def test_path_stats_refuse_a_cell_that_mixes_configurations(swept, tmp_path, mnist):
     import shutil
 
-    from regcli.errors import RegcliError
+    from regcli.core.errors import RegcliError
 
     models = tmp_path / "sweep"
     shutil.copytree(swept / "models" / "sweep", models)

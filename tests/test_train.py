@@ -7,16 +7,16 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from regcli.checkpoints import load_model
-from regcli.config import TrainConfig
-from regcli.devices import resolve_device
-from regcli.epochs import penalty_dominates
-from regcli.errors import RegcliError, UsageError
-from regcli.grouped import schedule_table
-from regcli.model import torch_predictor
-from regcli.records import EPOCH_FIELDS, EpochRecord
-from regcli.scoring import score
-from regcli.train import train_group
+from regcli.core.config import TrainConfig
+from regcli.core.errors import RegcliError, UsageError
+from regcli.inference.scoring import score
+from regcli.nn.grouped import schedule_table
+from regcli.nn.model import torch_predictor
+from regcli.store.checkpoints import load_model
+from regcli.store.records import EPOCH_FIELDS, EpochRecord
+from regcli.train.devices import resolve_device
+from regcli.train.epochs import penalty_dominates
+from regcli.train.trainer import train_group
 from tests.conftest import QUICK_CONFIG, TINY, invoke
 
 CPU = torch.device("cpu")

@@ -18,11 +18,11 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from regcli import __version__
-from regcli.console import model_progress, stderr, stdout
-from regcli.errors import Interrupted, RegcliError, RegcliWarning
-from regcli.files import to_json
-from regcli.layout import model_label
-from regcli.text import terminal_safe
+from regcli.cli.console import model_progress, stderr, stdout
+from regcli.core.errors import Interrupted, RegcliError, RegcliWarning
+from regcli.core.files import to_json
+from regcli.core.text import terminal_safe
+from regcli.store.layout import model_label
 
 DEBUG_ENV = "REGCLI_DEBUG"
 invocation: ContextVar[tuple[str, ...]] = ContextVar("invocation", default=())  # args as typed

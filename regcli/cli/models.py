@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from regcli.cli.app import app, command_line, each_model, exit_if, print_json, print_line
+from regcli.cli.console import say, stderr
 from regcli.cli.options import (
     BackendOption,
     DataDir,
@@ -17,25 +18,24 @@ from regcli.cli.options import (
     ModelsDir,
     Quiet,
 )
-from regcli.config import Backend
-from regcli.console import say, stderr
-from regcli.errors import UsageError
-from regcli.layout import (
+from regcli.core.config import Backend
+from regcli.core.errors import UsageError
+from regcli.core.text import terminal_safe
+from regcli.store.layout import (
     ONNX_NAME,
     USER_FIGURES,
     figure_paths,
-    model_dirs,
     model_label,
     unique_labels,
     within_models_dir,
 )
-from regcli.text import terminal_safe
+from regcli.store.listing import model_dirs
 
 
 @app.command()
 def summary(json_output: JsonFlag = False):
     """Print the network layer by layer: output shape, parameters, receptive field."""
-    from regcli.model import Net, count_parameters, layer_summary, layer_table
+    from regcli.nn.model import Net, count_parameters, layer_summary, layer_table
 
     rows = layer_summary(Net())
     if json_output:
@@ -54,7 +54,7 @@ def export(
     quiet: Quiet = False,
 ):
     """Export models to ONNX (model.onnx beside model.pt), checked against PyTorch."""
-    from regcli.export import Exported, export_model, up_to_date
+    from regcli.inference.export import Exported, export_model, up_to_date
 
     def export_one(model_dir: Path) -> dict:
         target = within_models_dir(model_dir, models_dir) / ONNX_NAME
@@ -95,10 +95,10 @@ def evaluate(
 ):
     """Test loss, accuracy and per-class accuracy on all 10,000 test images, or on shifted
     copies of them (--json: and the confusion matrix)."""
-    from regcli.data import Split, load_split
-    from regcli.evaluate import evaluate_model
-    from regcli.shifts import parse_shifts
-    from regcli.tables import Streaming
+    from regcli.core.tables import Streaming
+    from regcli.data.mnist import Split, load_split
+    from regcli.data.shifts import parse_shifts
+    from regcli.inference.evaluate import evaluate_model
 
     shifts = parse_shifts(shift)  # checked before any model is read
     dirs = model_dirs(models, models_dir)
@@ -161,8 +161,8 @@ def misclassified(
     quiet: Quiet = False,
 ):
     """Plot misclassified test digits with true label, prediction and confidence."""
-    from regcli.data import load_split
-    from regcli.evaluate import plot_misclassified
+    from regcli.data.mnist import load_split
+    from regcli.inference.evaluate import plot_misclassified
 
     dirs = model_dirs(models, models_dir)
     if out is not None and len(dirs) > 1:
@@ -211,8 +211,8 @@ def predict(
     """Predict digits in real images; exit code 1 if any input could not be read."""
     import json
 
-    from regcli.backends import open_predictor
-    from regcli.predict import check_out, predict_files
+    from regcli.inference.backends import open_predictor
+    from regcli.inference.predict import check_out, predict_files
 
     check_out(out)  # a bad --out before the model is even opened
     predictor = open_predictor(model, backend=backend.value)

@@ -14,7 +14,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from regcli.config import (
+from regcli.core.config import (
     CHOICES,
     HELP,
     MAX_JOBS,
@@ -26,9 +26,9 @@ from regcli.config import (
     RunOptions,
     TrainConfig,
 )
-from regcli.errors import UsageError
-from regcli.layout import CHECKPOINT_NAME, USER_FIGURES, folders_holding
-from regcli.settings import resolve
+from regcli.core.errors import UsageError
+from regcli.store.layout import CHECKPOINT_NAME, USER_FIGURES, folders_holding
+from regcli.store.settings import resolve
 
 # help panels (`--help` groups options under these headings)
 REGULARIZATION, SCHEDULE, DATA, RUN, OUTPUT = "Regularization", "Schedule", "Data", "Run", "Output"

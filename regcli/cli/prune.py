@@ -16,6 +16,7 @@ from regcli.cli.app import (
     print_line,
     say_failures,
 )
+from regcli.cli.console import TrainingReporter, say, stderr
 from regcli.cli.options import (
     BackendOption,
     DataDir,
@@ -31,10 +32,10 @@ from regcli.cli.options import (
     Threads,
 )
 from regcli.cli.studies import no_figure
-from regcli.config import RETRAIN_LR, Backend, Device, Existing, RunOptions
-from regcli.console import TrainingReporter, say, stderr
-from regcli.errors import Interrupted, UsageError
-from regcli.layout import USER_FIGURES, check_name, model_dirs, summary_figure, unique_labels
+from regcli.core.config import RETRAIN_LR, Backend, Device, Existing, RunOptions
+from regcli.core.errors import Interrupted, UsageError
+from regcli.store.layout import USER_FIGURES, check_name, summary_figure, unique_labels
+from regcli.store.listing import model_dirs
 
 RETRAIN = "Retraining"  # help panel
 
@@ -93,7 +94,7 @@ def prune(
 ):
     """Zero the smallest conv weights and measure test accuracy at each level (and the zipped
     ONNX size); with --retrain, retrain each pruned network as a model of its own."""
-    from regcli.weights import parse_sparsities
+    from regcli.studies.weights import parse_sparsities
 
     if retrain is None:
         if iterative != 1 or retrain_lr != RETRAIN_LR:
@@ -124,9 +125,9 @@ def prune(
 
 def prune_curves(dirs, levels, backend, models_dir, data_dir, json_output, quiet) -> list:
     """Accuracy (and zipped ONNX size) of each model at each level, a table row as each ends."""
-    from regcli.data import load_split
-    from regcli.tables import Streaming
-    from regcli.weights import prune_curve
+    from regcli.core.tables import Streaming
+    from regcli.data.mnist import load_split
+    from regcli.studies.weights import prune_curve
 
     labels = unique_labels(dirs, models_dir)
     test = load_split(data_dir, "test")
@@ -157,8 +158,8 @@ def prune_curves(dirs, levels, backend, models_dir, data_dir, json_output, quiet
 
 
 def pruning_figure(curves, dirs, models, out, images_dir, models_dir, quiet) -> None:
-    from regcli.plots import pruning_figure as draw
-    from regcli.plots import save_figure
+    from regcli.plots.figures import pruning_figure as draw
+    from regcli.plots.figures import save_figure
 
     if curves:
         figure = summary_figure("pruning", images_dir, dirs if models else None, out, models_dir)
@@ -168,10 +169,11 @@ def pruning_figure(curves, dirs, models, out, images_dir, models_dir, quiet) -> 
 
 def retrain_pruned(dirs, levels, how, name, options: RunOptions, quiet: bool) -> list[dict]:
     """Train (or reuse) every pruned run, export each, and measure it against its source."""
-    from regcli.data import load_split
-    from regcli.export import export_model, up_to_date
-    from regcli.pruned_runs import Retraining, prune_requests, pruned_result
-    from regcli.runner import train_job
+    from regcli.data.mnist import load_split
+    from regcli.inference.export import export_model, up_to_date
+    from regcli.jobs.pruned_runs import Retraining, prune_requests
+    from regcli.jobs.runner import train_job
+    from regcli.studies.pruning import pruned_result
 
     requests = prune_requests(dirs, levels, Retraining(*how), name)
     try:
@@ -199,7 +201,7 @@ def retrain_pruned(dirs, levels, how, name, options: RunOptions, quiet: bool) ->
 
 
 def results_table(results: list[dict]) -> str:
-    from regcli.tables import render
+    from regcli.core.tables import render
 
     headers = ["model", "sparsity", "steps", "pruned %", "retrained %", "zip KB", "dense zip KB"]
     body = [

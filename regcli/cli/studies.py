@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from regcli.cli.app import app, each_model, exit_if, print_json, print_line
+from regcli.cli.console import model_progress, say, warn
 from regcli.cli.options import (
     SUMMARY_OPTIONS,
     DataDir,
@@ -16,9 +17,9 @@ from regcli.cli.options import (
     Quiet,
     with_options,
 )
-from regcli.config import Device
-from regcli.console import model_progress, say, warn
-from regcli.layout import STUDY_FIGURES, model_dirs, summary_figure, unique_labels
+from regcli.core.config import Device
+from regcli.store.layout import STUDY_FIGURES, summary_figure, unique_labels
+from regcli.store.listing import model_dirs
 
 
 @app.command()
@@ -30,8 +31,8 @@ def compare(
     given: dict,
 ):
     """Compare models: test accuracy and loss curves in one figure, and summary tables."""
-    from regcli import compare as comparison
-    from regcli.plots import compare_figure, save_figure
+    from regcli.plots.figures import compare_figure, save_figure
+    from regcli.studies import compare as comparison
 
     out, models_dir, images_dir, json_output, quiet = given.values()
     dirs = model_dirs(models, models_dir)
@@ -90,7 +91,7 @@ def report(
     quiet: Quiet = False,
 ):
     """Rebuild every figure (and, with --readme, its tables) from the models on disk."""
-    from regcli.report import report as build
+    from regcli.studies.report import report as build
 
     dirs = model_dirs(models, models_dir)
     total = len(dirs) + (sum(1 for _ in Path(sweep).glob("*/seed-*")) if sweep else 0)
@@ -117,8 +118,8 @@ def report(
 @with_options(SUMMARY_OPTIONS)
 def weights(models: ModelsArg = None, *, given: dict):
     """Weight norms, shares of small weights, and their distributions in one figure."""
-    from regcli.plots import save_figure, weights_figure
-    from regcli.weights import model_weights, weights_table
+    from regcli.plots.figures import save_figure, weights_figure
+    from regcli.studies.weights import model_weights, weights_table
 
     out, models_dir, images_dir, json_output, quiet = given.values()
 

@@ -16,6 +16,7 @@ from regcli.cli.app import (
     print_line,
     say_failures,
 )
+from regcli.cli.console import TrainingReporter, model_progress, say, stderr
 from regcli.cli.options import (
     OUTPUT,
     RUN,
@@ -31,13 +32,12 @@ from regcli.cli.options import (
     typed_here,
     with_options,
 )
-from regcli.config import GRID_DEFAULTS, Grid, TrainConfig
-from regcli.console import TrainingReporter, model_progress, say, stderr
-from regcli.errors import Interrupted
-from regcli.layout import check_name, figure_path, model_label
-from regcli.listing import State
-from regcli.settings import config_toml, shown
-from regcli.tables import clock
+from regcli.core.config import GRID_DEFAULTS, Grid, TrainConfig
+from regcli.core.errors import Interrupted
+from regcli.core.tables import clock
+from regcli.store.layout import check_name, figure_path, model_label
+from regcli.store.listing import State
+from regcli.store.settings import config_toml, shown
 
 Resume = Annotated[
     bool,
@@ -164,8 +164,8 @@ def train(
     folder = existing(force=force, resume=resume, reuse=several)
     if name is not None:
         check_name(name, given["models_dir"])  # before PyTorch's seconds of import
-    from regcli.runner import train_job
-    from regcli.runs import requests_for
+    from regcli.jobs.runner import train_job
+    from regcli.jobs.runs import requests_for
 
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     requests = requests_for(base, name, chosen, seeds)
@@ -185,7 +185,7 @@ def train(
 
 def report_outcomes(outcomes, json_output, quiet, images_dir: Path | None, wall: float) -> None:
     """'saved' lines (stderr), the final records (--json), one error line per divergence."""
-    from regcli.runner import Done
+    from regcli.jobs.runner import Done
 
     done = [o for o in outcomes if o.action in (Done.trained, Done.resumed)]
     for outcome in done:
@@ -241,7 +241,7 @@ def runs(
 ):
     """List the runs under --models-dir: settings, seed, epochs, state, final accuracy, when
     each started and how long it took (no PyTorch needed, but for an interrupted run)."""
-    from regcli.listing import list_runs, runs_table
+    from regcli.store.listing import list_runs, runs_table
 
     rows = list_runs(models_dir, name, status)
     if json_output:
@@ -270,7 +270,7 @@ def sweep(
     given: dict,
 ):
     """Train a grid of regularization strengths x seeds and draw the regularization path."""
-    from regcli import sweep as grid_search
+    from regcli.jobs import sweep as grid_search
 
     models_dir, quiet = given["models_dir"], given["quiet"]
     check_name(name, models_dir)  # one plain folder under --models-dir, as for train
@@ -317,9 +317,9 @@ def sweep(
 
 def sweep_report(job, given: dict, json_output: bool) -> None:
     """`regcli sweep --report`: the path's table (or JSON) and its figures, from disk."""
-    from regcli.atlas import is_atlas
-    from regcli.report import sweep_report as build
-    from regcli.strength_path import cells_json, path_table
+    from regcli.studies.atlas import is_atlas
+    from regcli.studies.path import cells_json, path_table
+    from regcli.studies.report import sweep_report as build
 
     folder = given["models_dir"] / job.name
     if is_atlas(folder):
@@ -341,9 +341,9 @@ def sweep_report(job, given: dict, json_output: bool) -> None:
 def atlas_report(folder: Path, given: dict, json_output: bool) -> None:
     """`regcli sweep --report` on an atlas (a sweep with --train-sizes): its table per size
     (or JSON) and its two figures, from disk."""
-    from regcli import atlas_report as atlas_text
-    from regcli.atlas import read_atlas
-    from regcli.timings import study_runs
+    from regcli.studies import atlas_report as atlas_text
+    from regcli.studies.atlas import read_atlas
+    from regcli.studies.timings import study_runs
 
     found = read_atlas(folder)
     written = atlas_text.atlas_figures(found, folder.name, given["images_dir"])
